@@ -1,0 +1,38 @@
+# Two commands matter: `make demo` and `make test`. Both create .venv from nothing.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export KERAS_BACKEND ?= tensorflow
+export MPLBACKEND ?= Agg
+
+.PHONY: demo test test-all bench bench-quick table clean
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test,bench]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/autoinit-sym demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) tests/benchmarks/run.py
+
+bench-quick: $(STAMP)
+	$(PY) tests/benchmarks/run.py --quick
+
+table: $(STAMP)
+	$(VENV)/bin/autoinit-sym table --format markdown
+
+clean:
+	rm -rf $(VENV) build *.egg-info
