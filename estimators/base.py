@@ -1,0 +1,133 @@
+"""The estimator contract shared by every layer rule.
+
+An estimator maps the (mean, variance) of each input of one layer call to the
+(mean, variance) of its output, assuming every element of an input is Gaussian
+with those statistics and independent of the others (the AutoInit assumption).
+Weighted layers additionally schedule new weights through :meth:`set_initializer`;
+nothing is written to the model until the whole walk has succeeded.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+# How an estimate was obtained (recorded per layer call in the estimates).
+EXACT = "exact"                # exact algebra (affine maps, reshapes, merges of independent inputs)
+CLOSED_FORM = "closed_form"    # closed-form Gaussian integral from the moment engine
+QUADRATURE = "quadrature"      # high-precision numerical integration
+MONTE_CARLO = "monte_carlo"    # sampling through the real layer or a clone of it
+PROBE = "probe"                # unknown layer: real layer run on Gaussian samples
+PASS_THROUGH = "pass_through"  # statistics passed on unchanged (no way to do better)
+
+METHODS = (EXACT, CLOSED_FORM, QUADRATURE, MONTE_CARLO, PROBE, PASS_THROUGH)
+
+DISTRIBUTIONS = ("truncated_normal", "untruncated_normal", "uniform", "orthogonal")
+
+
+@dataclass
+class WeightInitConfig:
+    """Validated ``weight_init_config`` (see ``AutoInit``)."""
+
+    distribution: str = "truncated_normal"
+    constrain_weights: bool = False
+    monte_carlo_samples: int = 100_000
+    recurrent_monte_carlo_samples: int = 10_000
+    seed: int = 0
+
+    KEYS = ("distribution", "constrain_weights", "monte_carlo_samples",
+            "recurrent_monte_carlo_samples", "seed")
+
+    @classmethod
+    def from_dict(cls, config: dict | None) -> "WeightInitConfig":
+        if config is None:
+            return cls()
+        if not isinstance(config, dict):
+            raise TypeError(f"weight_init_config must be a dict or None, got {type(config).__name__}")
+        unknown = sorted(set(config) - set(cls.KEYS))
+        if unknown:
+            raise ValueError(f"unknown weight_init_config key(s) {unknown}; valid keys: {list(cls.KEYS)}")
+        out = cls(**config)
+        if out.distribution not in DISTRIBUTIONS:
+            raise ValueError(f"unknown distribution {out.distribution!r}; valid choices: {list(DISTRIBUTIONS)}")
+        for key in ("monte_carlo_samples", "recurrent_monte_carlo_samples"):
+            value = getattr(out, key)
+            if not (isinstance(value, (int, float)) and value >= 1):
+                raise ValueError(f"{key} must be a positive number, got {value!r}")
+            setattr(out, key, int(value))
+        if not isinstance(out.seed, int) or isinstance(out.seed, bool):
+            raise ValueError(f"seed must be an int, got {out.seed!r}")
+        return out
+
+
+@dataclass
+class PendingWeight:
+    """A weight to redraw once the walk succeeds: zero mean, standard deviation ``stddev``."""
+
+    layer: Any
+    variable: Any            # keras.Variable
+    stddev: float
+    attr: str | None = None  # initializer attribute on the layer to update, e.g. "kernel_initializer"
+    fan_in: float | None = None
+
+
+@dataclass
+class EstimationContext:
+    """What every estimator may read: the AutoInit settings and the pending weight writes."""
+
+    signal_variance: float = 1.0
+    config: WeightInitConfig = field(default_factory=WeightInitConfig)
+    pending: dict[int, PendingWeight] = field(default_factory=dict)  # id(variable) -> write
+
+    def seed_for(self, *key: Any) -> int:
+        """A reproducible per-use seed derived from the configured seed and ``key``."""
+        import zlib
+
+        text = "|".join(str(k) for k in (self.config.seed, *key))
+        return zlib.crc32(text.encode()) & 0x7FFFFFFF
+
+
+class LayerOutputDistributionEstimator:
+    """Base class: override :meth:`estimate`.
+
+    Args:
+        layer: the Keras layer (or operation) being called.
+        context: the shared :class:`EstimationContext`.
+        input_shapes: shapes of this call's inputs (batch dimension included, may be None).
+        output_shapes: shapes of this call's outputs.
+
+    Subclasses set ``method`` (one of :data:`METHODS`) to say how they obtained
+    their result; it is recorded in the estimates.
+    """
+
+    method: str = EXACT
+
+    def __init__(self, layer: Any, context: EstimationContext | None = None,
+                 input_shapes: Sequence[tuple] | None = None,
+                 output_shapes: Sequence[tuple] | None = None) -> None:
+        self.layer = layer
+        self.context = context if context is not None else EstimationContext()
+        self.input_shapes = list(input_shapes or [])
+        self.output_shapes = list(output_shapes or [])
+
+    # Compatibility with the reference implementation's attribute names.
+    @property
+    def signal_variance(self) -> float:
+        return self.context.signal_variance
+
+    @property
+    def weight_init_config(self) -> WeightInitConfig:
+        return self.context.config
+
+    def estimate(self, means_in: list[float], vars_in: list[float]):
+        """Return ``(mean, var)`` of the output, or a list of such pairs for several outputs."""
+        raise NotImplementedError
+
+    def set_initializer(self, variable: Any, stddev: float, attr: str | None = None,
+                        fan_in: float | None = None) -> None:
+        """Schedule ``variable`` to be redrawn with mean 0 and standard deviation ``stddev``
+        in the configured distribution; ``attr`` names the layer's initializer attribute
+        (e.g. ``"kernel_initializer"``) to update so that the saved config matches."""
+        self.context.pending[id(variable)] = PendingWeight(self.layer, variable, float(stddev), attr, fan_in)
+
+
+Estimator = LayerOutputDistributionEstimator
