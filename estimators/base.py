@@ -77,6 +77,18 @@ class EstimationContext:
     signal_variance: float = 1.0
     config: WeightInitConfig = field(default_factory=WeightInitConfig)
     pending: dict[int, PendingWeight] = field(default_factory=dict)  # id(variable) -> write
+    custom_estimators: dict[type, type] = field(default_factory=dict)  # user overrides
+
+    def estimator_for(self, layer: Any, input_shapes: Sequence[tuple] | None = None,
+                      output_shapes: Sequence[tuple] | None = None, node: Any = None,
+                      ) -> "LayerOutputDistributionEstimator | None":
+        """An estimator instance for ``layer`` (user overrides first), or None if none is known.
+
+        Wrappers (TimeDistributed, Bidirectional, ...) use this to delegate to the inner layer."""
+        from .registry import lookup
+
+        cls = lookup(layer, self.custom_estimators)
+        return None if cls is None else cls(layer, self, input_shapes, output_shapes, node)
 
     def seed_for(self, *key: Any) -> int:
         """A reproducible per-use seed derived from the configured seed and ``key``."""
@@ -94,6 +106,8 @@ class LayerOutputDistributionEstimator:
         context: the shared :class:`EstimationContext`.
         input_shapes: shapes of this call's inputs (batch dimension included, may be None).
         output_shapes: shapes of this call's outputs.
+        node: the Keras ``Node`` of this call, when there is one; its ``arguments``
+            hold constant call arguments (e.g. the 2.0 in ``keras.ops.multiply(x, 2.0)``).
 
     Subclasses set ``method`` (one of :data:`METHODS`) to say how they obtained
     their result; it is recorded in the estimates.
@@ -103,11 +117,12 @@ class LayerOutputDistributionEstimator:
 
     def __init__(self, layer: Any, context: EstimationContext | None = None,
                  input_shapes: Sequence[tuple] | None = None,
-                 output_shapes: Sequence[tuple] | None = None) -> None:
+                 output_shapes: Sequence[tuple] | None = None, node: Any = None) -> None:
         self.layer = layer
         self.context = context if context is not None else EstimationContext()
         self.input_shapes = list(input_shapes or [])
         self.output_shapes = list(output_shapes or [])
+        self.node = node
 
     # Compatibility with the reference implementation's attribute names.
     @property
