@@ -1,0 +1,344 @@
+"""The ``autoinit-sym`` command line: demo, init, visualize, table, derive.
+
+Every failure caused by bad usage or bad input ends with exit status 2 (usage) or 1
+(input) and one line on stderr; ``--debug`` shows the traceback instead. TensorFlow is
+imported only by the subcommands that touch a model (demo, init, visualize).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import os
+import sys
+import traceback
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+PROG = "autoinit-sym"
+DERIVE_POINTS = ((0.0, 1.0), (1.0, 0.25), (-2.0, 4.0), (3.0, 0.01))
+MODEL_SUFFIXES = (".keras", ".h5", ".hdf5", ".json")
+
+
+class InputError(Exception):
+    """Bad input named in one line (exit status 1)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors (exit status 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+# ---- arguments --------------------------------------------------------------------------
+
+def _positive(text: str) -> float:
+    value = _number(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"must be finite, got {text}")
+    return value
+
+
+def _sample_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"must be >= 2, got {value}")
+    return value
+
+
+def _param(text: str) -> tuple[str, float]:
+    name, sep, value = text.partition("=")
+    if not sep or not name.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name, _number(value)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``autoinit-sym`` console script."""
+    parser = _Parser(prog=PROG, description="Analytic, symbolic AutoInit for Keras 3 models.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+
+    demo = sub.add_parser("demo", help="AutoInit against Keras defaults on a deep MLP (the main job)")
+    demo.add_argument("-o", "--plot", default="autoinit_demo.png", help="PNG path (default: %(default)s)")
+    demo.add_argument("--samples", type=_sample_count, default=1000, help="Gaussian inputs (default: %(default)s)")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.set_defaults(run=_cmd_demo)
+
+    def model_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("model", help="a .keras file, a legacy .h5 file or a JSON model config")
+        p.add_argument("--custom-objects", metavar="MODULE",
+                       help="module name or .py file defining the model's custom layers/functions "
+                            "(its `custom_objects` dict, else every class/function it defines) and "
+                            "optionally `custom_distribution_estimators`")
+        p.add_argument("--input-mean", type=_number, default=0.0, help="mean of the input data (default: 0)")
+        p.add_argument("--input-var", type=_positive, default=1.0, help="variance of the input data (default: 1)")
+        p.add_argument("--signal-variance", type=_positive, default=1.0,
+                       help="variance every weighted layer's output should have (default: 1)")
+        p.add_argument("--seed", type=int, default=0)
+
+    init = sub.add_parser("init", help="initialize a saved model with AutoInit and save it as .keras")
+    model_options(init)
+    init.add_argument("-o", "--output", required=True, help="where to write the initialized model (.keras)")
+    init.add_argument("--distribution", default="truncated_normal",
+                      help="weight distribution: truncated_normal, untruncated_normal, uniform, orthogonal")
+    init.add_argument("--report", help="write the per-layer estimates (and how each was obtained) as JSON")
+    init.add_argument("--plot", help="also write the signal-propagation PNG")
+    init.add_argument("--samples", type=_sample_count, default=100, help="Gaussian inputs for --plot")
+    init.set_defaults(run=_cmd_init)
+
+    vis = sub.add_parser("visualize", help="plot signal propagation, Keras defaults against AutoInit")
+    model_options(vis)
+    vis.add_argument("--plot", required=True, help="PNG path")
+    vis.add_argument("--samples", type=_sample_count, default=100, help="Gaussian inputs (default: %(default)s)")
+    vis.add_argument("--log-variance", choices=("auto", "on", "off"), default="auto",
+                     help="log scale on the variance panel (default: %(default)s)")
+    vis.set_defaults(run=_cmd_visualize)
+
+    table = sub.add_parser("table", help="export the activation-moment formula table")
+    table.add_argument("--format", required=True, help="markdown, latex, json or csv")
+    table.add_argument("--names", help="comma-separated activation names (default: all)")
+    table.add_argument("-o", "--output", help="file to write (default: stdout)")
+    table.set_defaults(run=_cmd_table)
+
+    derive = sub.add_parser("derive", help="derive E[f(X)], E[f(X)^2] for X ~ N(mu, var)")
+    derive.add_argument("expr", help="an expression in x (e.g. 'x*tanh(x)') or a Keras activation name")
+    derive.add_argument("--name", help="a name to show for the function")
+    derive.add_argument("--param", type=_param, action="append", default=[], metavar="NAME=VALUE",
+                        help="a parameter value (repeatable), e.g. --param alpha=0.5")
+    derive.set_defaults(run=_cmd_derive)
+    return parser
+
+
+# ---- entry point ------------------------------------------------------------------------
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except Exception as err:  # every failure becomes one line, unless --debug
+        if args.debug:
+            traceback.print_exc()
+        else:
+            print(f"{PROG} {args.command}: error: {_one_line(err)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _one_line(err: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    if not isinstance(err, (InputError, ValueError)):
+        text = f"{type(err).__name__}: {text}"
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _quiet_tensorflow() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+
+# ---- model files ------------------------------------------------------------------------
+
+def load_custom_objects(spec: str | None) -> tuple[dict[str, Any], dict[type, type]]:
+    """``(custom_objects, custom_distribution_estimators)`` from a module name or .py path."""
+    if not spec:
+        return {}, {}
+    if spec.endswith(".py") or os.sep in spec:
+        path = Path(spec)
+        if not path.is_file():
+            raise InputError(f"custom-objects file {spec!r} not found")
+        module_spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[path.stem] = module
+        module_spec.loader.exec_module(module)
+    else:
+        try:
+            module = importlib.import_module(spec)
+        except ModuleNotFoundError as err:
+            raise InputError(f"custom-objects module {spec!r} not found ({err})") from None
+    objects = getattr(module, "custom_objects", None)
+    if objects is None:
+        objects = {name: obj for name, obj in vars(module).items()
+                   if not name.startswith("_") and callable(obj)
+                   and getattr(obj, "__module__", None) == module.__name__}
+    estimators = getattr(module, "custom_distribution_estimators", None) or {}
+    if not isinstance(objects, dict) or not isinstance(estimators, dict):
+        raise InputError(f"custom_objects and custom_distribution_estimators in {spec!r} must be dicts")
+    return dict(objects), dict(estimators)
+
+
+def load_model(path: str, custom_objects: dict[str, Any] | None = None) -> Any:
+    """A Keras model from a .keras file, a legacy .h5 file or a JSON config file."""
+    file = Path(path)
+    if not file.exists():
+        raise InputError(f"model file {path!r} not found")
+    if not file.is_file():
+        raise InputError(f"model path {path!r} is not a file")
+    suffix = file.suffix.lower()
+    if suffix not in MODEL_SUFFIXES:
+        raise InputError(f"model file {path!r} has unknown type {suffix or '(none)'!r}; "
+                         f"expected one of {', '.join(MODEL_SUFFIXES)}")
+    _quiet_tensorflow()
+    import keras
+
+    try:
+        if suffix == ".json":
+            return keras.models.model_from_json(file.read_text(), custom_objects=custom_objects)
+        return keras.saving.load_model(file, custom_objects=custom_objects, compile=False)
+    except Exception as err:
+        raise InputError(_load_failure(path, err)) from err
+
+
+def _load_failure(path: str, err: Exception) -> str:
+    text = " ".join(str(err).split())
+    marker = "Could not locate "
+    if marker in text:
+        missing = text.split(marker, 1)[1].split(".", 1)[0]
+        return (f"model {path!r} needs custom object(s) that were not given ({missing}); "
+                f"pass --custom-objects MODULE")
+    return f"could not load a model from {path!r}: {_one_line(err, 200)}"
+
+
+def _autoinit(args: argparse.Namespace, estimators: dict[type, type],
+              distribution: str = "truncated_normal") -> Any:
+    from .autoinit import AutoInit
+
+    return AutoInit(weight_init_config={"distribution": distribution, "seed": args.seed},
+                    input_data_mean=args.input_mean, input_data_var=args.input_var,
+                    signal_variance=args.signal_variance,
+                    custom_distribution_estimators=estimators)
+
+
+def _visualize(model: Any, args: argparse.Namespace, objects: dict[str, Any],
+               estimators: dict[type, type], plot: str, log_variance: bool | None = None) -> Any:
+    from .visualizer import AutoInitVisualizer
+
+    series = AutoInitVisualizer(estimators).visualize(
+        model, custom_objects=objects, plot_path=plot, num_samples=args.samples,
+        signal_variance=args.signal_variance, input_data_mean=args.input_mean,
+        input_data_var=args.input_var, seed=args.seed, log_variance=log_variance)
+    print(series.table())
+    print(f"wrote {plot}")
+    return series
+
+
+def estimate_record(name: str, estimate: Any) -> dict[str, Any]:
+    """One layer's estimate as a JSON-ready dict (mean, var, method and whatever else it holds)."""
+    record: dict[str, Any] = {"layer": name}
+    if is_dataclass(estimate):
+        record.update(asdict(estimate))
+    mean, var = tuple(estimate)[:2]
+    record.update(mean=float(mean), var=float(var),
+                  method=str(getattr(estimate, "method", record.get("method", ""))))
+    return {k: v for k, v in record.items() if _json_ready(v)}
+
+
+def _json_ready(value: Any) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+# ---- subcommands ------------------------------------------------------------------------
+
+def _cmd_demo(args: argparse.Namespace) -> None:
+    _quiet_tensorflow()
+    from .demo import run_demo
+
+    run_demo(plot_path=args.plot, samples=args.samples, seed=args.seed)
+
+
+def _cmd_init(args: argparse.Namespace) -> None:
+    from .estimators.base import DISTRIBUTIONS
+
+    if args.distribution not in DISTRIBUTIONS:
+        raise InputError(f"unknown distribution {args.distribution!r}; valid choices: {', '.join(DISTRIBUTIONS)}")
+    if Path(args.output).suffix != ".keras":
+        raise InputError(f"output {args.output!r} must end in .keras")
+    objects, estimators = load_custom_objects(args.custom_objects)
+    model = load_model(args.model, objects)
+    initialized, estimates = _autoinit(args, estimators, args.distribution).initialize_model(
+        model, return_estimates=True, custom_objects=objects)
+    initialized.save(args.output)
+    counts: dict[str, int] = {}
+    for estimate in estimates.values():
+        method = str(getattr(estimate, "method", "?"))
+        counts[method] = counts.get(method, 0) + 1
+    summary = ", ".join(f"{n} {m}" for m, n in sorted(counts.items()))
+    print(f"initialized {initialized.name!r}: {len(estimates)} layer calls ({summary}); wrote {args.output}")
+    if args.report:
+        report = {"model": initialized.name, "source": args.model,
+                  "settings": {"input_data_mean": args.input_mean, "input_data_var": args.input_var,
+                               "signal_variance": args.signal_variance,
+                               "distribution": args.distribution, "seed": args.seed},
+                  "layers": [estimate_record(n, e) for n, e in estimates.items()]}
+        Path(args.report).write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {args.report}")
+    if args.plot:
+        _visualize(model, args, objects, estimators, args.plot)
+
+
+def _cmd_visualize(args: argparse.Namespace) -> None:
+    objects, estimators = load_custom_objects(args.custom_objects)
+    model = load_model(args.model, objects)
+    log_variance = {"auto": None, "on": True, "off": False}[args.log_variance]
+    _visualize(model, args, objects, estimators, args.plot, log_variance)
+
+
+def _cmd_table(args: argparse.Namespace) -> None:
+    from .tables import export_table
+
+    names = [n.strip() for n in args.names.split(",") if n.strip()] if args.names else None
+    text = export_table(format=args.format, names=names)
+    if args.output:
+        Path(args.output).write_text(text if text.endswith("\n") else text + "\n")
+        print(f"wrote {args.output}")
+    else:
+        print(text)
+
+
+def _cmd_derive(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    from .moments import moments
+
+    m = moments(args.expr, **dict(args.param))
+    label = args.name or "f"
+    definition = getattr(m, "expr", None)
+    print(f"{label}(x) = {definition if definition is not None else args.expr}")
+    print(f"method: {m.method}")
+    if m.mean_expr is not None:
+        print(f"E[{label}(X)]   = {m.mean_expr}")
+        print(f"E[{label}(X)^2] = {m.second_moment_expr}")
+        print("  (X ~ N(mu, var); symbols mu and var)")
+    else:
+        print(f"no closed form found: E[{label}(X)] and E[{label}(X)^2] are computed by quadrature")
+    mu = np.array([p[0] for p in DERIVE_POINTS])
+    var = np.array([p[1] for p in DERIVE_POINTS])
+    mean, variance = m.mean(mu, var), m.variance(mu, var)
+    print(f"{'mu':>8} {'var':>8} {'mean':>16} {'variance':>16}")
+    for row in zip(mu, var, mean, variance):
+        print("{:>8g} {:>8g} {:>16.10g} {:>16.10g}".format(*row))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
