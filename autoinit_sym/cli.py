@@ -11,8 +11,10 @@ import importlib
 import importlib.util
 import json
 import os
+import re
 import sys
 import traceback
+import zipfile
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -149,9 +151,24 @@ def _one_line(err: BaseException, limit: int = 300) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
-def _quiet_tensorflow() -> None:
+def import_keras_quietly() -> None:
+    """Import TensorFlow and Keras with stderr (file descriptor 2) silenced, so that their
+    C++ start-up log lines, which ignore TF_CPP_MIN_LOG_LEVEL, do not reach the user."""
+    if "keras" in sys.modules:
+        return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            import keras  # noqa: F401
+            import tensorflow  # noqa: F401
+            tensorflow.constant(0.0) + 1.0  # the first op logs device set-up
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 # ---- model files ------------------------------------------------------------------------
@@ -195,7 +212,9 @@ def load_model(path: str, custom_objects: dict[str, Any] | None = None) -> Any:
     if suffix not in MODEL_SUFFIXES:
         raise InputError(f"model file {path!r} has unknown type {suffix or '(none)'!r}; "
                          f"expected one of {', '.join(MODEL_SUFFIXES)}")
-    _quiet_tensorflow()
+    if suffix == ".keras" and not zipfile.is_zipfile(file):
+        raise InputError(f"{path!r} is not a valid .keras file (not a zip archive)")
+    import_keras_quietly()
     import keras
 
     try:
@@ -208,10 +227,10 @@ def load_model(path: str, custom_objects: dict[str, Any] | None = None) -> Any:
 
 def _load_failure(path: str, err: Exception) -> str:
     text = " ".join(str(err).split())
-    marker = "Could not locate "
-    if marker in text:
-        missing = text.split(marker, 1)[1].split(".", 1)[0]
-        return (f"model {path!r} needs custom object(s) that were not given ({missing}); "
+    missing = re.search(r"Could not locate (\w+) '([^']+)'|Unknown (\w+): '([^']+)'", text)
+    if missing:
+        kind, name = (missing.group(1), missing.group(2)) if missing.group(1) else missing.group(3, 4)
+        return (f"model {path!r} needs custom {kind} {name!r}, which was not given; "
                 f"pass --custom-objects MODULE")
     return f"could not load a model from {path!r}: {_one_line(err, 200)}"
 
@@ -261,7 +280,7 @@ def _json_ready(value: Any) -> bool:
 # ---- subcommands ------------------------------------------------------------------------
 
 def _cmd_demo(args: argparse.Namespace) -> None:
-    _quiet_tensorflow()
+    import_keras_quietly()
     from .demo import run_demo
 
     run_demo(plot_path=args.plot, samples=args.samples, seed=args.seed)
@@ -274,6 +293,7 @@ def _cmd_init(args: argparse.Namespace) -> None:
         raise InputError(f"unknown distribution {args.distribution!r}; valid choices: {', '.join(DISTRIBUTIONS)}")
     if Path(args.output).suffix != ".keras":
         raise InputError(f"output {args.output!r} must end in .keras")
+    import_keras_quietly()
     objects, estimators = load_custom_objects(args.custom_objects)
     model = load_model(args.model, objects)
     initialized, estimates = _autoinit(args, estimators, args.distribution).initialize_model(
@@ -298,6 +318,7 @@ def _cmd_init(args: argparse.Namespace) -> None:
 
 
 def _cmd_visualize(args: argparse.Namespace) -> None:
+    import_keras_quietly()
     objects, estimators = load_custom_objects(args.custom_objects)
     model = load_model(args.model, objects)
     log_variance = {"auto": None, "on": True, "off": False}[args.log_variance]
