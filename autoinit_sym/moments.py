@@ -104,7 +104,8 @@ class ActivationMoments:
 
 
 def _shaped(values: ArrayLike, shape: tuple[int, ...]) -> np.ndarray:
-    out = np.broadcast_to(np.asarray(values, dtype=np.float64), shape).copy()
+    values = np.asarray(values, dtype=np.float64)
+    out = values.reshape(shape) if values.size == np.prod(shape) else np.broadcast_to(values, shape).copy()
     return out[()] if out.ndim == 0 else out
 
 
