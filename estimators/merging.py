@@ -1,0 +1,163 @@
+"""Merge layers: Add, Subtract, Average, Multiply, Maximum, Minimum, Concatenate, Dot.
+
+Inputs are independent Gaussians with one (mean, var) each, except that the *same*
+tensor passed twice (``Add()([x, x])``) is recognized from the node and treated as
+perfectly correlated (2x, not the sum of two independent copies).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import keras
+import numpy as np
+from scipy import stats
+
+from autoinit_sym.order_statistics import clark_max, clark_min
+
+from .base import CLOSED_FORM, EXACT, LayerOutputDistributionEstimator
+from .normalization import direction_moments
+from .registry import estimates
+
+
+def identical_inputs(node: Any, count: int) -> list[list[int]]:
+    """Indices of the inputs grouped by identity of their tensor (one group per distinct tensor)."""
+    tensors = list(node.arguments.keras_tensors) if node is not None else []
+    if len(tensors) != count:
+        return [[i] for i in range(count)]
+    groups: dict[int, list[int]] = {}
+    for index, tensor in enumerate(tensors):
+        groups.setdefault(id(tensor), []).append(index)
+    return list(groups.values())
+
+
+def linear_moments(coefficients: Sequence[float], means: Sequence[float], variances: Sequence[float],
+                   groups: list[list[int]]) -> tuple[float, float]:
+    """sum_i c_i x_i: mean sum c_i m_i; var sum over distinct tensors g of (sum_{i in g} c_i)^2 v_g."""
+    mean = sum(c * m for c, m in zip(coefficients, means))
+    var = sum(sum(coefficients[i] for i in g) ** 2 * variances[g[0]] for g in groups)
+    return float(mean), float(var)
+
+
+def product_moments(means: Sequence[float], variances: Sequence[float],
+                    groups: list[list[int]]) -> tuple[float, float]:
+    """prod_i x_i over independent distinct tensors, a tensor used p times entering as x^p:
+    mean prod E[x_g^p], var prod E[x_g^2p] - mean^2 (Gaussian raw moments)."""
+    first, second = 1.0, 1.0
+    for g in groups:
+        m, sd, p = means[g[0]], math.sqrt(variances[g[0]]), len(g)
+        first *= stats.norm.moment(p, loc=m, scale=sd) if sd > 0 else m ** p
+        second *= stats.norm.moment(2 * p, loc=m, scale=sd) if sd > 0 else m ** (2 * p)
+    return float(first), float(max(second - first ** 2, 0.0))
+
+
+def mixture_moments(weights: Sequence[float], means: Sequence[float], variances: Sequence[float]
+                    ) -> tuple[float, float]:
+    """A size-weighted mixture: mean sum w_i m_i, var sum w_i v_i + sum w_i (m_i - mean)^2."""
+    w = np.asarray(weights, dtype=float) / np.sum(weights)
+    m, v = np.asarray(means, dtype=float), np.asarray(variances, dtype=float)
+    mean = float(w @ m)
+    return mean, float(w @ v + w @ (m - mean) ** 2)
+
+
+class _Merge(LayerOutputDistributionEstimator):
+    def groups(self, count: int) -> list[list[int]]:
+        return identical_inputs(self.node, count)
+
+
+@estimates(keras.layers.Add, keras.layers.Subtract, keras.layers.Average)
+class LinearMergeEstimator(_Merge):
+    """Add: sum of means, sum of variances; Subtract: m1 - m2, v1 + v2; Average: the same divided
+    by n (mean) and n^2 (var). A tensor repeated among the inputs adds coherently."""
+
+    method = EXACT
+
+    def estimate(self, means_in, vars_in):
+        n = len(means_in)
+        if isinstance(self.layer, keras.layers.Subtract):
+            coefficients = [1.0, -1.0]
+        elif isinstance(self.layer, keras.layers.Average):
+            coefficients = [1.0 / n] * n
+        else:
+            coefficients = [1.0] * n
+        return linear_moments(coefficients, means_in, vars_in, self.groups(n))
+
+
+@estimates(keras.layers.Multiply)
+class MultiplyEstimator(_Merge):
+    """Product of independent inputs: mean m1 m2, var (v1 + m1^2)(v2 + m2^2) - m1^2 m2^2 (iterated)."""
+
+    method = EXACT
+
+    def estimate(self, means_in, vars_in):
+        return product_moments(means_in, vars_in, self.groups(len(means_in)))
+
+
+@estimates(keras.layers.Maximum, keras.layers.Minimum)
+class ExtremumEstimator(_Merge):
+    """Clark's closed form for the max (min) of two independent Gaussians; for more inputs it is
+    applied pairwise, treating each partial max as Gaussian (exact for two distinct inputs)."""
+
+    method = CLOSED_FORM
+
+    def estimate(self, means_in, vars_in):
+        pair = clark_min if isinstance(self.layer, keras.layers.Minimum) else clark_max
+        distinct = [g[0] for g in self.groups(len(means_in))]
+        mean, var = means_in[distinct[0]], vars_in[distinct[0]]
+        for i in distinct[1:]:
+            mean, var = pair(mean, var, means_in[i], vars_in[i])
+        return float(mean), float(var)
+
+
+@estimates(keras.layers.Concatenate)
+class ConcatenateEstimator(LayerOutputDistributionEstimator):
+    """Mixture weighted by each input's size along the concat axis:
+    mean sum w_i m_i, E[x^2] = sum w_i (v_i + m_i^2)."""
+
+    method = EXACT
+
+    def estimate(self, means_in, vars_in):
+        return mixture_moments(concat_weights(self.input_shapes, self.layer.axis, len(means_in)),
+                               means_in, vars_in)
+
+
+def concat_weights(shapes: Sequence[Sequence[int | None]], axis: int, count: int) -> list[float]:
+    """Each input's size along ``axis`` (equal weights where a size is unknown)."""
+    sizes = [shape[axis] if shape is not None and len(shape) > 0 else None for shape in shapes]
+    if len(sizes) != count or any(s is None for s in sizes):
+        return [1.0] * count
+    return [float(s) for s in sizes]
+
+
+@estimates(keras.layers.Dot)
+class DotEstimator(_Merge):
+    """sum over the contracted length n of products of independent elements:
+    mean n m1 m2, var n [(v1 + m1^2)(v2 + m2^2) - m1^2 m2^2]. With normalize=True, the cosine of
+    two independent projected-normal directions: mean n u1 u2, E[cos^2] = 1/n + n(n-1) c1 c2
+    (u, c from :func:`direction_moments`). Dot of a tensor with itself: sum of squares (or 1)."""
+
+    def contracted_length(self) -> int:
+        axes = self.layer.axes
+        axis = axes if isinstance(axes, int) else axes[0]
+        shape = self.input_shapes[0]
+        n = shape[axis % len(shape)]
+        if n is None:
+            raise ValueError(f"Dot layer {self.layer.name!r}: the contracted axis has unknown size "
+                             f"(input shape {tuple(shape)}); give the model fixed feature sizes")
+        return int(n)
+
+    def estimate(self, means_in, vars_in):
+        n = self.contracted_length()
+        self_dot = len(self.groups(2)) == 1
+        (m1, m2), (v1, v2) = means_in, vars_in
+        if self.layer.normalize:
+            self.method = EXACT if self_dot else CLOSED_FORM
+            if self_dot:
+                return 1.0, 0.0
+            u1, c1 = direction_moments(m1, v1, n)
+            u2, c2 = direction_moments(m2, v2, n)
+            mean = n * u1 * u2
+            return mean, max(1.0 / n + n * (n - 1) * c1 * c2 - mean ** 2, 0.0)
+        self.method = EXACT
+        term_mean, term_var = product_moments(means_in, vars_in, [[0, 1]] if self_dot else [[0], [1]])
+        return n * term_mean, n * term_var
