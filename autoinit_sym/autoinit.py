@@ -1,0 +1,266 @@
+"""AutoInit: walk a Keras model's graph from its input statistics and redraw every
+weighted layer so its pre-activation output has mean 0 and variance signal_variance.
+
+The walk is pure estimation (no weight is sampled); weights are written only after
+every layer call has been estimated and checked, so an error leaves the model as it was.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from numbers import Real
+from typing import Any, Mapping
+
+import keras
+
+from autoinit_sym.estimates import LayerEstimate
+from autoinit_sym.estimators.base import (EstimationContext, LayerOutputDistributionEstimator,
+                                          WeightInitConfig)
+from autoinit_sym.graph import Call, ModelGraph, build_graph
+from autoinit_sym.probe import ProbeEstimator, missing_estimator_warning, probe_impossible
+from autoinit_sym.weights import write_pending
+
+logger = logging.getLogger("autoinit_sym")
+
+MAX_PASSES = 20
+"""Re-walks at most this often to settle the combined statistics of shared layers."""
+SHARED_TOLERANCE = 1e-9
+"""Relative change of the combined statistics below which shared layers are settled."""
+
+
+@dataclass
+class WalkContext(EstimationContext):
+    """The estimation context plus the combined input statistics of shared layers
+    (id(layer) -> (means, vars)), which weighted layers scale their weights for."""
+
+    shared_input_stats: dict[int, tuple[list[float], list[float]]] = field(default_factory=dict)
+
+
+def _check_positive(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, Real) or not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def _check_finite(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def per_input(name: str, value: Any, graph: ModelGraph) -> list[Any]:
+    """``value`` given once for all inputs, as a list in input order, or as a dict by
+    input name, expanded to one entry per model input."""
+    count = len(graph.inputs)
+    if isinstance(value, Mapping):
+        unknown = sorted(set(value) - set(graph.input_names))
+        missing = [n for n in graph.input_names if n not in value]
+        if unknown or missing:
+            raise ValueError(f"{name} by input name: unknown {unknown}, missing {missing}; "
+                             f"the model's inputs are {graph.input_names}")
+        return [value[n] for n in graph.input_names]
+    if isinstance(value, (list, tuple)):
+        if len(value) != count:
+            raise ValueError(f"{name} has {len(value)} entries but the model has {count} inputs "
+                             f"{graph.input_names}")
+        return list(value)
+    return [value] * count
+
+
+def input_statistics(graph: ModelGraph, mean: Any, var: Any) -> tuple[list[float], list[float]]:
+    """Validated per-input means and variances (variances > 0)."""
+    means = [_check_finite(f"input_data_mean[{n}]", m)
+             for n, m in zip(graph.input_names, per_input("input_data_mean", mean, graph))]
+    variances = [_check_positive(f"input_data_var[{n}]", v)
+                 for n, v in zip(graph.input_names, per_input("input_data_var", var, graph))]
+    return means, variances
+
+
+def load_model(model: Any, custom_objects: dict | None = None) -> keras.Model:
+    """``model`` itself, or the model built once from a config dict or a JSON string."""
+    if isinstance(model, keras.Model):
+        return model
+    if isinstance(model, (str, bytes)):
+        try:
+            model = json.loads(model)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"model JSON is malformed: {err}") from err
+        if not isinstance(model, dict):
+            raise ValueError(f"model JSON must describe an object (a model config), got {type(model).__name__}")
+    if not isinstance(model, dict):
+        raise TypeError(f"model must be a keras.Model, a config dict or a JSON string, "
+                        f"got {type(model).__name__}")
+    try:
+        if "class_name" in model:
+            built = keras.saving.deserialize_keras_object(model, custom_objects=custom_objects)
+        elif "input_layers" in model:
+            built = keras.Model.from_config(model, custom_objects=custom_objects)
+        elif "layers" in model:
+            built = keras.Sequential.from_config(model, custom_objects=custom_objects)
+        else:
+            raise ValueError("it has none of the keys 'class_name', 'input_layers', 'layers'")
+    except (ValueError, TypeError, KeyError, AttributeError) as err:
+        raise ValueError(f"model config is malformed: {err}") from err
+    if not isinstance(built, keras.Model):
+        raise ValueError(f"model config describes a {type(built).__name__}, not a keras.Model")
+    return built
+
+
+def _as_pairs(result: Any, outputs: int, key: str) -> list[tuple[float, float]]:
+    """An estimator's result as one (mean, var) pair per output, checked finite."""
+    if isinstance(result, (list, tuple)) and result and isinstance(result[0], (list, tuple)):
+        pairs = [tuple(p) for p in result]
+    else:
+        pairs = [tuple(result)]
+    if len(pairs) == 1 and outputs > 1:
+        pairs = pairs * outputs
+    if len(pairs) != max(outputs, 1) or any(len(p) != 2 for p in pairs):
+        raise ValueError(f"the estimator of layer {key!r} returned {result!r}; expected "
+                         f"{outputs} (mean, var) pair(s)")
+    checked = []
+    for mean, var in pairs:
+        mean, var = float(mean), float(var)
+        if not (math.isfinite(mean) and math.isfinite(var)) or var < -1e-12 * (1.0 + mean * mean):
+            raise ValueError(f"layer {key!r} has a non-finite or negative estimate (mean={mean}, "
+                             f"var={var}); no weights were written")
+        checked.append((mean, max(var, 0.0)))
+    return checked
+
+
+def _combined(records: list[LayerEstimate]) -> tuple[list[float], list[float]]:
+    """Input statistics pooled over several calls: mean of means, mean of second moments."""
+    means, variances = [], []
+    for i in range(len(records[0].means_in)):
+        mean = sum(r.means_in[i] for r in records) / len(records)
+        second = sum(r.vars_in[i] + r.means_in[i] ** 2 for r in records) / len(records)
+        means.append(mean)
+        variances.append(max(second - mean * mean, 0.0))
+    return means, variances
+
+
+def _settled(old: dict, new: dict) -> bool:
+    if old.keys() != new.keys():
+        return False
+    for key, (means, variances) in new.items():
+        for a, b in zip(means + variances, old[key][0] + old[key][1]):
+            if abs(a - b) > SHARED_TOLERANCE * (1.0 + abs(a)):
+                return False
+    return True
+
+
+class AutoInit:
+    """Data-free, signal-preserving weight initialization for Keras 3 models.
+
+    Args:
+        weight_init_config: dict with ``distribution`` (truncated_normal,
+            untruncated_normal, uniform, orthogonal), ``constrain_weights``,
+            ``monte_carlo_samples``, ``recurrent_monte_carlo_samples``, ``seed``.
+        input_data_mean, input_data_var: statistics of the model's inputs: one number,
+            a list (input order) or a dict by input name.
+        custom_distribution_estimators: {LayerClass: EstimatorClass}; these override
+            the built-in estimators.
+        signal_variance: variance every weighted layer's pre-activation output gets.
+
+    Example:
+        >>> model = AutoInit().initialize_model(model)
+        >>> model, estimates = AutoInit().initialize_model(model, return_estimates=True)
+        >>> mean, var = estimates["dense"]
+    """
+
+    def __init__(self, weight_init_config: dict | None = None, input_data_mean: Any = 0.0,
+                 input_data_var: Any = 1.0,
+                 custom_distribution_estimators: dict[type, type] | None = None,
+                 signal_variance: float = 1.0) -> None:
+        self.config = WeightInitConfig.from_dict(weight_init_config)
+        self.signal_variance = _check_positive("signal_variance", signal_variance)
+        self.input_data_mean = input_data_mean
+        self.input_data_var = input_data_var
+        self.custom_estimators = dict(custom_distribution_estimators or {})
+        for layer_class, estimator in self.custom_estimators.items():
+            if not isinstance(layer_class, type):
+                raise TypeError(f"custom_distribution_estimators keys must be layer classes, "
+                                f"got {layer_class!r}")
+            if not (isinstance(estimator, type) and issubclass(estimator, LayerOutputDistributionEstimator)):
+                raise TypeError(f"custom_distribution_estimators[{layer_class.__name__}] must be a "
+                                f"subclass of LayerOutputDistributionEstimator, got {estimator!r}")
+        # Validate scalar statistics now; per-input lists and dicts once the inputs are known.
+        for name, value, check in (("input_data_mean", input_data_mean, _check_finite),
+                                   ("input_data_var", input_data_var, _check_positive)):
+            items = value.values() if isinstance(value, Mapping) else (
+                value if isinstance(value, (list, tuple)) else [value])
+            for item in items:
+                check(name, item)
+
+    def initialize_model(self, model: Any, return_estimates: bool = False,
+                         custom_objects: dict | None = None) -> Any:
+        """Initialize ``model`` (in place for a model object; built once from a config
+        dict or JSON string) and return it, with the estimates when ``return_estimates``.
+
+        The estimates map each layer call's key (see ``autoinit_sym.graph``) to a
+        :class:`~autoinit_sym.estimates.LayerEstimate`, in topological order."""
+        model = load_model(model, custom_objects)
+        graph = build_graph(model)
+        means, variances = input_statistics(graph, self.input_data_mean, self.input_data_var)
+        context = WalkContext(signal_variance=self.signal_variance, config=self.config,
+                              custom_estimators=self.custom_estimators)
+        estimates = self.estimate(graph, context, means, variances)
+        write_pending(context.pending.values(), self.config.distribution,
+                      self.config.constrain_weights, context.seed_for)
+        return (model, estimates) if return_estimates else model
+
+    def estimate(self, graph: ModelGraph, context: WalkContext, means: list[float],
+                 variances: list[float]) -> "OrderedDict[str, LayerEstimate]":
+        """Walk ``graph``, re-walking until shared layers' combined statistics settle;
+        ``context.pending`` then holds the weights to write."""
+        shared = {op: calls for op, calls in graph.calls_by_operation().items() if len(calls) > 1}
+        warned: set[int] = set()
+        for _ in range(MAX_PASSES):
+            context.pending.clear()
+            estimates = self._walk(graph, context, means, variances, warned)
+            combined = {op: _combined([estimates[c.key] for c in calls]) for op, calls in shared.items()}
+            if _settled(context.shared_input_stats, combined):
+                break
+            context.shared_input_stats = combined
+        for op, calls in shared.items():
+            for call in calls:
+                estimates[call.key].init_means_in, estimates[call.key].init_vars_in = combined[op]
+        return estimates
+
+    def _walk(self, graph: ModelGraph, context: WalkContext, means: list[float],
+              variances: list[float], warned: set[int]) -> "OrderedDict[str, LayerEstimate]":
+        stats = {slot: (m, v) for slot, m, v in zip(graph.inputs, means, variances)}
+        method_of: dict[int, str] = {}
+        estimates: OrderedDict[str, LayerEstimate] = OrderedDict()
+        for call in graph.calls:
+            means_in = [stats[s][0] for s in call.inputs]
+            vars_in = [stats[s][1] for s in call.inputs]
+            if call.submodel:
+                pairs = [stats[s] for s in call.outputs]
+                method = method_of.get(call.outputs[0], "exact")
+                weights: dict[str, float] = {}
+            else:
+                estimator = self._estimator(call, context, warned)
+                before = {k: id(p) for k, p in context.pending.items()}
+                pairs = _as_pairs(estimator.estimate(means_in, vars_in), len(call.outputs), call.key)
+                method = getattr(estimator, "method", "exact")
+                weights = {p.variable.path: p.stddev for k, p in context.pending.items()
+                           if before.get(k) != id(p)}
+                stats.update(zip(call.outputs, pairs))
+                method_of.update((s, method) for s in call.outputs)
+            estimates[call.key] = LayerEstimate(call.key, call.operation.name, method, means_in,
+                                                vars_in, pairs, weights=weights)
+        return estimates
+
+    @staticmethod
+    def _estimator(call: Call, context: WalkContext, warned: set[int]) -> LayerOutputDistributionEstimator:
+        estimator = context.estimator_for(call.operation, call.input_shapes, call.output_shapes, call.node)
+        if estimator is not None:
+            return estimator
+        if id(call.operation) not in warned:
+            warned.add(id(call.operation))
+            reason = probe_impossible(call.node, call.input_shapes)
+            logger.warning(missing_estimator_warning(call.operation.name, not reason, reason))
+        return ProbeEstimator(call.operation, context, call.input_shapes, call.output_shapes, call.node)

@@ -1,0 +1,64 @@
+"""Probing a layer that has no estimator: run the real layer on Gaussian samples.
+
+Each input is drawn iid N(mean, var) with the call's per-sample shape, the layer runs
+in training mode with the call's constant arguments, and the mean and variance of
+every output are measured (:func:`autoinit_sym.monte_carlo.gaussian_statistics`,
+seeded). A probe is impossible when a shape is unknown or the inputs are not
+floating point; then the statistics pass through unchanged.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from autoinit_sym.estimators.base import PASS_THROUGH, PROBE, LayerOutputDistributionEstimator
+from autoinit_sym.graph import invoke
+from autoinit_sym.monte_carlo import gaussian_statistics
+
+logger = logging.getLogger("autoinit_sym")
+
+PROBE_SAMPLES = 256
+"""Batch rows drawn for one probe."""
+
+
+def missing_estimator_warning(name: str, probed: bool, reason: str = "") -> str:
+    """The reference's warning, followed by what is done instead."""
+    head = f"No LayerOutputDistributionEstimator found for layer {name}."
+    if probed:
+        return f"{head} Probing its output with Gaussian samples instead."
+    return (f"{head} A probe is impossible ({reason}); passing its input statistics "
+            "through unchanged instead.")
+
+
+def probe_impossible(node: Any, input_shapes: list[tuple]) -> str:
+    """Why the call cannot be probed, or '' when it can."""
+    if node is None:
+        return "the call has no graph node"
+    for shape in input_shapes:
+        if any(d is None for d in shape[1:]):
+            return f"input shape {shape} is not fully known"
+    for tensor in node.arguments.keras_tensors:
+        if "float" not in str(tensor.dtype):
+            return f"input of dtype {tensor.dtype} is not floating point"
+    return ""
+
+
+class ProbeEstimator(LayerOutputDistributionEstimator):
+    """Measure the real layer on Gaussian samples with the incoming statistics (Monte Carlo)."""
+
+    method = PROBE
+
+    def estimate(self, means_in, vars_in):
+        reason = probe_impossible(self.node, self.input_shapes)
+        if reason:
+            self.method = PASS_THROUGH
+            return [(means_in[0], vars_in[0])] * max(len(self.output_shapes), 1)
+        node, layer = self.node, self.layer
+
+        def run(*inputs: Any) -> list[Any]:
+            return invoke(layer, node, list(inputs), training=True)
+
+        samples = min(PROBE_SAMPLES, self.context.config.monte_carlo_samples)
+        return gaussian_statistics(run, [s[1:] for s in self.input_shapes], means_in, vars_in,
+                                   samples=samples, seed=self.context.seed_for("probe", layer.name),
+                                   description=f"Probing {layer.name}")

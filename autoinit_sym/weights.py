@@ -1,0 +1,108 @@
+"""Drawing the scheduled weights: four distributions, one constraint, one write pass.
+
+Every weight is drawn with mean 0 and the requested standard deviation ``std``:
+
+- ``truncated_normal``: N(0, s^2) truncated at +-2 s, with s = std / 0.87962566
+  (the standard deviation of a standard normal truncated at +-2);
+- ``untruncated_normal``: N(0, std^2);
+- ``uniform``: U(-std*sqrt(3), std*sqrt(3));
+- ``orthogonal``: a (semi-)orthogonal matrix of shape (prod(shape[:-1]), shape[-1])
+  scaled by std * sqrt(max(rows, cols)), so every entry has mean square std^2.
+
+Samples are drawn with NumPy (one seeded generator per variable) and assigned;
+the layer's initializer attribute is replaced by the equivalent Keras initializer
+so that a saved config describes the weights.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable
+
+import keras
+import numpy as np
+
+TRUNCATED_STD = 0.87962566103423978
+"""Standard deviation of N(0, 1) truncated to [-2, 2]."""
+
+
+def keras_initializer(distribution: str, std: float, shape: tuple[int, ...], seed: int) -> Any:
+    """The Keras initializer drawing ``distribution`` with mean 0 and standard deviation ``std``."""
+    if distribution == "truncated_normal":
+        return keras.initializers.TruncatedNormal(stddev=std / TRUNCATED_STD, seed=seed)
+    if distribution == "untruncated_normal":
+        return keras.initializers.RandomNormal(stddev=std, seed=seed)
+    if distribution == "uniform":
+        limit = std * math.sqrt(3.0)
+        return keras.initializers.RandomUniform(-limit, limit, seed=seed)
+    if distribution == "orthogonal":
+        return keras.initializers.Orthogonal(gain=std * math.sqrt(max(_matrix_shape(shape))), seed=seed)
+    raise ValueError(f"unknown distribution {distribution!r}")
+
+
+def _matrix_shape(shape: tuple[int, ...]) -> tuple[int, int]:
+    if len(shape) < 2:
+        return (int(np.prod(shape)), 1)
+    return (int(np.prod(shape[:-1])), int(shape[-1]))
+
+
+def sample(distribution: str, std: float, shape: tuple[int, ...], seed: int) -> np.ndarray:
+    """Weights of ``shape`` drawn from ``distribution`` (see the module docstring), float64."""
+    rng = np.random.default_rng(seed)
+    if distribution == "truncated_normal":
+        values = rng.standard_normal(shape)
+        outside = np.abs(values) > 2.0
+        while outside.any():
+            values[outside] = rng.standard_normal(int(outside.sum()))
+            outside = np.abs(values) > 2.0
+        return values * (std / TRUNCATED_STD)
+    if distribution == "untruncated_normal":
+        return rng.standard_normal(shape) * std
+    if distribution == "uniform":
+        limit = std * math.sqrt(3.0)
+        return rng.uniform(-limit, limit, shape)
+    if distribution == "orthogonal":
+        rows, cols = _matrix_shape(shape)
+        q, r = np.linalg.qr(rng.standard_normal((max(rows, cols), min(rows, cols))))
+        q *= np.sign(np.diag(r))
+        matrix = q if rows >= cols else q.T
+        return (matrix * (std * math.sqrt(max(rows, cols)))).reshape(shape)
+    raise ValueError(f"unknown distribution {distribution!r}")
+
+
+@keras.saving.register_keras_serializable(package="autoinit_sym")
+class ZeroMeanFixedScale(keras.constraints.Constraint):
+    """Kernel constraint w -> (w - mean(w)) * std / rms(w - mean(w)): the weights keep
+    zero empirical mean and standard deviation ``std`` through training.
+
+    Registered as ``autoinit_sym>ZeroMeanFixedScale``; import ``autoinit_sym.weights``
+    (or ``autoinit_sym.AutoInit``) before loading a saved model that uses it."""
+
+    def __init__(self, std: float) -> None:
+        self.std = float(std)
+
+    def __call__(self, w: Any) -> Any:
+        ops = keras.ops
+        centred = w - ops.mean(w)
+        scale = ops.sqrt(ops.mean(ops.square(centred)))
+        return centred * (self.std / ops.maximum(scale, keras.config.epsilon()))
+
+    def get_config(self) -> dict:
+        return {"std": self.std}
+
+
+def write_pending(pending: Iterable[Any], distribution: str, constrain: bool, seed_for: Any) -> None:
+    """Draw and assign every :class:`estimators.base.PendingWeight`; update the layers'
+    initializer (and, with ``constrain``, constraint) attributes to match."""
+    for item in pending:
+        variable = item.variable
+        shape = tuple(int(d) for d in variable.shape)
+        seed = seed_for(item.layer.name, variable.path)
+        values = sample(distribution, item.stddev, shape, seed)
+        variable.assign(values.astype(variable.dtype))
+        if item.attr is not None:
+            setattr(item.layer, item.attr, keras_initializer(distribution, item.stddev, shape, seed))
+        if constrain:
+            constraint = ZeroMeanFixedScale(item.stddev)
+            variable.constraint = constraint
+            if item.attr is not None and item.attr.endswith("_initializer"):
+                setattr(item.layer, item.attr[: -len("_initializer")] + "_constraint", constraint)

@@ -1,0 +1,172 @@
+"""Activation layers, and the activation map every weighted layer and op uses.
+
+Assumption: the input elements are Gaussian N(mean, var) (independent across the
+softmax axis for softmax); outputs are the exact moments of f(X) from the moment
+engine (closed form or high-precision quadrature).
+"""
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Callable
+
+import keras
+import numpy as np
+
+from .base import CLOSED_FORM, EXACT, PASS_THROUGH, QUADRATURE, LayerOutputDistributionEstimator
+from .registry import estimates
+
+logger = logging.getLogger("autoinit_sym")
+
+IDENTITY = ("linear", "identity", None)
+SOFTMAX = ("softmax", "log_softmax")
+HERMITE_POINTS = 201
+
+
+def activation_name(activation: Any) -> str | None:
+    """The Keras name of ``activation`` (a function, a name, or None for linear)."""
+    if activation is None or isinstance(activation, str):
+        return activation
+    name = keras.activations.serialize(activation)
+    if isinstance(name, dict):
+        name = name.get("config", {}).get("name") if isinstance(name.get("config"), dict) else None
+    return name if isinstance(name, str) else getattr(activation, "__name__", None)
+
+
+def activation_statistics(activation: Any, mean: float, var: float, axis_size: int | None = None,
+                          **params: Any) -> tuple[float, float, str]:
+    """Mean and variance of f(X), X ~ N(mean, var), and how they were obtained.
+
+    ``activation`` is a Keras activation function or name, ``params`` its Keras
+    parameters (e.g. ``max_value`` of a ReLU layer). softmax/log_softmax need
+    ``axis_size`` (the length of the normalized axis); glu halves the last axis and
+    multiplies two independent halves. A function the moment engine does not know is
+    integrated numerically through the function itself (Gauss-Hermite).
+    """
+    name = activation_name(activation)
+    if name in IDENTITY:
+        return float(mean), float(var), EXACT
+    if name in SOFTMAX:
+        return _softmax(name, mean, var, axis_size)
+    if name == "glu":
+        return _glu(mean, var)
+    from autoinit_sym import moments
+
+    try:
+        engine = moments(name, **params)
+    except (KeyError, ValueError, TypeError) as err:
+        if callable(activation):
+            return (*_hermite_moments(activation, mean, var), QUADRATURE)
+        raise ValueError(f"activation {name!r} is not known to the moment engine ({err})") from err
+    return float(engine.mean(mean, var)), float(engine.variance(mean, var)), engine.method
+
+
+def _softmax(name: str, mean: float, var: float, axis_size: int | None) -> tuple[float, float, str]:
+    if axis_size is None:
+        logger.warning("%s over an axis of unknown size: passing its input statistics through "
+                       "unchanged", name)
+        return float(mean), float(var), PASS_THROUGH
+    try:
+        from .softmax import softmax_statistics
+    except ImportError:
+        logger.warning("softmax estimator unavailable: passing %s input statistics through "
+                       "unchanged", name)
+        return float(mean), float(var), PASS_THROUGH
+    out_mean, out_var, method = softmax_statistics(mean, var, int(axis_size), log=name == "log_softmax")
+    return float(out_mean), float(out_var), method
+
+
+def _glu(mean: float, var: float) -> tuple[float, float, str]:
+    """glu(a, b) = a * sigmoid(b), a and b independent N(mean, var):
+    E = mean * E[s], E[out^2] = (var + mean^2) * E[s^2]."""
+    from autoinit_sym import moments
+
+    sig = moments("sigmoid")
+    s_mean, s_second = float(sig.mean(mean, var)), float(sig.second_moment(mean, var))
+    out_mean = mean * s_mean
+    return out_mean, (var + mean * mean) * s_second - out_mean * out_mean, sig.method
+
+
+def _hermite_moments(fn: Callable[[Any], Any], mean: float, var: float) -> tuple[float, float]:
+    """E[f(X)], Var[f(X)] for X ~ N(mean, var) by Gauss-Hermite quadrature through ``fn``."""
+    nodes, weights = np.polynomial.hermite_e.hermegauss(HERMITE_POINTS)
+    weights = weights / math.sqrt(2.0 * math.pi)
+    x = mean + math.sqrt(var) * nodes
+    y = np.asarray(keras.ops.convert_to_numpy(fn(keras.ops.convert_to_tensor(x, "float64"))),
+                   dtype=np.float64)
+    centre = float(np.dot(weights, y))
+    return centre, float(np.dot(weights, (y - centre) ** 2))
+
+
+def _last_axis(shapes: list[tuple]) -> int | None:
+    if not shapes or not shapes[0]:
+        return None
+    return shapes[0][-1]
+
+
+@estimates(keras.layers.Activation)
+class ActivationEstimator(LayerOutputDistributionEstimator):
+    """Activation(f): moments of f(X) (softmax over the last axis)."""
+
+    def estimate(self, means_in, vars_in):
+        mean, var, self.method = activation_statistics(
+            self.layer.activation, means_in[0], vars_in[0], axis_size=_last_axis(self.input_shapes))
+        return mean, var
+
+
+@estimates(keras.layers.ReLU)
+class ReLUEstimator(LayerOutputDistributionEstimator):
+    """ReLU(max_value, negative_slope, threshold): piecewise-linear moments in closed form."""
+
+    def estimate(self, means_in, vars_in):
+        layer = self.layer
+        max_value = None if layer.max_value is None else float(layer.max_value)
+        mean, var, self.method = activation_statistics(
+            "relu", means_in[0], vars_in[0], negative_slope=float(layer.negative_slope),
+            max_value=max_value, threshold=float(layer.threshold))
+        return mean, var
+
+
+@estimates(keras.layers.LeakyReLU)
+class LeakyReLUEstimator(LayerOutputDistributionEstimator):
+    """LeakyReLU(negative_slope): closed form."""
+
+    def estimate(self, means_in, vars_in):
+        mean, var, self.method = activation_statistics(
+            "leaky_relu", means_in[0], vars_in[0], negative_slope=float(self.layer.negative_slope))
+        return mean, var
+
+
+@estimates(keras.layers.ELU)
+class ELUEstimator(LayerOutputDistributionEstimator):
+    """ELU(alpha): closed form."""
+
+    def estimate(self, means_in, vars_in):
+        mean, var, self.method = activation_statistics(
+            "elu", means_in[0], vars_in[0], alpha=float(self.layer.alpha))
+        return mean, var
+
+
+@estimates(keras.layers.PReLU)
+class PReLUEstimator(LayerOutputDistributionEstimator):
+    """PReLU: f(x) = max(x, 0) + a * min(x, 0) with the per-channel slopes a drawn from
+    ``alpha_initializer``. The two parts never overlap, so
+    E[f] = E[P] + E[a] E[N] and E[f^2] = E[P^2] + E[a^2] E[N^2],
+    with P = relu(X), N = -relu(-X)."""
+
+    method = CLOSED_FORM
+
+    def estimate(self, means_in, vars_in):
+        from autoinit_sym import moments
+
+        from .weighted import initializer_statistics
+
+        relu = moments("relu")
+        mean, var = float(means_in[0]), float(vars_in[0])
+        a_mean, a_var = initializer_statistics(self.layer.alpha_initializer, self.layer.alpha)
+        pos_mean, pos_second = float(relu.mean(mean, var)), float(relu.second_moment(mean, var))
+        neg_mean, neg_second = -float(relu.mean(-mean, var)), float(relu.second_moment(-mean, var))
+        out_mean = pos_mean + a_mean * neg_mean
+        out_second = pos_second + (a_var + a_mean * a_mean) * neg_second
+        self.method = relu.method
+        return out_mean, max(out_second - out_mean * out_mean, 0.0)

@@ -1,0 +1,130 @@
+"""Convolutions: Conv1D/2D/3D, their transposes, DepthwiseConv1D/2D, SeparableConv1D/2D.
+
+Fan-in is the *average* number of (input element, kernel tap) products summed into
+one output element, counted exactly from the shapes: zero padding at the borders
+("same", "causal") removes taps, and a strided transposed convolution reaches each
+output with only about kernel/stride taps. The count factorizes over spatial
+dimensions, so the average over output positions is the product of per-dimension
+averages. With the weights' variance set from this count the output variance,
+pooled over positions, is exactly signal_variance (inputs independent, zero-mean
+weights). Unknown spatial sizes fall back to kernel (kernel/stride for transposes).
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import keras
+import numpy as np
+
+from .registry import estimates
+from .weighted import WeightedLayerEstimator
+
+
+def _per_dim(value, rank: int) -> tuple[int, ...]:
+    return tuple(value) if isinstance(value, (tuple, list)) else (int(value),) * rank
+
+
+def forward_taps(in_len: int | None, out_len: int | None, kernel: int, stride: int,
+                 dilation: int, padding: str) -> float:
+    """Average number of kernel taps landing inside the input, per output position."""
+    if in_len is None or out_len is None:
+        return float(kernel)
+    span = (kernel - 1) * dilation + 1
+    if padding == "same":
+        left = max((out_len - 1) * stride + span - in_len, 0) // 2
+    elif padding == "causal":
+        left = span - 1
+    else:
+        left = 0
+    positions = np.arange(out_len)[:, None] * stride + np.arange(kernel)[None, :] * dilation - left
+    return float(((positions >= 0) & (positions < in_len)).sum() / out_len)
+
+
+def transpose_taps(in_len: int | None, out_len: int | None, kernel: int, stride: int,
+                   dilation: int, padding: str) -> float:
+    """Average number of (input position, tap) pairs reaching one output position of a
+    transposed convolution (the adjoint of the forward convolution out -> in)."""
+    if in_len is None or out_len is None:
+        return kernel / stride
+    span = (kernel - 1) * dilation + 1
+    left = max((in_len - 1) * stride + span - out_len, 0) // 2 if padding == "same" else 0
+    targets = np.arange(in_len)[:, None] * stride + np.arange(kernel)[None, :] * dilation - left
+    return float(((targets >= 0) & (targets < out_len)).sum() / out_len)
+
+
+class ConvolutionEstimator(WeightedLayerEstimator):
+    """Base of the convolutions: spatial shapes from the call, taps counted exactly."""
+
+    transpose = False
+
+    def spatial(self, shape: Sequence) -> tuple:
+        if getattr(self.layer, "data_format", "channels_last") == "channels_first":
+            return tuple(shape[2:])
+        return tuple(shape[1:-1])
+
+    def channels_in(self) -> int:
+        shape = self.input_shapes[0]
+        axis = 1 if getattr(self.layer, "data_format", "channels_last") == "channels_first" else -1
+        return int(shape[axis])
+
+    def average_taps(self) -> float:
+        layer = self.layer
+        rank = len(layer.kernel_size)
+        ins = self.spatial(self.input_shapes[0]) if self.input_shapes else (None,) * rank
+        outs = self.spatial(self.output_shapes[0]) if self.output_shapes else (None,) * rank
+        count = transpose_taps if self.transpose else forward_taps
+        strides = _per_dim(layer.strides, rank)
+        dilations = _per_dim(layer.dilation_rate, rank)
+        return math.prod(count(i, o, k, s, d, layer.padding) for i, o, k, s, d in
+                         zip(ins, outs, layer.kernel_size, strides, dilations))
+
+
+@estimates(keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
+class ConvEstimator(ConvolutionEstimator):
+    """ConvND: fan_in = average taps x input channels / groups."""
+
+    def fan_in(self) -> float:
+        return self.average_taps() * self.channels_in() / getattr(self.layer, "groups", 1)
+
+
+@estimates(keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose)
+class ConvTransposeEstimator(ConvolutionEstimator):
+    """ConvNDTranspose: fan_in = average (input position, tap) pairs per output x input channels."""
+
+    transpose = True
+
+    def fan_in(self) -> float:
+        return self.average_taps() * self.channels_in()
+
+
+@estimates(keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
+class DepthwiseConvEstimator(ConvolutionEstimator):
+    """DepthwiseConvND: each output channel sums one input channel: fan_in = average taps."""
+
+    def fan_in(self) -> float:
+        return self.average_taps()
+
+    def schedule_weights(self, second_moment: float) -> None:
+        fan_in = self.fan_in()
+        self.set_initializer(self.layer.kernel, math.sqrt(self.signal_variance / (fan_in * second_moment)),
+                             "depthwise_initializer", fan_in)
+
+
+@estimates(keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)
+class SeparableConvEstimator(ConvolutionEstimator):
+    """SeparableConvND: the depthwise kernel brings the intermediate to variance 1
+    (fan_in = average taps), the pointwise kernel to signal_variance
+    (fan_in = input channels x depth_multiplier)."""
+
+    def fan_in(self) -> float:
+        return self.average_taps()
+
+    def schedule_weights(self, second_moment: float) -> None:
+        layer = self.layer
+        taps = self.fan_in()
+        self.set_initializer(layer.depthwise_kernel, math.sqrt(1.0 / (taps * second_moment)),
+                             "depthwise_initializer", taps)
+        pointwise_fan_in = float(self.channels_in() * layer.depth_multiplier)
+        self.set_initializer(layer.pointwise_kernel, math.sqrt(self.signal_variance / pointwise_fan_in),
+                             "pointwise_initializer", pointwise_fan_in)

@@ -1,0 +1,98 @@
+"""What every weighted layer shares: kernel scale from the input's second moment,
+the bias, and the fused activation.
+
+A layer computing z = sum_{i<fan_in} w_i x_i + b with zero-mean weights of variance
+s^2 independent of the inputs has E[z] = E[b] and Var(z) = fan_in s^2 E[x^2] + Var(b).
+AutoInit sets s^2 = signal_variance / (fan_in E[x^2]) with E[x^2] = var + mean^2,
+then passes N(E[b], signal_variance + Var(b)) through the layer's activation.
+
+A layer called at several sites is scaled from its combined input statistics
+(E[x^2] averaged over the calls), which the walk supplies through
+``context.shared_input_stats`` (id(layer) -> (means, vars)); each call's own
+pre-activation then has variance signal_variance * E[x^2]_call / E[x^2]_combined.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import keras
+import numpy as np
+
+from autoinit_sym.weights import TRUNCATED_STD
+
+from .activations import activation_statistics
+from .base import EXACT, LayerOutputDistributionEstimator
+
+
+def initializer_statistics(initializer: Any, variable: Any = None) -> tuple[float, float]:
+    """Mean and variance of the values ``initializer`` draws (read from its parameters);
+    for an initializer whose distribution is not read here, those of ``variable``'s
+    current values."""
+    inits = keras.initializers
+    if initializer is None or isinstance(initializer, inits.Zeros):
+        return 0.0, 0.0
+    if isinstance(initializer, inits.Ones):
+        return 1.0, 0.0
+    if isinstance(initializer, inits.Constant):
+        return float(np.mean(initializer.value)), 0.0
+    if isinstance(initializer, inits.TruncatedNormal):
+        return float(initializer.mean), (TRUNCATED_STD * float(initializer.stddev)) ** 2
+    if isinstance(initializer, inits.RandomNormal):
+        return float(initializer.mean), float(initializer.stddev) ** 2
+    if isinstance(initializer, inits.RandomUniform):
+        low, high = float(initializer.minval), float(initializer.maxval)
+        return (low + high) / 2.0, (high - low) ** 2 / 12.0
+    if variable is None:
+        raise ValueError(f"cannot read the distribution of initializer {type(initializer).__name__} "
+                         "without its variable")
+    values = np.asarray(keras.ops.convert_to_numpy(variable), dtype=np.float64)
+    return float(values.mean()), float(values.var())
+
+
+def second_moments(means: list[float], variances: list[float]) -> list[float]:
+    """E[x^2] = var + mean^2 per input."""
+    return [float(v) + float(m) ** 2 for m, v in zip(means, variances)]
+
+
+class WeightedLayerEstimator(LayerOutputDistributionEstimator):
+    """Base of every weighted layer: subclasses say which kernels to draw
+    (:meth:`schedule_weights`) and may override the bias and activation lookup."""
+
+    method = EXACT
+
+    def estimate(self, means_in, vars_in):
+        call_second = second_moments(means_in, vars_in)[0]
+        scale_means, scale_vars = self.scale_statistics(means_in, vars_in)
+        scale_second = second_moments(scale_means, scale_vars)[0]
+        if not (scale_second > 0 and math.isfinite(scale_second)):
+            raise ValueError(f"layer {self.layer.name!r} receives inputs with second moment "
+                             f"{scale_second!r}; AutoInit needs a finite, positive one")
+        self.schedule_weights(scale_second)
+        bias_mean, bias_var = self.bias_statistics()
+        pre_var = self.signal_variance * call_second / scale_second + bias_var
+        mean, var, self.method = activation_statistics(
+            getattr(self.layer, "activation", None), bias_mean, pre_var)
+        return mean, var
+
+    def scale_statistics(self, means_in: list[float], vars_in: list[float]) -> tuple[list, list]:
+        """The input statistics the weights are scaled for: the combined ones of a shared layer."""
+        shared = getattr(self.context, "shared_input_stats", {}).get(id(self.layer))
+        return shared if shared is not None else (means_in, vars_in)
+
+    def schedule_weights(self, second_moment: float) -> None:
+        """Schedule the kernel(s) so the pre-activation has variance signal_variance."""
+        fan_in = self.fan_in()
+        self.set_initializer(self.layer.kernel, math.sqrt(self.signal_variance / (fan_in * second_moment)),
+                             "kernel_initializer", fan_in)
+
+    def fan_in(self) -> float:
+        """Average number of input elements summed into one output element."""
+        raise NotImplementedError
+
+    def bias_statistics(self) -> tuple[float, float]:
+        """Mean and variance of the bias (0, 0 without one)."""
+        bias = getattr(self.layer, "bias", None)
+        if bias is None:
+            return 0.0, 0.0
+        return initializer_statistics(getattr(self.layer, "bias_initializer", None), bias)
