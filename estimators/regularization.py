@@ -1,0 +1,73 @@
+"""Regularization layers in training mode: Dropout, SpatialDropout1D/2D/3D, GaussianDropout,
+GaussianNoise, AlphaDropout, ActivityRegularization.
+
+Exact for an input element with mean m and variance v (the noise is independent of it).
+"""
+from __future__ import annotations
+
+import keras
+
+from .base import EXACT, LayerOutputDistributionEstimator
+from .registry import estimates
+
+# SELU constants that AlphaDropout uses for its dropped value alpha' = -alpha * scale.
+_SELU_ALPHA = 1.6732632423543772848170429916717
+_SELU_SCALE = 1.0507009873554804934193349852946
+
+
+def inverted_dropout_moments(mean: float, var: float, rate: float) -> tuple[float, float]:
+    """x * mask / (1 - rate), mask ~ Bernoulli(1 - rate): mean m, var (v + m^2) / (1 - rate) - m^2.
+
+    GaussianDropout (x * N(1, rate / (1 - rate))) has the same two moments."""
+    return mean, (var + mean ** 2) / (1.0 - rate) - mean ** 2
+
+
+@estimates(keras.layers.Dropout, keras.layers.GaussianDropout)
+class DropoutEstimator(LayerOutputDistributionEstimator):
+    """Dropout / SpatialDropout* (kept units scaled by 1/(1-rate); a spatial mask has the same
+    per-element law) and GaussianDropout: mean m, var (v + m^2)/(1 - rate) - m^2."""
+
+    method = EXACT
+
+    def estimate(self, means_in, vars_in):
+        return inverted_dropout_moments(means_in[0], vars_in[0], float(self.layer.rate))
+
+
+@estimates(keras.layers.GaussianNoise)
+class GaussianNoiseEstimator(LayerOutputDistributionEstimator):
+    """x + N(0, stddev^2): mean m, var v + stddev^2."""
+
+    method = EXACT
+
+    def estimate(self, means_in, vars_in):
+        return means_in[0], vars_in[0] + float(self.layer.stddev) ** 2
+
+
+@estimates(keras.layers.AlphaDropout)
+class AlphaDropoutEstimator(LayerOutputDistributionEstimator):
+    """a (x kept, else alpha') + b with alpha' = -alpha_selu scale_selu,
+    a = ((1-r)(1 + r alpha'^2))^(-1/2), b = -a alpha' r. With x' the kept-or-alpha' mixture:
+    mean a E[x'] + b, var a^2 Var[x'], E[x'] = (1-r) m + r alpha', Var[x'] = (1-r) v + r(1-r)(m - alpha')^2."""
+
+    method = EXACT
+
+    def estimate(self, means_in, vars_in):
+        mean, var, rate = means_in[0], vars_in[0], float(self.layer.rate)
+        if rate <= 0:
+            return mean, var
+        alpha_p = -_SELU_ALPHA * _SELU_SCALE
+        a = ((1 - rate) * (1 + rate * alpha_p ** 2)) ** -0.5
+        b = -a * alpha_p * rate
+        mixed_mean = (1 - rate) * mean + rate * alpha_p
+        mixed_var = (1 - rate) * var + rate * (1 - rate) * (mean - alpha_p) ** 2
+        return a * mixed_mean + b, a * a * mixed_var
+
+
+@estimates(keras.layers.ActivityRegularization)
+class ActivityRegularizationEstimator(LayerOutputDistributionEstimator):
+    """Identity on the forward pass (it only adds a loss)."""
+
+    method = EXACT
+
+    def estimate(self, means_in, vars_in):
+        return means_in[0], vars_in[0]
