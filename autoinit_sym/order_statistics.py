@@ -44,7 +44,8 @@ def max_of_iid_normal_moments(k: int) -> tuple[float, float]:
     One-dimensional adaptive quadrature of the density k phi(x) Phi(x)^(k-1), evaluated in
     log space (``log_ndtr``), on an interval of +-40 widths around the mode, split at the
     mode and at +-1, 2, 4 widths; the variance integrates (x - mean)^2 directly, so
-    there is no cancellation. Relative error below 1e-9 for 1 <= k <= 10^6. Cached per k.
+    there is no cancellation. Relative error below 1e-9 for 1 <= k <= 10^6 (tested against
+    mpmath up to 10^5). Cached per k.
     """
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k must be a positive integer (number of pooled values), got {k!r}")
@@ -59,7 +60,7 @@ def max_of_iid_normal_moments(k: int) -> tuple[float, float]:
         total = 0.0
         for lo, hi in zip(edges[:-1], edges[1:]):
             value, _ = integrate.quad(lambda x: weight(x) * np.exp(_log_density(x, k)), lo, hi,
-                                      epsabs=0.0, epsrel=1e-13, limit=200)
+                                      epsabs=1e-16, epsrel=1e-12, limit=200)
             total += value
         return total
 

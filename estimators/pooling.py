@@ -1,0 +1,140 @@
+"""Pooling layers, exactly: average/max pooling 1D/2D/3D, their global and adaptive forms.
+
+Every output position pools k independent N(mean, var) inputs, k depending on the
+position where windows are cut by the border (padding="same" pools only the real
+elements; adaptive windows differ in size). Per position: average -> (mean, var/k);
+max -> (mean + sd E[M_k], var Var[M_k]) with M_k the max of k iid N(0, 1)
+(:func:`autoinit_sym.order_statistics.max_of_iid_normal_moments`). The output statistics
+are the mixture over output positions, computed from the actual input shape.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import keras
+import numpy as np
+from keras.src.layers.pooling.base_adaptive_pooling import BaseAdaptivePooling
+from keras.src.layers.pooling.base_global_pooling import BaseGlobalPooling
+from keras.src.layers.pooling.base_pooling import BasePooling
+
+from autoinit_sym.order_statistics import max_of_iid_normal_moments
+
+from .base import EXACT, QUADRATURE, LayerOutputDistributionEstimator
+from .registry import estimates
+
+_MAX_GLOBAL = (keras.layers.GlobalMaxPooling1D, keras.layers.GlobalMaxPooling2D, keras.layers.GlobalMaxPooling3D)
+_MAX_ADAPTIVE = (keras.layers.AdaptiveMaxPooling1D, keras.layers.AdaptiveMaxPooling2D,
+                 keras.layers.AdaptiveMaxPooling3D)
+
+
+def window_sizes(n: int, pool: int, stride: int, padding: str) -> np.ndarray:
+    """Number of real input elements in each output window along one axis.
+
+    valid: floor((n - pool)/stride) + 1 full windows; same: ceil(n/stride) windows over an input
+    padded by max((out-1) stride + pool - n, 0), the smaller half before (TensorFlow's rule)."""
+    if padding == "valid":
+        return np.full(max((n - pool) // stride + 1, 0), pool)
+    out = -(-n // stride)
+    before = max((out - 1) * stride + pool - n, 0) // 2
+    starts = np.arange(out) * stride - before
+    return np.minimum(starts + pool, n) - np.maximum(starts, 0)
+
+
+def adaptive_window_sizes(n: int, out: int) -> np.ndarray:
+    """Adaptive pooling windows [floor(i n/out), ceil((i+1) n/out)) along one axis."""
+    i = np.arange(out)
+    starts = np.minimum(np.floor(i * n / out), n - 1)
+    ends = np.minimum(np.ceil((i + 1) * n / out), n)
+    return (ends - starts).astype(int)
+
+
+def pooled_counts(sizes_per_axis: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct window sizes k over all output positions (outer product of the axes) and
+    the fraction of positions that pool each."""
+    total = np.ones(1, dtype=np.int64)
+    for sizes in sizes_per_axis:
+        total = np.multiply.outer(total, np.asarray(sizes, dtype=np.int64)).ravel()
+    ks, counts = np.unique(total, return_counts=True)
+    return ks, counts / counts.sum()
+
+
+def pooled_moments(mean: float, var: float, ks: np.ndarray, weights: np.ndarray, mode: str
+                   ) -> tuple[float, float]:
+    """Mixture over output positions of the per-window moments (see the module docstring)."""
+    if mode == "average":
+        return mean, float(var * (weights @ (1.0 / ks)))
+    stats = np.array([max_of_iid_normal_moments(int(k)) for k in ks])
+    sd = math.sqrt(var)
+    centre = weights @ stats[:, 0]
+    spread = weights @ (stats[:, 0] - centre) ** 2
+    return float(mean + sd * centre), float(var * (weights @ stats[:, 1] + spread))
+
+
+class _Pooling(LayerOutputDistributionEstimator):
+    """Shared rule; subclasses say which mode and which window sizes along each spatial axis."""
+
+    def mode(self) -> str:
+        raise NotImplementedError
+
+    def axis_window_sizes(self, spatial: Sequence[int | None]) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def spatial_shape(self) -> list[int | None]:
+        shape = self.input_shapes[0] if self.input_shapes else None
+        if shape is None:
+            raise ValueError(f"pooling layer {self.layer.name!r}: its input shape is unknown")
+        return list(shape[1:-1] if self.layer.data_format == "channels_last" else shape[2:])
+
+    def known(self, spatial: Sequence[int | None], why: str) -> list[int]:
+        if any(n is None for n in spatial):
+            raise ValueError(
+                f"{type(self.layer).__name__} {self.layer.name!r}: {why} needs the spatial input size, "
+                f"but the input shape is {tuple(self.input_shapes[0])}; build the model with fixed sizes")
+        return [int(n) for n in spatial]
+
+    def estimate(self, means_in, vars_in):
+        mode = self.mode()
+        self.method = EXACT if mode == "average" else QUADRATURE
+        ks, weights = pooled_counts(self.axis_window_sizes(self.spatial_shape()))
+        return pooled_moments(means_in[0], vars_in[0], ks, weights, mode)
+
+
+@estimates(BasePooling)
+class PoolingEstimator(_Pooling):
+    """AveragePooling1D/2D/3D and MaxPooling1D/2D/3D (valid or same padding)."""
+
+    def mode(self) -> str:
+        return self.layer.pool_mode
+
+    def axis_window_sizes(self, spatial):
+        layer = self.layer
+        if layer.padding == "valid":
+            return [np.array([p]) for p in layer.pool_size]
+        sizes = self.known(spatial, 'padding="same"')
+        return [window_sizes(n, p, s, "same") for n, p, s in zip(sizes, layer.pool_size, layer.strides)]
+
+
+@estimates(BaseGlobalPooling)
+class GlobalPoolingEstimator(_Pooling):
+    """GlobalAveragePooling1D/2D/3D and GlobalMaxPooling1D/2D/3D: one window of all positions."""
+
+    def mode(self) -> str:
+        return "max" if isinstance(self.layer, _MAX_GLOBAL) else "average"
+
+    def axis_window_sizes(self, spatial):
+        return [np.array([n]) for n in self.known(spatial, "global pooling")]
+
+
+@estimates(BaseAdaptivePooling)
+class AdaptivePoolingEstimator(_Pooling):
+    """AdaptiveAveragePooling1D/2D/3D and AdaptiveMaxPooling1D/2D/3D."""
+
+    def mode(self) -> str:
+        return "max" if isinstance(self.layer, _MAX_ADAPTIVE) else "average"
+
+    def axis_window_sizes(self, spatial):
+        sizes = self.known(spatial, "adaptive pooling")
+        out = self.layer.output_size
+        out = (out,) * len(sizes) if isinstance(out, int) else tuple(out)
+        return [adaptive_window_sizes(n, o) for n, o in zip(sizes, out)]
