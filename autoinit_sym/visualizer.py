@@ -9,7 +9,6 @@ can be checked programmatically.
 from __future__ import annotations
 
 import inspect
-import json
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -80,6 +79,8 @@ def with_default_initializers(model: Any) -> Any:
     import keras
 
     def clone(layer: Any) -> Any:
+        if isinstance(layer, keras.Model):
+            return with_default_initializers(layer)
         config = layer.get_config()
         params = inspect.signature(type(layer).__init__).parameters
         for key in config:
@@ -95,8 +96,9 @@ def with_default_initializers(model: Any) -> Any:
 def _series(names: Sequence[str], measured: Mapping[str, Any],
             predicted: Mapping[str, Any] | None = None) -> PropagationSeries:
     def column(source: Mapping[str, Any] | None, index: int) -> np.ndarray:
-        values = [tuple(source[n])[index] if source is not None and n in source else np.nan
-                  for n in names]
+        """Entry ``index`` (0 mean, 1 var) per layer; the first output's for several outputs."""
+        values = [np.ravel(tuple(source[n])[index])[0] if source is not None and n in source
+                  else np.nan for n in names]
         return np.asarray(values, dtype=np.float64)
 
     return PropagationSeries(column(predicted, 0), column(predicted, 1),
@@ -135,7 +137,7 @@ class AutoInitVisualizer:
         """
         import keras
 
-        from .autoinit import AutoInit
+        from .autoinit import AutoInit, load_model
         from .measure import measure
 
         if not (isinstance(num_samples, (int, np.integer)) and num_samples >= 2):
@@ -144,10 +146,7 @@ class AutoInitVisualizer:
             raise ValueError(f"signal_variance must be > 0, got {signal_variance!r}")
         if not input_data_var > 0:
             raise ValueError(f"input_data_var must be > 0, got {input_data_var!r}")
-        if isinstance(model, (str, dict)):  # a JSON string or config dict, as AutoInit accepts
-            text = model if isinstance(model, str) else json.dumps(model)
-            model = keras.models.model_from_json(text, custom_objects=custom_objects)
-
+        model = load_model(model, custom_objects)  # a JSON string or config dict becomes a model
         default_model = with_default_initializers(model)
         autoinit = AutoInit(weight_init_config=weight_init_config, input_data_mean=input_data_mean,
                             input_data_var=input_data_var, signal_variance=signal_variance,
@@ -161,11 +160,10 @@ class AutoInitVisualizer:
         measured_default = measure(default_model, **sampling)
 
         names = [name for name in estimates if name in measured_auto]
-        by_name = {layer.name: layer for layer in auto_model.layers}
         series = SignalPropagation(
             layers=names,
-            methods=[str(getattr(estimates[n], "method", "")) for n in names],
-            weighted=[bool(getattr(by_name.get(n), "trainable_weights", None)) for n in names],
+            methods=[estimates[n].method for n in names],
+            weighted=[bool(estimates[n].weights) for n in names],
             default=_series(names, measured_default),
             autoinit=_series(names, measured_auto, estimates),
             signal_variance=float(signal_variance))
@@ -200,9 +198,9 @@ def plot_signal_propagation(series: SignalPropagation, plot_path: str | None = N
     for mean, var, style in styles:
         ax_mean.plot(x, mean, markersize=marker_size, linewidth=1.2, **style)
         ax_var.plot(x, var, markersize=marker_size, linewidth=1.2, **style)
-    ax_mean.axhline(0.0, color="gray", linewidth=0.8, linestyle=":", label="target mean 0")
+    ax_mean.axhline(0.0, color="gray", linewidth=0.8, linestyle=":", label="mean 0")
     ax_var.axhline(series.signal_variance, color="gray", linewidth=0.8, linestyle=":",
-                   label=f"target variance {series.signal_variance:g}")
+                   label=f"signal_variance {series.signal_variance:g} (weighted layers, before activation)")
 
     if log_variance is None:
         positive = np.concatenate([series.default.measured_var, series.autoinit.measured_var])
