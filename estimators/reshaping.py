@@ -1,0 +1,117 @@
+"""Reshaping layers: Flatten, Reshape, Permute, RepeatVector, Cropping*, UpSampling*,
+ZeroPadding*, and the TimeDistributed wrapper.
+
+Rearranging, repeating or cropping iid elements leaves each element's law unchanged;
+zero padding and interpolation change the mixture over output positions exactly.
+"""
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+
+import keras
+import numpy as np
+
+from .base import EXACT, LayerOutputDistributionEstimator
+from .registry import estimates
+
+logger = logging.getLogger("autoinit_sym")
+
+
+@estimates(keras.layers.Flatten, keras.layers.Reshape, keras.layers.Permute, keras.layers.RepeatVector,
+           keras.layers.Cropping1D, keras.layers.Cropping2D, keras.layers.Cropping3D,
+           keras.layers.UpSampling1D, keras.layers.UpSampling3D)
+class RearrangingEstimator(LayerOutputDistributionEstimator):
+    """Every output element is one input element (moved, repeated or kept): (mean, var) unchanged."""
+
+    method = EXACT
+
+    def estimate(self, means_in, vars_in):
+        return means_in[0], vars_in[0]
+
+
+@estimates(keras.layers.ZeroPadding1D, keras.layers.ZeroPadding2D, keras.layers.ZeroPadding3D)
+class ZeroPaddingEstimator(LayerOutputDistributionEstimator):
+    """A fraction p of the output positions is zero: mean m (1-p), E[x^2] = (v + m^2)(1-p),
+    with 1 - p = (input elements) / (output elements) per sample."""
+
+    method = EXACT
+
+    def estimate(self, means_in, vars_in):
+        kept = _elements(self.input_shapes[0]) / _elements(self._output_shape())
+        mean, var = means_in[0], vars_in[0]
+        return mean * kept, (var + mean ** 2) * kept - (mean * kept) ** 2
+
+    def _output_shape(self) -> tuple:
+        if self.output_shapes and self.output_shapes[0] is not None:
+            return tuple(self.output_shapes[0])
+        return tuple(self.layer.compute_output_shape(tuple(self.input_shapes[0])))
+
+
+def _elements(shape) -> float:
+    dims = list(shape[1:])
+    if any(d is None for d in dims):
+        raise ValueError(f"zero padding needs the full per-sample shape, got {tuple(shape)}; "
+                         "build the model with fixed sizes")
+    return float(np.prod(dims))
+
+
+@lru_cache(maxsize=256)
+def interpolation_weights(n: int, factor: int, interpolation: str) -> tuple[float, float, float]:
+    """Along one axis upsampled from n to n*factor: averages over output positions i of
+    r_i = sum_k W_ik, r_i^2 and q_i = sum_k W_ik^2, for the weight matrix W that Keras's
+    image resize applies (found exactly by resizing the one-hot inputs e_k)."""
+    basis = np.eye(n, dtype="float32").reshape(n, n, 1, 1)
+    out = keras.ops.image.resize(basis, (n * factor, 1), interpolation=interpolation,
+                                 data_format="channels_last")
+    weights = np.asarray(keras.ops.convert_to_numpy(out), dtype=float)[:, :, 0, 0].T  # (out, in)
+    rows = weights.sum(axis=1)
+    return float(rows.mean()), float((rows ** 2).mean()), float((weights ** 2).sum(axis=1).mean())
+
+
+@estimates(keras.layers.UpSampling2D)
+class UpSampling2DEstimator(LayerOutputDistributionEstimator):
+    """nearest: unchanged. Otherwise each output is sum_k W_k x_k over independent inputs, with a
+    separable W: mean m R1, var v Q + m^2 (R2 - R1^2), R1, R2, Q the products over the two axes
+    of the per-axis averages of sum W, (sum W)^2 and sum W^2 (:func:`interpolation_weights`)."""
+
+    method = EXACT
+
+    def estimate(self, means_in, vars_in):
+        mean, var = means_in[0], vars_in[0]
+        layer = self.layer
+        if layer.interpolation == "nearest":
+            return mean, var
+        shape = self.input_shapes[0]
+        spatial = shape[1:3] if layer.data_format == "channels_last" else shape[2:4]
+        if any(n is None for n in spatial):
+            raise ValueError(f"UpSampling2D {layer.name!r} with interpolation={layer.interpolation!r} "
+                             f"needs the spatial input size, got input shape {tuple(shape)}")
+        r1, r2, q = 1.0, 1.0, 1.0
+        for n, factor in zip(spatial, layer.size):
+            a1, a2, aq = interpolation_weights(int(n), int(factor), layer.interpolation)
+            r1, r2, q = r1 * a1, r2 * a2, q * aq
+        return mean * r1, var * q + mean ** 2 * (r2 - r1 ** 2)
+
+
+@estimates(keras.layers.TimeDistributed)
+class TimeDistributedEstimator(LayerOutputDistributionEstimator):
+    """The wrapped layer's estimate on one time step (shapes without the time axis); its
+    weight writes and method are those of the wrapped layer's estimator."""
+
+    def estimate(self, means_in, vars_in):
+        def step(shape):
+            return None if shape is None else (shape[0], *shape[2:])
+
+        inner = self.context.estimator_for(self.layer.layer, [step(s) for s in self.input_shapes],
+                                           [step(s) for s in self.output_shapes], None)
+        if inner is None:
+            from autoinit_sym.probe import ProbeEstimator
+
+            logger.warning("No LayerOutputDistributionEstimator found for layer %s (wrapped by %s). "
+                           "Probing the wrapper with Gaussian samples instead.",
+                           self.layer.layer.name, self.layer.name)
+            inner = ProbeEstimator(self.layer, self.context, self.input_shapes, self.output_shapes, self.node)
+        result = inner.estimate(means_in, vars_in)
+        self.method = inner.method
+        return result
