@@ -1,0 +1,303 @@
+"""keras.ops operations recorded as nodes of functional graphs, recognized by their class.
+
+Constant operands (the 2.0 in ``keras.ops.multiply(x, 2.0)``) are read from the node's
+arguments; tensor operands are independent Gaussians with their (mean, var), except a
+tensor used twice in one call (``x * x``), which enters as a power. A constant array
+acts per position: the result is the mixture over positions. A form this module has no
+exact rule for (say ``2.0 / x``) is probed on Gaussian samples, with a warning.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+import numpy as np
+from keras import tree
+from keras.src.ops import core as ops_core
+from keras.src.ops import nn as ops_nn
+from keras.src.ops import numpy as ops_np
+from scipy import special
+
+from autoinit_sym.order_statistics import clark_max, clark_min
+
+from .activations import activation_statistics
+from .base import CLOSED_FORM, EXACT, LayerOutputDistributionEstimator
+from .merging import concat_weights, linear_moments, mixture_moments, product_moments
+from .normalization import affine_moments
+from .registry import estimates
+
+logger = logging.getLogger("autoinit_sym")
+
+
+@dataclass
+class Operand:
+    """One argument of the call: a tensor with (mean, var) and identity, or a constant array."""
+
+    mean: float = 0.0
+    var: float = 0.0
+    ident: int | None = None         # id() of the KerasTensor; None for a constant
+    value: np.ndarray | None = None  # the constant
+
+    @property
+    def is_tensor(self) -> bool:
+        return self.ident is not None
+
+
+def operands(node: Any, means_in: list[float], vars_in: list[float]) -> list[Operand]:
+    """The call's positional then keyword arguments, flattened, tensors matched to means_in."""
+    found, index = [], 0
+    for arg in tree.flatten((list(node.arguments.args), dict(node.arguments.kwargs))):
+        if isinstance(arg, keras.KerasTensor):
+            found.append(Operand(means_in[index], vars_in[index], id(arg)))
+            index += 1
+        elif arg is not None and not isinstance(arg, (str, bool)):
+            found.append(Operand(value=np.asarray(keras.ops.convert_to_numpy(arg), dtype=float)))
+    return found
+
+
+class OpEstimator(LayerOutputDistributionEstimator):
+    """Base for operation rules: ``combine(operands)`` returns (mean, var) or None when no exact
+    rule applies (then the call is probed)."""
+
+    method = EXACT
+
+    def combine(self, args: list[Operand]) -> tuple[float, float] | None:
+        raise NotImplementedError
+
+    def estimate(self, means_in, vars_in):
+        args = operands(self.node, means_in, vars_in) if self.node is not None else \
+            [Operand(m, v, i) for i, (m, v) in enumerate(zip(means_in, vars_in))]
+        result = self.combine(args)
+        if result is not None:
+            return float(result[0]), float(result[1])
+        return self.probe(means_in, vars_in)
+
+    def probe(self, means_in, vars_in):
+        from autoinit_sym.probe import ProbeEstimator
+
+        logger.warning("No exact rule for %s called with these operands; probing it with Gaussian "
+                       "samples instead.", self.layer.name)
+        prober = ProbeEstimator(self.layer, self.context, self.input_shapes, self.output_shapes, self.node)
+        result = prober.estimate(means_in, vars_in)
+        self.method = prober.method
+        return result[0] if isinstance(result, list) and len(result) == 1 else result
+
+
+def _tensor_groups(args: list[Operand]) -> list[list[int]]:
+    groups: dict[int, list[int]] = {}
+    for i, a in enumerate(args):
+        groups.setdefault(a.ident, []).append(i)
+    return list(groups.values())
+
+
+def _linear(args: list[Operand], signs: list[float]) -> tuple[float, float]:
+    """sum_i s_i a_i over tensors (independent unless identical) and constants (mixed over positions)."""
+    tensors = [(a, s) for a, s in zip(args, signs) if a.is_tensor]
+    offset = sum(s * a.value for a, s in zip(args, signs) if not a.is_tensor)
+    tensor_args = [a for a, _ in tensors]
+    mean, var = linear_moments([s for _, s in tensors], [a.mean for a in tensor_args],
+                               [a.var for a in tensor_args], _tensor_groups(tensor_args))
+    return affine_moments(1.0, offset, mean, var)
+
+
+@estimates(ops_np.Add, ops_np.Subtract)
+class AddSubtractOp(OpEstimator):
+    """a + b, a - b: means add, variances of independent tensors add; constants shift."""
+
+    def combine(self, args):
+        return _linear(args, [1.0, -1.0] if isinstance(self.layer, ops_np.Subtract) else [1.0] * len(args))
+
+
+@estimates(ops_np.Negative)
+class NegativeOp(OpEstimator):
+    """-x: (-mean, var)."""
+
+    def combine(self, args):
+        return -args[0].mean, args[0].var
+
+
+@estimates(ops_np.Multiply)
+class MultiplyOp(OpEstimator):
+    """x * c: exact affine map (per-position c mixed); x * y: independent product
+    (mean m1 m2, var (v1 + m1^2)(v2 + m2^2) - m1^2 m2^2); x * x: Gaussian raw moments of x^2."""
+
+    def combine(self, args):
+        tensors = [a for a in args if a.is_tensor]
+        scale = functools.reduce(np.multiply, [a.value for a in args if not a.is_tensor], 1.0)
+        mean, var = product_moments([a.mean for a in tensors], [a.var for a in tensors], _tensor_groups(tensors))
+        return affine_moments(scale, 0.0, mean, var)
+
+
+@estimates(ops_np.Divide, ops_np.TrueDivide)
+class DivideOp(OpEstimator):
+    """x / c: exact affine map with scale 1/c. A tensor divisor has no finite moments (probed)."""
+
+    def combine(self, args):
+        x, c = args
+        if not x.is_tensor or c.is_tensor:
+            return None
+        return affine_moments(1.0 / c.value, 0.0, x.mean, x.var)
+
+
+@estimates(ops_np.Square)
+class SquareOp(OpEstimator):
+    """x^2: mean v + m^2, var 2 v^2 + 4 m^2 v."""
+
+    def combine(self, args):
+        m, v = args[0].mean, args[0].var
+        return v + m * m, 2 * v * v + 4 * m * m * v
+
+
+@estimates(ops_np.Absolute)
+class AbsoluteOp(OpEstimator):
+    """|x| (folded normal): mean sd sqrt(2/pi) exp(-m^2/2v) + m (1 - 2 Phi(-m/sd)), E[x^2] = v + m^2."""
+
+    method = CLOSED_FORM
+
+    def combine(self, args):
+        m, v = args[0].mean, args[0].var
+        if v <= 0:
+            return abs(m), 0.0
+        sd = math.sqrt(v)
+        mean = sd * math.sqrt(2 / math.pi) * math.exp(-m * m / (2 * v)) + m * (1 - 2 * special.ndtr(-m / sd))
+        return mean, max(v + m * m - mean * mean, 0.0)
+
+
+@estimates(ops_np.Maximum, ops_np.Minimum)
+class ExtremumOp(OpEstimator):
+    """max/min of two tensors (Clark, independent) or of a tensor and a constant (Clark with a
+    zero-variance operand, exact; a constant array is mixed over positions)."""
+
+    method = CLOSED_FORM
+
+    def combine(self, args):
+        pair = clark_min if isinstance(self.layer, ops_np.Minimum) else clark_max
+        a, b = args
+        if a.is_tensor and b.is_tensor and a.ident == b.ident:
+            return a.mean, a.var
+        x, other = (a, b) if a.is_tensor else (b, a)
+        other_stats = (other.mean, other.var) if other.is_tensor else (other.value, 0.0)
+        means, variances = (np.ravel(t) for t in pair(x.mean, x.var, *other_stats))
+        return mixture_moments(np.ones_like(means), means, variances)
+
+
+@estimates(ops_np.Clip)
+class ClipOp(OpEstimator):
+    """clip(x, lo, hi) with scalar bounds: the moment engine's closed form of Min(Max(x, lo), hi)."""
+
+    method = CLOSED_FORM
+
+    def combine(self, args):
+        lo, hi = (np.asarray(keras.ops.convert_to_numpy(b), dtype=float) for b in (self.layer.x_min, self.layer.x_max))
+        if lo.size != 1 or hi.size != 1:
+            return None
+        from autoinit_sym import moments
+
+        engine = moments(f"Min(Max(x, {float(lo)!r}), {float(hi)!r})")
+        self.method = engine.method
+        return engine.mean(args[0].mean, args[0].var), engine.variance(args[0].mean, args[0].var)
+
+
+@estimates(ops_np.Matmul)
+class MatmulOp(OpEstimator):
+    """x @ y over the contracted length n: independent tensors give mean n m1 m2,
+    var n [(v1 + m1^2)(v2 + m2^2) - m1^2 m2^2]; a constant matrix W gives per output column j
+    (mean m sum_i W_ij, var v sum_i W_ij^2), mixed over columns (rows for W @ x)."""
+
+    def combine(self, args):
+        a, b = args
+        if a.is_tensor and b.is_tensor:
+            n = self.input_shapes[0][-1]
+            if n is None:
+                return None
+            groups = [[0, 1]] if a.ident == b.ident else [[0], [1]]
+            mean, var = product_moments([a.mean, b.mean], [a.var, b.var], groups)
+            return n * mean, n * var
+        x, w, axis = (a, b.value, 0) if a.is_tensor else (b, a.value, 1)
+        if w.ndim != 2:
+            return None
+        sums, squares = w.sum(axis=axis), (w ** 2).sum(axis=axis)
+        centres = x.mean * sums
+        return float(centres.mean()), float(x.var * squares.mean() + centres.var())
+
+
+def _reduced_size(shape: tuple, axis: Any) -> int | None:
+    """Elements reduced per output (batch axis excluded when axis is None)."""
+    rank = len(shape)
+    axes = range(1, rank) if axis is None else [a % rank for a in ([axis] if isinstance(axis, int) else axis)]
+    dims = [shape[a] for a in axes]
+    return None if any(d is None for d in dims) else int(np.prod(dims))
+
+
+@estimates(ops_np.Mean, ops_np.Sum)
+class ReductionOp(OpEstimator):
+    """mean over n independent elements: (m, v/n); sum: (n m, n v). ``axis=None`` reduces the
+    per-sample elements (the batch axis's size is not known when initializing)."""
+
+    def combine(self, args):
+        n = _reduced_size(self.input_shapes[0], self.layer.axis)
+        if n is None:
+            raise ValueError(f"{type(self.layer).__name__} {self.layer.name!r} reduces an axis of unknown size "
+                             f"(input shape {tuple(self.input_shapes[0])}, axis={self.layer.axis!r})")
+        m, v = args[0].mean, args[0].var
+        return (m, v / n) if isinstance(self.layer, ops_np.Mean) else (n * m, n * v)
+
+
+@estimates(ops_np.Reshape, ops_np.Transpose, ops_np.ExpandDims, ops_np.Squeeze, ops_np.Repeat, ops_np.Tile,
+           ops_np.Ravel, ops_core.Cast, ops_core.StopGradient, ops_core.ConvertToTensor)
+class RearrangingOp(OpEstimator):
+    """Moves, repeats or casts elements: (mean, var) unchanged."""
+
+    def combine(self, args):
+        return args[0].mean, args[0].var
+
+
+@estimates(ops_np.Concatenate, ops_np.Stack)
+class JoinOp(OpEstimator):
+    """concatenate: mixture weighted by size along the axis; stack: equal weights."""
+
+    def combine(self, args):
+        if any(not a.is_tensor for a in args):
+            return None
+        if isinstance(self.layer, ops_np.Stack):
+            weights = [1.0] * len(args)
+        else:
+            weights = concat_weights(self.input_shapes, self.layer.axis, len(args))
+        return mixture_moments(weights, [a.mean for a in args], [a.var for a in args])
+
+
+# operation class -> (activation name, names of its parameters as attributes)
+ACTIVATION_OPS: dict[type, tuple[str, tuple[str, ...]]] = {
+    ops_nn.Relu: ("relu", ()), ops_nn.Relu6: ("relu6", ()), ops_nn.Sigmoid: ("sigmoid", ()),
+    ops_nn.SparseSigmoid: ("sparse_sigmoid", ()), ops_nn.Softplus: ("softplus", ()),
+    ops_nn.Softsign: ("softsign", ()), ops_nn.SoftShrink: ("soft_shrink", ("threshold",)),
+    ops_nn.SparsePlus: ("sparse_plus", ()), ops_nn.Silu: ("silu", ()), ops_nn.Squareplus: ("squareplus", ("b",)),
+    ops_nn.LogSigmoid: ("log_sigmoid", ()), ops_nn.LeakyRelu: ("leaky_relu", ("negative_slope",)),
+    ops_nn.HardSigmoid: ("hard_sigmoid", ()), ops_nn.HardSilu: ("hard_silu", ()), ops_nn.Elu: ("elu", ("alpha",)),
+    ops_nn.Selu: ("selu", ()), ops_nn.Gelu: ("gelu", ("approximate",)), ops_nn.Celu: ("celu", ("alpha",)),
+    ops_nn.TanhShrink: ("tanh_shrink", ()), ops_nn.HardTanh: ("hard_tanh", ()),
+    ops_nn.HardShrink: ("hard_shrink", ("threshold",)),
+    ops_nn.Threshold: ("threshold", ("threshold", "default_value")),
+    ops_np.Tanh: ("tanh", ()), ops_np.Exp: ("exponential", ()),
+    ops_nn.Softmax: ("softmax", ()), ops_nn.LogSoftmax: ("log_softmax", ()),
+}
+
+
+@estimates(*ACTIVATION_OPS)
+class ActivationOp(OpEstimator):
+    """Elementwise activation f(x): the moment engine's E[f(X)], Var[f(X)] (closed form or
+    quadrature) through ``activation_statistics``; softmax over the length of its axis."""
+
+    def combine(self, args):
+        name, attributes = ACTIVATION_OPS[type(self.layer)]
+        params = {a: getattr(self.layer, a) for a in attributes}
+        axis_size = None
+        if name in ("softmax", "log_softmax"):
+            shape, axis = self.input_shapes[0], self.layer.axis
+            axis_size = shape[axis if isinstance(axis, int) else axis[0]]
+        mean, var, self.method = activation_statistics(name, args[0].mean, args[0].var, axis_size, **params)
+        return mean, var
