@@ -350,7 +350,8 @@ def _cmd_derive(args: argparse.Namespace) -> None:
     if m.mean_expr is not None:
         print(f"E[{label}(X)]   = {m.mean_expr}")
         print(f"E[{label}(X)^2] = {m.second_moment_expr}")
-        print("  (X ~ N(mu, var); symbols mu and var)")
+        symbols = sorted(str(s) for s in (m.mean_expr.free_symbols | m.second_moment_expr.free_symbols))
+        print(f"  (X ~ N(mu, sigma**2); in terms of {', '.join(symbols)})")
     else:
         print(f"no closed form found: E[{label}(X)] and E[{label}(X)^2] are computed by quadrature")
     mu = np.array([p[0] for p in DERIVE_POINTS])
