@@ -343,9 +343,8 @@ def _cmd_derive(args: argparse.Namespace) -> None:
     from .moments import moments
 
     m = moments(args.expr, **dict(args.param))
-    label = args.name or "f"
-    definition = getattr(m, "expr", None)
-    print(f"{label}(x) = {definition if definition is not None else args.expr}")
+    label = args.name or (m.name if m.name.isidentifier() else "f")
+    print(f"{label}(x) = {m.expr}")
     print(f"method: {m.method}")
     if m.mean_expr is not None:
         print(f"E[{label}(X)]   = {m.mean_expr}")
