@@ -60,6 +60,15 @@ class gauss_exp_between(sp.Function):
         return _cdf_exp(a, lo, mu, sigma, upper=True) - _cdf_exp(a, hi, mu, sigma, upper=True)
 
 
+def _exp_sum(a: float, mu: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+    """exp(a*mu + (a*sigma)**2/2) as exp(a*mu) * exp((a*sigma)**2/2): the factor exp(a*mu) is
+    then rounded exactly as in the coefficients, so centered sums cancel it exactly."""
+    with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+        split = np.exp(a * mu) * np.exp(0.5 * (a * sigma) ** 2)
+        joint = np.exp(a * mu + 0.5 * (a * sigma) ** 2)
+    return np.where(np.isfinite(split) & (split != 0), split, joint)
+
+
 def _below(a: float, c: float, mu: np.ndarray, sigma: np.ndarray) -> np.ndarray:
     """NumPy gauss_exp_below: erfcx form in the lower tail, exp * ndtr elsewhere."""
     t = (c - mu) / sigma
@@ -68,7 +77,7 @@ def _below(a: float, c: float, mu: np.ndarray, sigma: np.ndarray) -> np.ndarray:
     g = t - a * sigma
     with np.errstate(over="ignore", invalid="ignore", under="ignore"):
         tail = 0.5 * np.exp(a * c - 0.5 * t * t) * special.erfcx(-g * _SQRT_HALF)
-        bulk = np.exp(a * mu + 0.5 * (a * sigma) ** 2) * special.ndtr(g)
+        bulk = _exp_sum(a, mu, sigma) * special.ndtr(g)
     return np.where(g < 0, tail, bulk)
 
 
@@ -80,7 +89,7 @@ def _above(a: float, c: float, mu: np.ndarray, sigma: np.ndarray) -> np.ndarray:
     g = t - a * sigma
     with np.errstate(over="ignore", invalid="ignore", under="ignore"):
         tail = 0.5 * np.exp(a * c - 0.5 * t * t) * special.erfcx(g * _SQRT_HALF)
-        bulk = np.exp(a * mu + 0.5 * (a * sigma) ** 2) * special.ndtr(-g)
+        bulk = _exp_sum(a, mu, sigma) * special.ndtr(-g)
     return np.where(g > 0, tail, bulk)
 
 
@@ -91,7 +100,7 @@ def _between(a: float, lo: float, hi: float, mu: np.ndarray, sigma: np.ndarray) 
     with np.errstate(over="ignore", invalid="ignore", under="ignore"):
         lower = _below(a, hi, mu, sigma) - _below(a, lo, mu, sigma)
         upper = _above(a, lo, mu, sigma) - _above(a, hi, mu, sigma)
-        peak = (0.5 * np.exp(a * mu + 0.5 * (a * sigma) ** 2)
+        peak = (0.5 * _exp_sum(a, mu, sigma)
                 * (special.erf(g_hi * _SQRT_HALF) - special.erf(g_lo * _SQRT_HALF)))
     return np.where(g_hi <= 0, lower, np.where(g_lo >= 0, upper, peak))
 
@@ -107,7 +116,7 @@ NUMPY_FUNCTIONS: Dict[str, Callable] = {
 def exp_mass(a: sp.Expr, lo: sp.Expr, hi: sp.Expr, mu: sp.Expr, sigma: sp.Expr) -> sp.Expr:
     """M_0 = E[exp(a*X); lo < X < hi] for X ~ N(mu, sigma**2); lo/hi may be -oo/+oo."""
     if lo.is_infinite and hi.is_infinite:
-        return sp.exp(a * mu + a**2 * sigma**2 / 2)
+        return sp.exp(a * mu) * sp.exp(a**2 * sigma**2 / 2)
     if lo.is_infinite:
         return gauss_exp_below(a, hi, mu, sigma)
     if hi.is_infinite:

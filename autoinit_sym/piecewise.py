@@ -1,8 +1,7 @@
 """Split an expression in x into intervals on which it is a sum of c * x**n * exp(a*x).
 
 ``split_pieces(expr, x)`` rewrites Max, Min, Abs, Heaviside and sign into Piecewise,
-folds the Piecewise to the top, finds the breakpoints by solving each (polynomial)
-condition for x, and on every interval between consecutive breakpoints expands the
+folds the Piecewise to the top, finds the breakpoints by solving each condition for x, and on every interval between consecutive breakpoints expands the
 active branch into terms.  It returns None when the expression is not of that form
 (tanh, sigmoid, softplus, ...), so the caller can fall back to quadrature.
 Conditions are read almost everywhere: what happens at a single point (Heaviside(0),
@@ -109,16 +108,21 @@ def _linear_in(expr: sp.Expr, x: sp.Symbol) -> Optional[Tuple[sp.Expr, sp.Expr]]
 
 
 def _breakpoints(conditions: List[sp.Basic], x: sp.Symbol) -> Optional[List[sp.Expr]]:
-    """Sorted distinct real roots of every relation in the conditions, or None if not polynomial."""
+    """Sorted distinct real roots of every relation in the conditions (polynomial roots, else
+    solveset over the reals), or None when a relation has no finite set of roots."""
     roots = set()
     for cond in conditions:
         for rel in cond.atoms(sp.core.relational.Relational):
             diff = rel.lhs - rel.rhs
             if not diff.has(x):
                 continue
-            if not diff.is_polynomial(x):
+            if diff.is_polynomial(x):
+                roots.update(sp.real_roots(sp.Poly(diff, x)))
+                continue
+            solutions = sp.solveset(diff, x, sp.S.Reals)
+            if not isinstance(solutions, sp.FiniteSet):
                 return None
-            roots.update(sp.real_roots(sp.Poly(diff, x)))
+            roots.update(solutions)
     return sorted(roots, key=lambda r: float(r))
 
 
