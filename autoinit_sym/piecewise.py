@@ -1,8 +1,9 @@
 """Split an expression in x into intervals on which it is a sum of c * x**n * exp(a*x).
 
-``split_pieces(expr, x)`` rewrites Max, Min, Abs, Heaviside and sign into Piecewise,
-folds the Piecewise to the top, finds the breakpoints by solving each condition for x, and on every interval between consecutive breakpoints expands the
-active branch into terms.  It returns None when the expression is not of that form
+``split_pieces(expr, x)`` finds the breakpoints of every switch in the expression (Max,
+Min, Abs, Heaviside, sign, Piecewise conditions; inner switches first) by solving for x,
+then on each interval between consecutive breakpoints replaces every switch by its
+active branch and expands the result into terms.  It returns None when the expression is not of that form
 (tanh, sigmoid, softplus, ...), so the caller can fall back to quadrature.
 Conditions are read almost everywhere: what happens at a single point (Heaviside(0),
 sign(0)) has no weight under a Gaussian and is ignored.
@@ -37,16 +38,15 @@ def split_pieces(expr: sp.Expr, x: sp.Symbol) -> Optional[List[Piece]]:
     if extra:
         raise ValueError(f"expression {expr} has free symbols {extra} besides {x}; "
                          "substitute every parameter with a number first")
-    folded = sp.piecewise_fold(expr.rewrite(sp.Piecewise))
-    branches = list(folded.args) if isinstance(folded, sp.Piecewise) else [(folded, sp.true)]
-    cuts = _breakpoints([cond for _, cond in branches], x)
-    if cuts is None:
+    try:
+        cuts = _breakpoints(expr, x)
+        bounds = [sp.S.NegativeInfinity] + cuts + [sp.S.Infinity]
+        smooth = [_branch_at(expr, x, _interior_point(lo, hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]
+    except _NotPiecewise:
         return None
-    bounds = [sp.S.NegativeInfinity] + cuts + [sp.S.Infinity]
     pieces: List[Piece] = []
-    for lo, hi in zip(bounds[:-1], bounds[1:]):
-        branch = _active_branch(branches, x, _interior_point(lo, hi))
-        terms = None if branch is None else exp_polynomial_terms(branch, x)
+    for lo, hi, branch in zip(bounds[:-1], bounds[1:], smooth):
+        terms = exp_polynomial_terms(branch, x)
         if terms is None:
             return None
         if pieces and pieces[-1].terms == terms:
@@ -107,23 +107,54 @@ def _linear_in(expr: sp.Expr, x: sp.Symbol) -> Optional[Tuple[sp.Expr, sp.Expr]]
     return slope, offset
 
 
-def _breakpoints(conditions: List[sp.Basic], x: sp.Symbol) -> Optional[List[sp.Expr]]:
-    """Sorted distinct real roots of every relation in the conditions (polynomial roots, else
-    solveset over the reals), or None when a relation has no finite set of roots."""
-    roots = set()
-    for cond in conditions:
-        for rel in cond.atoms(sp.core.relational.Relational):
-            diff = rel.lhs - rel.rhs
-            if not diff.has(x):
-                continue
-            if diff.is_polynomial(x):
-                roots.update(sp.real_roots(sp.Poly(diff, x)))
-                continue
-            solutions = sp.solveset(diff, x, sp.S.Reals)
-            if not isinstance(solutions, sp.FiniteSet):
-                return None
-            roots.update(solutions)
-    return sorted(roots, key=lambda r: float(r))
+class _NotPiecewise(Exception):
+    """The expression switches where no finite set of breakpoints describes it."""
+
+
+_SWITCHES = (sp.Max, sp.Min, sp.Abs, sp.Heaviside, sp.sign, sp.Piecewise)
+
+
+def _breakpoints(expr: sp.Expr, x: sp.Symbol) -> List[sp.Expr]:
+    """Sorted real points where some switch (Max, Min, Abs, Heaviside, sign, Piecewise) of
+    ``expr`` may change branch.  Inner switches first: an outer switch compares smooth
+    branches on each interval between the inner breakpoints, and only roots inside count."""
+    cuts: Dict[float, sp.Expr] = {}
+    seen = set()
+    for node in sp.postorder_traversal(expr):
+        if not isinstance(node, _SWITCHES) or not node.has(x) or node in seen:
+            continue
+        seen.add(node)
+        ordered = sorted(cuts.values(), key=float)
+        bounds = [sp.S.NegativeInfinity] + ordered + [sp.S.Infinity]
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
+            for switch in _switch_functions(node, x, _interior_point(lo, hi)):
+                for root in _real_roots(switch, x):
+                    if lo < root < hi:
+                        cuts.setdefault(float(root), root)
+    return sorted(cuts.values(), key=float)
+
+
+def _switch_functions(node: sp.Expr, x: sp.Symbol, point: sp.Expr) -> List[sp.Expr]:
+    """Smooth functions (valid near ``point``) whose sign changes move ``node`` to another branch."""
+    if isinstance(node, sp.Piecewise):
+        relations = set().union(*(cond.atoms(sp.core.relational.Relational) for _, cond in node.args))
+        return [_branch_at(rel.lhs - rel.rhs, x, point) for rel in relations]
+    args = [_branch_at(arg, x, point) for arg in node.args]
+    if isinstance(node, (sp.Max, sp.Min)):
+        return [a - b for i, a in enumerate(args) for b in args[i + 1:]]
+    return args[:1]
+
+
+def _real_roots(expr: sp.Expr, x: sp.Symbol) -> List[sp.Expr]:
+    """Real roots of a smooth ``expr``: polynomial roots, else solveset over the reals."""
+    if not expr.has(x):
+        return []
+    if expr.is_polynomial(x):
+        return sp.real_roots(sp.Poly(expr, x))
+    solutions = sp.solveset(expr, x, sp.S.Reals)
+    if not isinstance(solutions, sp.FiniteSet):
+        raise _NotPiecewise(expr)
+    return list(solutions)
 
 
 def _interior_point(lo: sp.Expr, hi: sp.Expr) -> sp.Expr:
@@ -137,13 +168,25 @@ def _interior_point(lo: sp.Expr, hi: sp.Expr) -> sp.Expr:
     return (lo + hi) / 2
 
 
-def _active_branch(branches: List[Tuple[sp.Expr, sp.Basic]], x: sp.Symbol,
-                   point: sp.Expr) -> Optional[sp.Expr]:
-    """The expression of the first branch whose condition holds at ``point``."""
-    for value, cond in branches:
-        truth = cond.subs(x, point)
-        if truth == sp.true:
-            return value
-        if truth != sp.false:
-            return None
-    return None
+def _branch_at(expr: sp.Expr, x: sp.Symbol, point: sp.Expr) -> sp.Expr:
+    """``expr`` with every switch replaced by its branch at ``point`` (valid on the interval
+    around ``point`` that no breakpoint crosses)."""
+    if not expr.has(x) or not expr.args:
+        return expr
+    if isinstance(expr, sp.Piecewise):
+        for value, cond in expr.args:
+            truth = cond.subs(x, point)
+            if truth == sp.true:
+                return _branch_at(value, x, point)
+            if truth != sp.false:
+                raise _NotPiecewise(cond)
+        raise _NotPiecewise(expr)
+    args = [_branch_at(arg, x, point) for arg in expr.args]
+    if isinstance(expr, (sp.Max, sp.Min)):
+        pick = max if isinstance(expr, sp.Max) else min
+        return pick(args, key=lambda arg: float(arg.subs(x, point)))
+    if isinstance(expr, sp.Abs):
+        return args[0] if args[0].subs(x, point) >= 0 else -args[0]
+    if isinstance(expr, (sp.Heaviside, sp.sign)):
+        return expr.func(args[0].subs(x, point), *args[1:])
+    return expr.func(*args)

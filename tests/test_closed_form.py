@@ -20,6 +20,7 @@ ACTIVATIONS = {
     "leaky_relu": sp.Max(x, sp.Float(0.2) * x),
     "relu6": sp.Min(6, sp.Max(0, x)),
     "relu_layer": P((6, x >= 6), (x, x >= 1), (sp.Float(0.3) * (x - 1), True)),  # max 6, thr 1, slope .3
+    "relu_nested": -sp.Float(0.1) * sp.Max(0, 1 - x) + sp.Min(6, sp.Max(0, P((x, x > 1), (0, True)))),
     "elu": P((x, x > 0), (sp.exp(x) - 1, True)),
     "selu": SELU_SCALE * P((x, x > 0), (SELU_ALPHA * (sp.exp(x) - 1), True)),
     "celu_2": sp.Max(0, x) + sp.Min(0, 2 * (sp.exp(x / 2) - 1)),
@@ -165,6 +166,11 @@ def test_pieces_of_user_expressions():
     assert [(p.lo, p.hi) for p in pieces] == [(-sp.oo, -HALF), (-HALF, HALF), (HALF, sp.oo)]
     assert [p.terms for p in pieces] == [{(0, 0): HALF, (1, 0): 1}, {}, {(0, 0): -HALF, (1, 0): 1}]
     assert split_pieces(sp.exp(2 * x + 1) * x, x)[0].terms == {(1, 2): sp.E}
+    nested = split_pieces(P((x, sp.Max(x, 0) > 1), (sp.Abs(x - 3), True)), x)  # switch inside a condition
+    assert [(p.lo, p.hi, p.terms) for p in nested] == [
+        (-sp.oo, 1, {(0, 0): 3, (1, 0): -1}), (1, sp.oo, {(1, 0): 1})]
+    transcendental = split_pieces(sp.Max(0, sp.exp(x) - 2), x)
+    assert [p.lo for p in transcendental] == [-sp.oo, sp.log(2)]
 
 
 def test_bad_input_is_named():
