@@ -260,15 +260,20 @@ def _visualize(model: Any, args: argparse.Namespace, objects: dict[str, Any],
     return series
 
 
-def estimate_record(name: str, estimate: Any) -> dict[str, Any]:
-    """One layer's estimate as a JSON-ready dict (mean, var, method and whatever else it holds)."""
-    record: dict[str, Any] = {"layer": name}
+def estimate_record(key: str, estimate: Any) -> dict[str, Any]:
+    """One layer call's estimate as a JSON-ready dict: its key, mean, var (lists for several
+    outputs), method, and whatever else the estimate holds (inputs, redrawn weights)."""
+    record: dict[str, Any] = {"key": key, "layer": key}
     if is_dataclass(estimate):
         record.update(asdict(estimate))
     mean, var = tuple(estimate)[:2]
-    record.update(mean=float(mean), var=float(var),
+    record.update(mean=_floats(mean), var=_floats(var),
                   method=str(getattr(estimate, "method", record.get("method", ""))))
     return {k: v for k, v in record.items() if _json_ready(v)}
+
+
+def _floats(value: Any) -> float | list[float]:
+    return [float(v) for v in value] if isinstance(value, (tuple, list)) else float(value)
 
 
 def _json_ready(value: Any) -> bool:
