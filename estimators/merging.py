@@ -136,6 +136,9 @@ class DotEstimator(_Merge):
     two independent projected-normal directions: mean n u1 u2, E[cos^2] = 1/n + n(n-1) c1 c2
     (u, c from :func:`direction_moments`). Dot of a tensor with itself: sum of squares (or 1)."""
 
+    method = EXACT
+    method_label = "exact; closed_form with normalize=True"
+
     def contracted_length(self) -> int:
         axes = self.layer.axes
         axis = axes if isinstance(axes, int) else axes[0]

@@ -120,6 +120,8 @@ class BatchNormalizationEstimator(_Standardizing):
     """Training mode, batch statistics over batch (and spatial) positions of unknown count:
     mean avg(beta), var avg(gamma^2) var/(var+eps) + Var(beta)."""
 
+    method = CLOSED_FORM
+
     def reduction_size(self) -> int | None:
         return None
 
@@ -129,6 +131,8 @@ class LayerNormalizationEstimator(_Standardizing):
     """Statistics over the normalized axes (d elements): mean avg(beta),
     var avg(gamma^2) E[s^2/(s^2+eps)] + Var(beta), s^2 ~ var chi^2(d-1)/d.
     With the deprecated rms_scaling=True: x gamma / sqrt(s^2 + eps), (mean, E[x^2]) scaled by 1/sqrt(var+eps)."""
+
+    method = QUADRATURE
 
     def reduction_size(self) -> int | None:
         shape = self.input_shapes[0] if self.input_shapes else None
@@ -147,6 +151,8 @@ class LayerNormalizationEstimator(_Standardizing):
 class GroupNormalizationEstimator(_Standardizing):
     """Statistics over each group: all non-batch positions times channels/groups elements;
     mean avg(beta), var avg(gamma^2) E[s^2/(s^2+eps)] + Var(beta)."""
+
+    method = QUADRATURE
 
     def reduction_size(self) -> int | None:
         shape = self.input_shapes[0] if self.input_shapes else None

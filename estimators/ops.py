@@ -292,6 +292,8 @@ class ActivationOp(OpEstimator):
     """Elementwise activation f(x): the moment engine's E[f(X)], Var[f(X)] (closed form or
     quadrature) through ``activation_statistics``; softmax over the length of its axis."""
 
+    method_label = "closed_form or quadrature (per activation)"
+
     def combine(self, args):
         name, attributes = ACTIVATION_OPS[type(self.layer)]
         params = {a: getattr(self.layer, a) for a in attributes}

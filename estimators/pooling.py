@@ -14,19 +14,11 @@ from typing import Sequence
 
 import keras
 import numpy as np
-from keras.src.layers.pooling.base_adaptive_pooling import BaseAdaptivePooling
-from keras.src.layers.pooling.base_global_pooling import BaseGlobalPooling
-from keras.src.layers.pooling.base_pooling import BasePooling
 
 from autoinit_sym.order_statistics import max_of_iid_normal_moments
 
 from .base import EXACT, QUADRATURE, LayerOutputDistributionEstimator
 from .registry import estimates
-
-_MAX_GLOBAL = (keras.layers.GlobalMaxPooling1D, keras.layers.GlobalMaxPooling2D, keras.layers.GlobalMaxPooling3D)
-_MAX_ADAPTIVE = (keras.layers.AdaptiveMaxPooling1D, keras.layers.AdaptiveMaxPooling2D,
-                 keras.layers.AdaptiveMaxPooling3D)
-
 
 def window_sizes(n: int, pool: int, stride: int, padding: str) -> np.ndarray:
     """Number of real input elements in each output window along one axis.
@@ -72,10 +64,9 @@ def pooled_moments(mean: float, var: float, ks: np.ndarray, weights: np.ndarray,
 
 
 class _Pooling(LayerOutputDistributionEstimator):
-    """Shared rule; subclasses say which mode and which window sizes along each spatial axis."""
+    """Shared rule; subclasses set ``mode`` and say how big the windows are along each axis."""
 
-    def mode(self) -> str:
-        raise NotImplementedError
+    mode = "average"
 
     def axis_window_sizes(self, spatial: Sequence[int | None]) -> list[np.ndarray]:
         raise NotImplementedError
@@ -94,19 +85,11 @@ class _Pooling(LayerOutputDistributionEstimator):
         return [int(n) for n in spatial]
 
     def estimate(self, means_in, vars_in):
-        mode = self.mode()
-        self.method = EXACT if mode == "average" else QUADRATURE
         ks, weights = pooled_counts(self.axis_window_sizes(self.spatial_shape()))
-        return pooled_moments(means_in[0], vars_in[0], ks, weights, mode)
+        return pooled_moments(means_in[0], vars_in[0], ks, weights, self.mode)
 
 
-@estimates(BasePooling)
-class PoolingEstimator(_Pooling):
-    """AveragePooling1D/2D/3D and MaxPooling1D/2D/3D (valid or same padding)."""
-
-    def mode(self) -> str:
-        return self.layer.pool_mode
-
+class _Windowed(_Pooling):
     def axis_window_sizes(self, spatial):
         layer = self.layer
         if layer.padding == "valid":
@@ -115,26 +98,55 @@ class PoolingEstimator(_Pooling):
         return [window_sizes(n, p, s, "same") for n, p, s in zip(sizes, layer.pool_size, layer.strides)]
 
 
-@estimates(BaseGlobalPooling)
-class GlobalPoolingEstimator(_Pooling):
-    """GlobalAveragePooling1D/2D/3D and GlobalMaxPooling1D/2D/3D: one window of all positions."""
-
-    def mode(self) -> str:
-        return "max" if isinstance(self.layer, _MAX_GLOBAL) else "average"
-
+class _Global(_Pooling):
     def axis_window_sizes(self, spatial):
         return [np.array([n]) for n in self.known(spatial, "global pooling")]
 
 
-@estimates(BaseAdaptivePooling)
-class AdaptivePoolingEstimator(_Pooling):
-    """AdaptiveAveragePooling1D/2D/3D and AdaptiveMaxPooling1D/2D/3D."""
-
-    def mode(self) -> str:
-        return "max" if isinstance(self.layer, _MAX_ADAPTIVE) else "average"
-
+class _Adaptive(_Pooling):
     def axis_window_sizes(self, spatial):
         sizes = self.known(spatial, "adaptive pooling")
         out = self.layer.output_size
         out = (out,) * len(sizes) if isinstance(out, int) else tuple(out)
         return [adaptive_window_sizes(n, o) for n, o in zip(sizes, out)]
+
+
+class _Average:
+    mode, method = "average", EXACT
+
+
+class _Max:
+    mode, method = "max", QUADRATURE
+
+
+@estimates(keras.layers.AveragePooling1D, keras.layers.AveragePooling2D, keras.layers.AveragePooling3D)
+class AveragePoolingEstimator(_Average, _Windowed):
+    """(mean, var/k) per window of k real elements (smaller windows at 'same' borders), mixed over positions."""
+
+
+@estimates(keras.layers.MaxPooling1D, keras.layers.MaxPooling2D, keras.layers.MaxPooling3D)
+class MaxPoolingEstimator(_Max, _Windowed):
+    """(mean + sd E[M_k], var Var[M_k]) per window of k real elements, M_k = max of k iid N(0, 1)."""
+
+
+@estimates(keras.layers.GlobalAveragePooling1D, keras.layers.GlobalAveragePooling2D,
+           keras.layers.GlobalAveragePooling3D)
+class GlobalAveragePoolingEstimator(_Average, _Global):
+    """(mean, var/k) for k = all spatial positions."""
+
+
+@estimates(keras.layers.GlobalMaxPooling1D, keras.layers.GlobalMaxPooling2D, keras.layers.GlobalMaxPooling3D)
+class GlobalMaxPoolingEstimator(_Max, _Global):
+    """(mean + sd E[M_k], var Var[M_k]) for k = all spatial positions."""
+
+
+@estimates(keras.layers.AdaptiveAveragePooling1D, keras.layers.AdaptiveAveragePooling2D,
+           keras.layers.AdaptiveAveragePooling3D)
+class AdaptiveAveragePoolingEstimator(_Average, _Adaptive):
+    """(mean, var/k) per adaptive window [floor(i n/out), ceil((i+1) n/out)), mixed over positions."""
+
+
+@estimates(keras.layers.AdaptiveMaxPooling1D, keras.layers.AdaptiveMaxPooling2D,
+           keras.layers.AdaptiveMaxPooling3D)
+class AdaptiveMaxPoolingEstimator(_Max, _Adaptive):
+    """(mean + sd E[M_k], var Var[M_k]) per adaptive window, mixed over positions."""

@@ -99,6 +99,8 @@ class TimeDistributedEstimator(LayerOutputDistributionEstimator):
     """The wrapped layer's estimate on one time step (shapes without the time axis); its
     weight writes and method are those of the wrapped layer's estimator."""
 
+    method_label = "the wrapped layer's"
+
     def estimate(self, means_in, vars_in):
         def step(shape):
             return None if shape is None else (shape[0], *shape[2:])

@@ -1,0 +1,112 @@
+"""The README's table of supported layers and operations, generated from the estimator registry.
+
+``markdown_table()`` renders one row per registered layer/operation class (family,
+public name, estimator, method, one-line rule taken from the estimator's docstring);
+``readme_is_current(text)`` / ``update_readme(text)`` check and rewrite the README region
+between ``<!-- supported-layers:start -->`` and ``<!-- supported-layers:end -->``.
+Keras is imported only when the registry is read (the family modules need it).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+START = "<!-- supported-layers:start -->"
+END = "<!-- supported-layers:end -->"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One supported layer or operation class."""
+
+    family: str
+    name: str
+    estimator: str
+    method: str
+    rule: str
+
+
+def _public_name(cls: type) -> str:
+    """``keras.layers.Dense`` / ``keras.ops.add`` where Keras exports the class, else its module path."""
+    import keras
+
+    if getattr(keras.layers, cls.__name__, None) is cls:
+        return f"keras.layers.{cls.__name__}"
+    if cls.__module__.startswith("keras.src.ops."):
+        snake = re.sub(r"(?<!^)(?=[A-Z])", "_", cls.__name__).lower()
+        if hasattr(keras.ops, snake):
+            return f"keras.ops.{snake}"
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _rule(estimator: type, limit: int = 160) -> str:
+    """The first sentence of the estimator's docstring, on one line (shortened past ``limit``)."""
+    doc = " ".join((estimator.__doc__ or "").split())
+    sentence = doc.split(". ")[0].rstrip(".")
+    return sentence if len(sentence) <= limit else sentence[:limit - 1].rstrip() + "…"
+
+
+def served_classes() -> dict[type, type]:
+    """Layer/operation class -> estimator class: every registered class, plus every public
+    ``keras.layers`` class served through a registered parent (e.g. SpatialDropout2D, LSTM)."""
+    import keras
+
+    from autoinit_sym.estimators.registry import registered
+
+    table = registered()
+    served = dict(table)
+    for name in dir(keras.layers):
+        cls = getattr(keras.layers, name)
+        if isinstance(cls, type) and issubclass(cls, keras.layers.Layer) and cls not in served:
+            parent = next((c for c in cls.__mro__ if c in table), None)
+            if parent is not None:
+                served[cls] = table[parent]
+    return served
+
+
+def unsupported_layers() -> list[str]:
+    """Public ``keras.layers`` classes with no estimator (they are probed, with a warning)."""
+    import keras
+
+    served = served_classes()
+    return sorted({_public_name(cls) for name in dir(keras.layers)
+                   if isinstance(cls := getattr(keras.layers, name), type)
+                   and issubclass(cls, keras.layers.Layer) and cls not in served})
+
+
+def rows() -> list[Row]:
+    """Every served class, sorted by family then name."""
+    out = []
+    for cls, estimator in served_classes().items():
+        family = estimator.__module__.rsplit(".", 1)[-1]
+        method = getattr(estimator, "method_label", None) or estimator.method
+        out.append(Row(family, _public_name(cls), estimator.__name__, method, _rule(estimator)))
+    return sorted(out, key=lambda r: (r.family, r.name))
+
+
+def markdown_table() -> str:
+    """The markdown table (header included), ending with a newline."""
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|")
+
+    lines = ["| Family | Layer / operation | Estimator | Method | Rule |", "|---|---|---|---|---|"]
+    lines += [f"| {r.family} | `{r.name}` | {r.estimator} | {r.method} | {cell(r.rule)} |" for r in rows()]
+    return "\n".join(lines) + "\n"
+
+
+def _region(text: str) -> tuple[int, int]:
+    start, end = text.find(START), text.find(END)
+    if start < 0 or end < 0 or end < start:
+        raise ValueError(f"the README has no region between {START!r} and {END!r} (both markers, in order)")
+    return start + len(START), end
+
+
+def update_readme(text: str) -> str:
+    """``text`` with the region between the markers replaced by the current table."""
+    start, end = _region(text)
+    return text[:start] + "\n" + markdown_table() + text[end:]
+
+
+def readme_is_current(text: str) -> bool:
+    """Whether the README region between the markers holds exactly the current table."""
+    return update_readme(text) == text
