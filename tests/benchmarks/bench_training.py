@@ -1,0 +1,168 @@
+"""Training benefit: deep unnormalized networks trained on scikit-learn's bundled digits.
+
+For each architecture (a deep Dense stack, a plain CNN), activation, initialization
+(Keras default glorot_uniform, he_normal, lecun_normal, AutoInit) and seed, train for a
+fixed number of epochs with Adam (learning rate 1e-3, no schedule) and record the test accuracy. No download:
+``sklearn.datasets.load_digits`` ships with scikit-learn (the ``bench`` extra).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from statistics import mean
+
+from .figures import INIT_COLORS, new_figure, save
+from .networks import deep_mlp, plain_cnn
+from .schema import make_result, write_result
+
+INITS = ("keras_default", "he_normal", "lecun_normal", "autoinit")
+
+
+@dataclass(frozen=True)
+class Settings:
+    architectures: tuple[str, ...]
+    activations: tuple[str, ...]
+    seeds: tuple[int, ...]
+    mlp_depth: int
+    mlp_width: int
+    cnn_depth: int
+    cnn_filters: int
+    epochs: int
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    inits: tuple[str, ...] = INITS
+    test_fraction: float = 0.25
+
+
+PRESETS = {
+    "tiny": Settings(architectures=("mlp", "cnn"), activations=("relu",), seeds=(0,),
+                     mlp_depth=3, mlp_width=16, cnn_depth=2, cnn_filters=4, epochs=1),
+    "quick": Settings(architectures=("mlp", "cnn"), activations=("relu", "tanh", "selu"),
+                      seeds=(0, 1), mlp_depth=30, mlp_width=64, cnn_depth=10, cnn_filters=16,
+                      epochs=10),
+    "full": Settings(architectures=("mlp", "cnn"),
+                     activations=("relu", "tanh", "selu", "gelu", "silu", "elu", "sigmoid"),
+                     seeds=(0, 1, 2), mlp_depth=30, mlp_width=64, cnn_depth=16, cnn_filters=32,
+                     epochs=30, batch_size=64),
+}
+
+
+def load_digits_split(test_fraction: float):
+    """Digits scaled to [0, 1], a fixed stratified split; also the training pixels' mean and var."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    data = load_digits()
+    x = (data.data / 16.0).astype("float32")
+    x_train, x_test, y_train, y_test = train_test_split(
+        x, data.target, test_size=test_fraction, stratify=data.target, random_state=0)
+    return x_train, x_test, y_train, y_test, float(x_train.mean()), float(x_train.var())
+
+
+def build(settings: Settings, architecture: str, activation: str, init: str):
+    """The network for one run, with ``init``'s kernel initializer (AutoInit is applied later)."""
+    kernel = None if init in ("keras_default", "autoinit") else init
+    if architecture == "mlp":
+        return deep_mlp(settings.mlp_depth, settings.mlp_width, activation, 64,
+                        kernel_initializer=kernel, classes=10)
+    if architecture == "cnn":
+        return plain_cnn(settings.cnn_depth, settings.cnn_filters, activation, (8, 8, 1),
+                         kernel_initializer=kernel, classes=10)
+    raise ValueError(f"unknown architecture {architecture!r}; valid: 'mlp', 'cnn'")
+
+
+def train_once(settings: Settings, data, architecture: str, activation: str, init: str,
+               seed: int) -> dict:
+    """Train one network from scratch; test accuracy after the fixed epoch budget."""
+    import keras
+
+    x_train, x_test, y_train, y_test, pixel_mean, pixel_var = data
+    if architecture == "cnn":
+        x_train, x_test = x_train.reshape(-1, 8, 8, 1), x_test.reshape(-1, 8, 8, 1)
+    keras.utils.set_random_seed(seed)
+    model = build(settings, architecture, activation, init)
+    if init == "autoinit":
+        from autoinit_sym import AutoInit
+
+        AutoInit(input_data_mean=pixel_mean, input_data_var=pixel_var,
+                 weight_init_config={"seed": seed}).initialize_model(model)
+    model.compile(optimizer=keras.optimizers.Adam(settings.learning_rate),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    start = time.perf_counter()
+    history = model.fit(x_train, y_train, epochs=settings.epochs, batch_size=settings.batch_size,
+                        verbose=0, shuffle=True)
+    _, accuracy = model.evaluate(x_test, y_test, verbose=0)
+    final_loss = float(history.history["loss"][-1])
+    keras.backend.clear_session()
+    return {"architecture": architecture, "activation": activation, "init": init, "seed": seed,
+            "test_accuracy": float(accuracy), "final_loss": final_loss,
+            "diverged": not math.isfinite(final_loss), "train_s": time.perf_counter() - start}
+
+
+def summarize(runs: list[dict]) -> list[dict]:
+    """Accuracy over seeds per (architecture, activation, init)."""
+    groups: dict[tuple, list[float]] = {}
+    for run in runs:
+        groups.setdefault((run["architecture"], run["activation"], run["init"]), []).append(
+            run["test_accuracy"])
+    return [{"architecture": a, "activation": act, "init": init, "mean_accuracy": mean(accs),
+             "min_accuracy": min(accs), "max_accuracy": max(accs), "seeds": len(accs)}
+            for (a, act, init), accs in groups.items()]
+
+
+def headline(summary: list[dict]) -> dict:
+    """Per init: mean accuracy over all cells; how often AutoInit is best (or within 1 point)."""
+    out = {}
+    for init in {row["init"] for row in summary}:
+        out[f"mean_accuracy_{init}"] = mean(r["mean_accuracy"] for r in summary if r["init"] == init)
+    cells: dict[tuple, dict[str, float]] = {}
+    for row in summary:
+        cells.setdefault((row["architecture"], row["activation"]), {})[row["init"]] = row["mean_accuracy"]
+    if all("autoinit" in c for c in cells.values()):
+        out["cells"] = len(cells)
+        out["autoinit_best_or_within_1pt"] = sum(c["autoinit"] >= max(c.values()) - 0.01
+                                                 for c in cells.values())
+        out["autoinit_worse_by_over_5pt"] = sum(c["autoinit"] < max(c.values()) - 0.05
+                                                for c in cells.values())
+    return out
+
+
+def plot(summary: list[dict], settings: Settings, out_dir: Path) -> str:
+    """Grouped bars: test accuracy per activation and initialization, min-max over seeds."""
+    fig, axes = new_figure(1, len(settings.architectures), panel_size=(6.2, 3.8))
+    width = 0.8 / len(settings.inits)
+    for ax, architecture in zip(axes[0], settings.architectures):
+        for j, init in enumerate(settings.inits):
+            rows = {r["activation"]: r for r in summary
+                    if r["architecture"] == architecture and r["init"] == init}
+            xs = [i + (j - (len(settings.inits) - 1) / 2) * width
+                  for i in range(len(settings.activations))]
+            means = [rows[a]["mean_accuracy"] for a in settings.activations]
+            errors = [[m - rows[a]["min_accuracy"] for a, m in zip(settings.activations, means)],
+                      [rows[a]["max_accuracy"] - m for a, m in zip(settings.activations, means)]]
+            ax.bar(xs, means, width, yerr=errors, capsize=2, label=init,
+                   color=INIT_COLORS.get(init))
+        ax.set_xticks(range(len(settings.activations)), settings.activations)
+        ax.set_ylim(0, 1.05)
+        ax.axhline(0.1, color="black", lw=0.6, ls=":")
+        depth = settings.mlp_depth if architecture == "mlp" else settings.cnn_depth
+        ax.set_title(f"{architecture.upper()}, {depth} layers, {settings.epochs} epochs, digits")
+        ax.set_ylabel("test accuracy (bars: min-max over seeds)")
+    axes[0][-1].legend(loc="lower right", fontsize=8)
+    return save(fig, out_dir, "training.png")
+
+
+def run(settings: Settings, out_dir: Path, preset: str) -> dict:
+    start = time.perf_counter()
+    data = load_digits_split(settings.test_fraction)
+    runs = [train_once(settings, data, architecture, activation, init, seed)
+            for architecture in settings.architectures for activation in settings.activations
+            for init in settings.inits for seed in settings.seeds]
+    summary = summarize(runs)
+    plots = [plot(summary, settings, out_dir)]
+    doc = make_result("training", preset, asdict(settings), {"runs": runs, "summary": summary},
+                      headline(summary), plots, time.perf_counter() - start)
+    write_result(doc, out_dir)
+    return doc
