@@ -1,0 +1,291 @@
+"""Attention layers: MultiHeadAttention, GroupQueryAttention, Attention, AdditiveAttention.
+
+Every attention output is a mix o = sum_j a_j v_j of n value vectors with softmax
+weights a over the n keys. For one query the logits over the keys are treated as iid
+N(., logit_var) (inputs independent Gaussian, training mode), and the values as
+independent of the weights with mean m_v and variance v_v, so
+
+    E[o] = m_v,   Var(o) = v_v E[sum_j a_j^2] + m_v^2 Var(sum_j a_j),
+
+with E[sum_j a_j^2] = n Var(s) + 1/n from :func:`softmax.softmax_statistics`.
+Attention dropout at rate p keeps the mean and multiplies E[sum a_j^2] by 1/(1 - p);
+then Var(sum_j a_j) = E[sum a_j^2] p / (1 - p) (zero without dropout). A causal mask
+gives query i only i keys: the variance is averaged over the queries.
+
+Projection layers (MultiHeadAttention, GroupQueryAttention) are initialized through
+the weighted-layer rule of their EinsumDense sublayers: query, key and value
+projections for unit variance (so the logits q.k / sqrt(key_dim) have unit variance
+for zero-mean projections), the output projection for signal_variance given the mix.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import keras
+import numpy as np
+
+from .base import LayerOutputDistributionEstimator
+from .registry import estimates
+from .rnn import DEFAULT_TIMESTEPS
+from .softmax import softmax_statistics
+
+CAUSAL_POINTS = 12
+"""Key counts (log-spaced) at which a causal mask's E[sum a^2] is evaluated, then interpolated."""
+
+HERMITE_NODES = 64
+"""Gauss-Hermite nodes for the expectation over the query in additive (tanh) scores."""
+
+
+def _softmax_square_sum(logit_var: float, n: int) -> tuple[float, str]:
+    """E[sum_j a_j^2] over n keys, and how the softmax variance was obtained."""
+    _, variance, method = softmax_statistics(0.0, logit_var, n)
+    return n * variance + 1.0 / n, method
+
+
+def causal_square_sum(logit_var: float, length: int) -> tuple[float, str]:
+    """E[sum_j a_j^2] averaged over queries i = 1..length that see i keys each.
+
+    n * E[sum a^2] is smooth in log n, so it is evaluated at CAUSAL_POINTS log-spaced
+    key counts and interpolated linearly in log n in between."""
+    points = np.unique(np.round(np.geomspace(1, length, CAUSAL_POINTS)).astype(int))
+    values, methods = zip(*(_softmax_square_sum(logit_var, int(n)) for n in points))
+    keys = np.arange(1, length + 1)
+    scaled = np.interp(np.log(keys), np.log(points), np.asarray(values) * points)
+    return float(np.mean(scaled / keys)), methods[-1]
+
+
+def square_sum(logit_var: float, n: int, causal: bool = False) -> tuple[float, str]:
+    """E[sum_j a_j^2] for n keys (averaged over the queries under a causal mask)."""
+    return causal_square_sum(logit_var, n) if causal else _softmax_square_sum(logit_var, n)
+
+
+def mix_statistics(value_mean: float, value_var: float, squares: float, dropout: float = 0.0,
+                   shared_var: float = 0.0, selection: float = 0.0) -> tuple[float, float]:
+    """(mean, var) of sum_j a'_j v_j, a' the weights after dropout at rate p.
+
+    v_j = value_mean + u + e_j: u (variance ``shared_var``) is common to all keys (the
+    part of a projection driven by its input's mean), e_j (variance ``value_var``)
+    varies with the key. With E[sum a^2] = ``squares`` = Q,
+
+        Var = shared_var + (value_mean^2 + shared_var) Q p/(1-p) + value_var (Q/(1-p) + selection),
+
+    where ``selection`` = rho g (1 - Q)^2 is the variance the weights add by favouring
+    keys whose values are aligned with the query (see :func:`selection_term`)."""
+    kept = 1.0 - dropout
+    common = (value_mean**2 + shared_var) * squares * dropout / kept
+    return value_mean, shared_var + common + value_var * (squares / kept + selection)
+
+
+def selection_term(squares: float, gradient_square: float, correlation: float) -> float:
+    """rho g (1 - Q)^2: when the values are (partly) the keys, the mix sum_j a_j k_j has
+    by Stein's lemma the mean Var(k) (1 - Q) dl/dk per element, g = Var(k) E[(dl/dk)^2]
+    in units of Var(k); ``correlation`` rho is the fraction of a value's varying part
+    that is a linear function of its key (1 when value is key; key_dim / features for
+    two projections of the same input)."""
+    return correlation * gradient_square * (1.0 - squares) ** 2
+
+
+def weight_statistics(squares: float, n: int, dropout: float = 0.0) -> tuple[float, float]:
+    """(mean, var) over all elements of the (n-key) attention weights: mean 1/n, second
+    moment E[sum_j a_j^2] / n (masked weights are zeros), times 1/(1 - p) after dropout."""
+    return 1.0 / n, squares / (n * (1.0 - dropout)) - 1.0 / n**2
+
+
+def _flag(node: Any, name: str) -> bool:
+    """A boolean call argument of this layer call (False when not given)."""
+    arguments = getattr(node, "arguments", None)
+    return bool(arguments is not None and arguments.kwargs.get(name, False))
+
+
+def _length(shape: tuple, axes: tuple[int, ...]) -> int:
+    sizes = [shape[a] for a in axes]
+    return int(np.prod([DEFAULT_TIMESTEPS if s is None else s for s in sizes]))
+
+
+class _AttentionBase(LayerOutputDistributionEstimator):
+    """Shared plumbing: which inputs are query/value/key, key count, call flags, outputs."""
+
+    scores_after_dropout = True  # whether returned attention scores include dropout
+
+    def _inputs(self, means_in, vars_in) -> dict[str, tuple[float, float, tuple]]:
+        shapes = self.input_shapes or [None] * len(means_in)
+        stats = [(float(m), float(v), tuple(s) if s is not None else None)
+                 for m, v, s in zip(means_in, vars_in, shapes)]
+        query = stats[0]
+        value = stats[1] if len(stats) > 1 else query
+        key = stats[2] if len(stats) > 2 else value
+        return {"query": query, "value": value, "key": key}
+
+    def _outputs(self, mix: tuple[float, float], squares: float, n: int, dropout: float, method: str):
+        self.method = method
+        if len(self.output_shapes) < 2:
+            return mix
+        scores = weight_statistics(squares, n, dropout if self.scores_after_dropout else 0.0)
+        return [mix, scores]
+
+
+def varying_fraction(mean: float, var: float) -> float:
+    """Share var / (var + mean^2) of a projection's variance that varies from position to
+    position; the rest comes from the input's mean and is common to all positions."""
+    second = var + mean**2
+    return var / second if second > 0 else 1.0
+
+
+@estimates(keras.layers.MultiHeadAttention)
+class MultiHeadAttentionEstimator(_AttentionBase):
+    """MultiHeadAttention: unit-variance query/key/value projections, logits
+    q.k / sqrt(key_dim) with variance E[q^2] Var(k) over the keys, the softmax mix of
+    the values (:func:`mix_statistics`), the optional sigmoid gate, then the output
+    projection scaled for signal_variance. Inputs independent Gaussian, training mode."""
+
+    scores_after_dropout = False
+
+    def dropout_rate(self) -> float:
+        return float(self.layer._dropout)
+
+    def gate(self) -> Any:
+        return self.layer._gate_dense if self.layer._use_gate else None
+
+    def attention_axes(self) -> tuple[int, ...]:
+        return tuple(self.layer._attention_axes)
+
+    def key_dim(self) -> int:
+        return int(self.layer._key_dim)
+
+    def _project(self, sublayer: Any, context: Any, stats: tuple[float, float, tuple]
+                 ) -> tuple[float, float]:
+        estimator = context.estimator_for(sublayer, [stats[2]])
+        return estimator.estimate([stats[0]], [stats[1]])
+
+    def estimate(self, means_in, vars_in):
+        inputs = self._inputs(means_in, vars_in)
+        unit = dataclasses.replace(self.context, signal_variance=1.0)
+        q_mean, q_var = self._project(self.layer._query_dense, unit, inputs["query"])
+        k_mean, k_var = self._project(self.layer._key_dense, unit, inputs["key"])
+        v_mean, v_var = self._project(self.layer._value_dense, unit, inputs["value"])
+        key_shape = inputs["key"][2] or (None, None)
+        n = _length(key_shape, self.attention_axes())
+        logit_var = (q_var + q_mean**2) * k_var * varying_fraction(*inputs["key"][:2])
+        squares, method = square_sum(logit_var, n, _flag(self.node, "use_causal_mask"))
+        features = float(self.layer._key_dense.kernel.shape[0])
+        correlation = min(self.key_dim(), features) / features if _value_is_key(self.node, means_in) else 0.0
+        selection = selection_term(squares, logit_var / self.key_dim(), correlation)
+        varying = varying_fraction(*inputs["value"][:2])
+        dropout = self.dropout_rate()
+        mean, var = mix_statistics(v_mean, v_var * varying, squares, dropout,
+                                   v_var * (1.0 - varying), selection)
+        gate = self.gate()
+        if gate is not None:
+            g_mean, g_var = self._project(gate, unit, inputs["query"])
+            mean, var = mean * g_mean, (var + mean**2) * (g_var + g_mean**2) - (mean * g_mean) ** 2
+        query_shape = inputs["query"][2]
+        out_shape = None if query_shape is None else tuple(query_shape[:-1]) + tuple(
+            self.layer._output_dense.kernel.shape[:-1])
+        out = self.context.estimator_for(self.layer._output_dense, [out_shape])
+        return self._outputs(out.estimate([mean], [var]), squares, n, dropout, method)
+
+
+@estimates(keras.layers.GroupQueryAttention)
+class GroupQueryAttentionEstimator(MultiHeadAttentionEstimator):
+    """GroupQueryAttention: as MultiHeadAttention (key/value heads shared by query
+    groups change no per-element statistics), attention over the key sequence axis."""
+
+    def dropout_rate(self) -> float:
+        return float(self.layer.dropout)
+
+    def gate(self) -> Any:
+        return self.layer._gate_dense if self.layer.use_gate else None
+
+    def attention_axes(self) -> tuple[int, ...]:
+        return (1,)
+
+    def key_dim(self) -> int:
+        return int(self.layer.head_dim)
+
+
+def _value_is_key(node: Any, means_in: list) -> bool:
+    """Whether the key is the value tensor (no key given, or the same tensor passed twice)."""
+    if len(means_in) < 3:
+        return True
+    tensors = getattr(node, "input_tensors", None)
+    return tensors is not None and len(tensors) > 2 and tensors[1] is tensors[2]
+
+
+def tanh_score_terms(q_mean: float, q_var: float, k_mean: float, k_var: float, scale: float = 1.0
+                     ) -> tuple[float, float, float]:
+    """For t = tanh(scale (q + k)), q ~ N(q_mean, q_var), k ~ N(k_mean, k_var) independent:
+    E_q[Var_k t] (the spread of one additive score term over the keys), and the mean and
+    variance over q of the slope E_k[1 - t^2] (E[tanh^2] by the moment engine, the
+    expectation over q by Gauss-Hermite)."""
+    from autoinit_sym import moments
+
+    tanh = moments("tanh")
+    total = float(tanh.second_moment(scale * (q_mean + k_mean), scale**2 * (q_var + k_var)))
+    nodes, weights = np.polynomial.hermite_e.hermegauss(HERMITE_NODES)
+    weights = weights / math.sqrt(2 * math.pi)
+    shifted = scale * (q_mean + math.sqrt(q_var) * nodes + k_mean)
+    conditional_mean = tanh.mean(shifted, scale**2 * k_var)
+    slope = 1.0 - tanh.second_moment(shifted, scale**2 * k_var)
+    spread = max(total - float(np.sum(weights * conditional_mean**2)), 0.0)
+    slope_mean = float(np.sum(weights * slope))
+    return spread, slope_mean, max(float(np.sum(weights * slope**2)) - slope_mean**2, 0.0)
+
+
+@estimates(keras.layers.Attention)
+class AttentionEstimator(_AttentionBase):
+    """Attention (no projections): dot scores scale * q.k have variance over the keys
+    scale^2 dim E[q^2] Var(k); concat scores c * sum_d tanh(scale (q_d + k_d)) have
+    c^2 dim E_q[Var_k tanh]. When the value is the key, the weights favour keys aligned
+    with the query: by Stein's lemma sum_j a_j k_j gains (1 - Q) Var(k) D per element,
+    D = E_k[dl/dk | q], which shifts the mean by (1 - Q) Var(k) E[D] and adds
+    (1 - Q)^2 Var(k)^2 Var(D). The current scale weights are read, not redrawn. Inputs
+    independent Gaussian, training mode."""
+
+    def _scalar(self, weight: Any) -> float:
+        return 1.0 if weight is None else float(keras.ops.convert_to_numpy(weight))
+
+    def logit_terms(self, q_mean, q_var, k_mean, k_var, dim: int) -> tuple[float, float, float]:
+        """(variance of the logits over the keys, mean and variance of D = E_k[dl/dk | q])."""
+        scale = self._scalar(self.layer.scale)
+        if self.layer.score_mode == "dot":
+            return scale**2 * dim * (q_var + q_mean**2) * k_var, scale * q_mean, scale**2 * q_var
+        weight = self._scalar(self.layer.concat_score_weight)
+        spread, slope_mean, slope_var = tanh_score_terms(q_mean, q_var, k_mean, k_var, scale)
+        return (weight**2 * dim * spread, weight * scale * slope_mean,
+                (weight * scale) ** 2 * slope_var)
+
+    def estimate(self, means_in, vars_in):
+        inputs = self._inputs(means_in, vars_in)
+        (q_mean, q_var, q_shape), (k_mean, k_var, k_shape) = inputs["query"], inputs["key"]
+        if k_shape is None or q_shape is None or q_shape[-1] is None:
+            raise ValueError(f"{type(self.layer).__name__} {self.layer.name!r}: input shapes unknown")
+        n = _length(k_shape, (1,))
+        logit_var, slope_mean, slope_var = self.logit_terms(q_mean, q_var, k_mean, k_var,
+                                                            int(q_shape[-1]))
+        squares, method = square_sum(logit_var, n, _flag(self.node, "use_causal_mask"))
+        aligned = 1.0 if _value_is_key(self.node, means_in) else 0.0
+        dropout = float(self.layer.dropout)
+        v_mean, v_var, _ = inputs["value"]
+        mean, var = mix_statistics(v_mean, v_var, squares, dropout,
+                                   selection=selection_term(squares, k_var * slope_var, aligned))
+        mix = (mean + aligned * (1.0 - squares) * k_var * slope_mean, var)
+        return self._outputs(mix, squares, n, dropout, method)
+
+
+@estimates(keras.layers.AdditiveAttention)
+class AdditiveAttentionEstimator(AttentionEstimator):
+    """AdditiveAttention: scores sum_d w_d tanh(q_d + k_d). With use_scale the weights w
+    are redrawn with mean 0 and Var(w) = 1 / (dim E_q[Var_k tanh]), so the logits have
+    unit variance over the keys; without it w = 1."""
+
+    def logit_terms(self, q_mean, q_var, k_mean, k_var, dim: int) -> tuple[float, float, float]:
+        spread, slope_mean, slope_var = tanh_score_terms(q_mean, q_var, k_mean, k_var)
+        if self.layer.scale is None:
+            return dim * spread, slope_mean, slope_var
+        if spread <= 0.0:
+            return 0.0, 0.0, 0.0
+        weight_var = 1.0 / (dim * spread)
+        self.set_initializer(self.layer.scale, math.sqrt(weight_var), None, float(dim))
+        return 1.0, 0.0, weight_var * (slope_var + slope_mean**2)
