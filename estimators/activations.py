@@ -20,17 +20,22 @@ logger = logging.getLogger("autoinit_sym")
 
 IDENTITY = ("linear", "identity", None)
 SOFTMAX = ("softmax", "log_softmax")
+AXIS_WISE = ("sparsemax",)  # not elementwise and no rule yet
 HERMITE_POINTS = 201
 
 
 def activation_name(activation: Any) -> str | None:
-    """The Keras name of ``activation`` (a function, a name, or None for linear)."""
+    """The name of ``activation`` (a function, a name, or None for linear)."""
     if activation is None or isinstance(activation, str):
         return activation
-    name = keras.activations.serialize(activation)
-    if isinstance(name, dict):
-        name = name.get("config", {}).get("name") if isinstance(name.get("config"), dict) else None
-    return name if isinstance(name, str) else getattr(activation, "__name__", None)
+    return getattr(activation, "__name__", type(activation).__name__)
+
+
+def is_keras_activation(activation: Any) -> bool:
+    """True for the functions in ``keras.activations`` (and names and None)."""
+    if activation is None or isinstance(activation, str):
+        return True
+    return getattr(keras.activations, activation_name(activation), None) is activation
 
 
 def activation_statistics(activation: Any, mean: float, var: float, axis_size: int | None = None,
@@ -40,9 +45,11 @@ def activation_statistics(activation: Any, mean: float, var: float, axis_size: i
     ``activation`` is a Keras activation function or name, ``params`` its Keras
     parameters (e.g. ``max_value`` of a ReLU layer). softmax/log_softmax need
     ``axis_size`` (the length of the normalized axis); glu halves the last axis and
-    multiplies two independent halves. A function the moment engine does not know is
-    integrated numerically through the function itself (Gauss-Hermite).
+    multiplies two independent halves. A function that is not a Keras activation is
+    integrated numerically through the function itself (Gauss-Hermite, elementwise).
     """
+    if not is_keras_activation(activation):
+        return (*_hermite_moments(activation, mean, var), QUADRATURE)
     name = activation_name(activation)
     if name in IDENTITY:
         return float(mean), float(var), EXACT
@@ -50,13 +57,14 @@ def activation_statistics(activation: Any, mean: float, var: float, axis_size: i
         return _softmax(name, mean, var, axis_size)
     if name == "glu":
         return _glu(mean, var)
+    if name in AXIS_WISE:
+        logger.warning("%s has no estimator yet: passing its input statistics through unchanged", name)
+        return float(mean), float(var), PASS_THROUGH
     from autoinit_sym import moments
 
     try:
         engine = moments(name, **params)
     except (KeyError, ValueError, TypeError) as err:
-        if callable(activation):
-            return (*_hermite_moments(activation, mean, var), QUADRATURE)
         raise ValueError(f"activation {name!r} is not known to the moment engine ({err})") from err
     return float(engine.mean(mean, var)), float(engine.variance(mean, var)), engine.method
 
