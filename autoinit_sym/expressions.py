@@ -116,6 +116,10 @@ class _Expit(sympy.Function):
     """1 / (1 + exp(-u)), evaluated without overflow."""
 
 
+class _Erfc(sympy.Function):
+    """erfc(u), kept as written (SymPy would turn erfc(-u) back into 2 - erfc(u))."""
+
+
 def _stable_form(expr: sympy.Expr) -> sympy.Expr:
     """Rewrite the overflow/cancellation-prone patterns log(1+e^u), 1/(1+e^u),
     1 +- tanh(u) and 1 +- erf(u) into softplus/expit/erfc, which stay finite and exact."""
@@ -125,8 +129,8 @@ def _stable_form(expr: sympy.Expr) -> sympy.Expr:
         (1 / (1 + sympy.exp(u)), lambda u: _Expit(-u)),
         (1 + sympy.tanh(u), lambda u: 2 * _Expit(2 * u)),
         (1 - sympy.tanh(u), lambda u: 2 * _Expit(-2 * u)),
-        (1 + sympy.erf(u), lambda u: sympy.erfc(-u)),
-        (1 - sympy.erf(u), lambda u: sympy.erfc(u)),
+        (1 + sympy.erf(u), lambda u: _Erfc(-u)),
+        (1 - sympy.erf(u), lambda u: _Erfc(u)),
     ]
     for pattern, build in rules:
         expr = expr.replace(pattern, build)
@@ -136,6 +140,7 @@ def _stable_form(expr: sympy.Expr) -> sympy.Expr:
 _NUMPY_FUNCTIONS = {
     "_Softplus": lambda u: np.logaddexp(0.0, u),
     "_Expit": special.expit,
+    "_Erfc": special.erfc,
 }
 
 

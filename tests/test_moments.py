@@ -1,0 +1,191 @@
+"""moments(): accuracy against mpmath on both grids, the API, caching and bad input.
+
+Accuracy (issue 2): relative error <= 1e-9 over |mu| <= 3, 0.01 <= var <= 25 (grid A)
+and <= 1e-6 over |mu| <= 100, 1e-8 <= var <= 1e6 (grid B), never NaN/inf/negative;
+a variance below 1e-10 * E[f^2] only has to stay below that level. Values under 1e-30
+are judged by absolute error. A mean is also allowed float64's cancellation floor,
+8 eps * sqrt(E[f^2]) (an odd f at mu = 0 has mean 0, which no float sum reproduces).
+The default run checks every case at a rotating sample of points (and relu-like
+narrow inputs far off centre at mu = 50, var = 1e-4 always); the slow run, all points.
+"""
+import itertools
+import math
+
+import numpy as np
+import pytest
+import sympy
+
+from autoinit_sym import activations, moments, register_activation
+from autoinit_sym.expressions import X
+from reference_moments import reference
+
+GRID_A = [(mu, var) for mu in (-3.0, -1.3, -0.2, 0.0, 0.7, 3.0) for var in (0.01, 0.2, 1.0, 5.0, 25.0)]
+GRID_B = [(50.0, 1e-4), (-50.0, 1e-4), (100.0, 1e-8), (-100.0, 1e-8), (-100.0, 1e6), (100.0, 1e6),
+          (0.0, 1e6), (0.0, 1e-8), (7.0, 1e-8), (-7.0, 1e-8), (30.0, 1e3), (-30.0, 1e3),
+          (-10.0, 4.0), (10.0, 0.5), (-20.0, 100.0), (2.0, 1e4), (0.5, 1e-6), (-2.5, 3e5)]
+RTOL_A, RTOL_B = 1e-9, 1e-6
+EPS = np.finfo(float).eps
+
+CASES = [(name, dict(activations.get(name).example)) for name in activations.names()] + [
+    ("celu", {"alpha": 2.0}),
+    ("elu", {"alpha": 0.5}),
+    ("gelu", {"approximate": True}),
+    ("hard_shrink", {"threshold": 1.0}),
+    ("leaky_relu", {"negative_slope": 0.01}),
+    ("relu", {"negative_slope": 0.1, "max_value": 6.0, "threshold": 0.5}),
+    ("relu", {"max_value": 3.0}),
+    ("relu", {"threshold": -0.5}),
+    ("soft_shrink", {"threshold": 1.0}),
+    ("squareplus", {"b": 1.0}),
+    ("threshold", {"threshold": 1.0, "default_value": -1.0}),
+    ("x*tanh(log(1 + exp(x)))", {}),
+    ("a*x**2 + Abs(x - 1)", {"a": 0.5}),
+    ("exp(-x**2)", {}),
+    ("Heaviside(x) * x**3", {}),
+    ("sigmoid(2*x)", {}),
+]
+CASE_IDS = [f"{n}{p or ''}".replace(" ", "") for n, p in CASES]
+
+
+def _sample(index: int) -> list[tuple[tuple[float, float], float]]:
+    """A few points per case, rotating through the grids so all cases together cover them."""
+    a = [GRID_A[(7 * index + k) % len(GRID_A)] for k in (0, 13)]
+    b = [GRID_B[0]] + [GRID_B[1 + (5 * index + k) % (len(GRID_B) - 1)] for k in (0, 8)]
+    return [(p, RTOL_A) for p in a] + [(p, RTOL_B) for p in b]
+
+
+def _all_points() -> list[tuple[tuple[float, float], float]]:
+    return [(p, RTOL_A) for p in GRID_A] + [(p, RTOL_B) for p in GRID_B]
+
+
+def assert_matches_reference(m, mu: float, var: float, rtol: float) -> None:
+    ref_mean, ref_var = reference(m.expr, mu, var)
+    if not (math.isfinite(ref_mean) and math.isfinite(ref_var)):
+        assert not np.isfinite(m.mean(mu, var)) or not np.isfinite(m.variance(mu, var))
+        return
+    mean, variance = float(m.mean(mu, var)), float(m.variance(mu, var))
+    where = f"{m.name} {m.params} at mu={mu}, var={var}: got ({mean!r}, {variance!r}), " \
+            f"mpmath ({ref_mean!r}, {ref_var!r})"
+    assert math.isfinite(mean) and math.isfinite(variance), where
+    assert variance >= 0.0, where
+    second = ref_var + ref_mean**2
+    floor = 8 * EPS * math.sqrt(second)
+    assert abs(mean - ref_mean) <= rtol * max(abs(ref_mean), 1e-30) + floor, where
+    if ref_var >= 1e-10 * second:
+        assert abs(variance - ref_var) <= rtol * max(ref_var, 1e-30), where
+    else:
+        assert variance <= 1e-10 * second + 1e-30, where
+
+
+@pytest.mark.parametrize("index", range(len(CASES)), ids=CASE_IDS)
+def test_accuracy_on_sampled_grid(index):
+    name, params = CASES[index]
+    m = moments(name, **params)
+    for (mu, var), rtol in _sample(index):
+        assert_matches_reference(m, mu, var, rtol)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("index", range(len(CASES)), ids=CASE_IDS)
+def test_accuracy_on_full_grid(index):
+    name, params = CASES[index]
+    m = moments(name, **params)
+    for (mu, var), rtol in _all_points():
+        assert_matches_reference(m, mu, var, rtol)
+
+
+def test_relu_far_off_centre_narrow_input_is_not_zero():
+    # the reference AutoInit returns (0, 0) here
+    m = moments("relu")
+    assert m.mean(50.0, 1e-4) == pytest.approx(50.0, rel=1e-15)
+    assert m.variance(50.0, 1e-4) == pytest.approx(1e-4, rel=1e-12)
+
+
+def test_methods_and_formulas():
+    closed, numeric = moments("elu", alpha=1.0), moments("tanh")
+    assert closed.method == "closed_form" and numeric.method == "quadrature"
+    assert isinstance(closed.mean_expr, sympy.Expr) and isinstance(closed.second_moment_expr, sympy.Expr)
+    assert numeric.mean_expr is None and numeric.second_moment_expr is None
+    assert closed.name == "elu" and closed.params == {"alpha": 1.0}
+    assert closed.expr.free_symbols == {X}
+
+
+def test_broadcasting_and_dtypes():
+    m = moments("tanh")
+    mu = np.linspace(-2, 2, 3)[:, None]
+    var = np.array([0.5, 1.0, 2.0, 4.0])
+    mean, variance = m.mean(mu, var), m.variance(mu, var)
+    assert mean.shape == variance.shape == (3, 4) and mean.dtype == np.float64
+    assert mean[1, 2] == pytest.approx(float(m.mean(0.0, 2.0)), abs=1e-15)
+    assert isinstance(m.variance(0.0, 1.0), np.floating)
+    second = m.second_moment(mu, var)
+    np.testing.assert_allclose(second, variance + mean**2, rtol=1e-14)
+    mean_c = moments("relu").mean(mu, var)
+    assert mean_c.shape == (3, 4)
+
+
+def test_quadrature_matches_closed_form_where_both_exist():
+    from autoinit_sym import quadrature
+    from autoinit_sym.expressions import numpy_function
+
+    mu, var = np.meshgrid(np.linspace(-4, 4, 9), np.geomspace(1e-3, 1e3, 7))
+    for name in ("elu", "hard_silu", "sparse_plus", "relu6"):
+        m = moments(name)
+        mean, variance = quadrature.gaussian_moments(numpy_function(m.expr), m.breakpoints,
+                                                     mu.ravel(), var.ravel())
+        np.testing.assert_allclose(mean, m.mean(mu, var).ravel(), rtol=1e-11, atol=1e-13)
+        np.testing.assert_allclose(variance, m.variance(mu, var).ravel(), rtol=1e-10, atol=1e-13)
+
+
+def test_overflow_safe_far_tails():
+    for name in ("softplus", "log_sigmoid", "mish", "silu", "sigmoid", "gelu"):
+        m = moments(name)
+        for mu in (-1e4, 1e4):
+            mean, variance = m.mean(mu, 1.0), m.variance(mu, 1.0)
+            assert np.isfinite(mean) and np.isfinite(variance) and variance >= 0, (name, mu)
+
+
+def test_cache_returns_the_same_object():
+    assert moments("elu") is moments("elu", alpha=1.0)
+    assert moments("tanh") is moments("tanh")
+    assert moments("x*tanh(log(1 + exp(x)))") is moments("x*tanh(log(1 + exp(x)))")
+    assert moments("elu", alpha=0.5) is not moments("elu")
+
+
+def test_expression_inputs():
+    a = sympy.Symbol("a")
+    m = moments(a * sympy.Symbol("x") ** 2, a=3)
+    assert float(m.mean(1.0, 2.0)) == pytest.approx(3 * (1 + 2), rel=1e-13)
+    assert moments("x").method == "closed_form"
+    assert float(moments("x").variance(0.3, 2.0)) == pytest.approx(2.0, rel=1e-14)
+
+
+def test_register_activation_with_parameters():
+    register_activation("scaled_tanh", "k * tanh(x / k)", k=2.0)
+    assert "scaled_tanh" in activations.names() and "scaled_tanh" in moments.registered_names()
+    m = moments("scaled_tanh")
+    assert m.params == {"k": 2.0}
+    assert_matches_reference(m, 0.4, 3.0, RTOL_A)
+    assert_matches_reference(moments("scaled_tanh", k=0.5), -1.0, 0.5, RTOL_A)
+    register_activation("scaled_tanh", "k * x", k=2.0)      # user entries may be replaced
+    assert float(moments("scaled_tanh").mean(1.0, 1.0)) == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda: moments("rleu"), r"unknown activation 'rleu'; did you mean \['relu'"),
+    (lambda: moments("x +* 2"), "could not parse"),
+    (lambda: moments("x*y + z"), r"unknown symbol\(s\) \['y', 'z'\]"),
+    (lambda: moments("tanh").mean(0.0, 0.0), "variance must be > 0"),
+    (lambda: moments("relu").variance([0.0, 1.0], [1.0, -1.0]), "variance must be > 0"),
+    (lambda: moments("elu", slope=1.0), r"unknown parameter\(s\) \['slope'\].*valid parameters: \['alpha'\]"),
+    (lambda: moments("threshold"), r"needs parameter\(s\) \['threshold', 'default_value'\]"),
+    (lambda: moments("gelu", approximate="yes"), "must be a bool"),
+    (lambda: moments("elu", alpha="big"), "must be a real number"),
+    (lambda: register_activation("tanh", "x"), "built-in"),
+    (lambda: register_activation("mine", "x*q"), r"unknown symbol\(s\) \['q'\]"),
+    (lambda: moments(3.5), "must be a str or sympy.Expr"),
+])
+def test_bad_input_is_a_one_line_value_error(call, match):
+    with pytest.raises(ValueError, match=match) as info:
+        call()
+    assert "\n" not in str(info.value)
