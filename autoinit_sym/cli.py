@@ -125,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     derive.add_argument("--param", type=_param, action="append", default=[], metavar="NAME=VALUE",
                         help="a parameter value (repeatable), e.g. --param alpha=0.5")
     derive.set_defaults(run=_cmd_derive)
+    for command in sub.choices.values():  # --debug also after the subcommand
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help="show tracebacks on errors")
     return parser
 
 

@@ -138,8 +138,10 @@ def test_init_output_must_be_keras(capfd, files, tmp_path):
     assert_one_line_error(status, err, "must end in .keras")
 
 
-def test_debug_shows_the_traceback(capfd, files, tmp_path):
-    status, _, err = run_cli(capfd, "--debug", "init", str(files["corrupt.h5"]), "-o", str(tmp_path / "o.keras"))
+@pytest.mark.parametrize("before", [True, False])
+def test_debug_shows_the_traceback(capfd, files, tmp_path, before):
+    argv = ["init", str(files["corrupt.h5"]), "-o", str(tmp_path / "o.keras")]
+    status, _, err = run_cli(capfd, *(["--debug", *argv] if before else [*argv, "--debug"]))
     assert status == 1
     assert "Traceback" in err
 
