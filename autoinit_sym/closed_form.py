@@ -20,7 +20,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 import sympy as sp
 
-from autoinit_sym.gaussian_integrals import NUMPY_FUNCTIONS, truncated_moments
+from autoinit_sym.gaussian_integrals import NUMPY_FUNCTIONS, TAIL_START, one_sided_moment, truncated_moments
 from autoinit_sym.piecewise import Piece, Terms, split_pieces
 
 X = sp.Symbol("x", real=True)
@@ -68,12 +68,12 @@ def derive(expr: sp.Expr, x: sp.Symbol = X) -> Optional[ClosedForm]:
     pieces = split_pieces(sp.sympify(expr).subs(x, X), X)
     if pieces is None:
         return None
-    mean = sum((_expectation(_standardize(p.terms), p) for p in pieces), sp.S.Zero)
-    second = sum((_expectation(_square(_standardize(p.terms)), p) for p in pieces), sp.S.Zero)
+    mean_plain, mean = _sum_pairs(_expect_x(p.terms, p) for p in pieces)
+    second_plain, second = _sum_pairs(_expect_x(_square(p.terms), p) for p in pieces)
     variance = _centered_variance(pieces)
     return ClosedForm(
-        mean_expr=mean.rewrite(sp.erfc),
-        second_moment_expr=second.rewrite(sp.erfc),
+        mean_expr=mean_plain.rewrite(sp.erfc),
+        second_moment_expr=second_plain.rewrite(sp.erfc),
         variance_expr=variance,
         _mean=_compile(mean),
         _second_moment=_compile(second),
@@ -81,48 +81,109 @@ def derive(expr: sp.Expr, x: sp.Symbol = X) -> Optional[ClosedForm]:
     )
 
 
-def _standardize(terms: Terms) -> ZTerms:
-    """Rewrite sum c x**n exp(a x) in z, x = MU + SIGMA*z: binomial expansion of x**n."""
-    out: ZTerms = {}
-    for (n, a), c in terms.items():
-        for k in range(n + 1):
-            _accumulate(out, (k, a), c * comb(n, k) * MU ** (n - k) * SIGMA ** k)
+def _expect_x(terms: Terms, piece: Piece) -> Tuple[sp.Expr, sp.Expr]:
+    """E[sum c x**n exp(a X); piece] as (plain formula, tail-safe formula).
+
+    Plain: the polynomial part in powers of (x - e), e an endpoint of the piece
+    (``_z_coefficients``), then x - e = (MU - e) + SIGMA*z, truncated moments of z.  Tail-safe: the same,
+    except where the piece lies TAIL_START or more standard deviations out in a tail of the
+    (exp-shifted) Gaussian, where the binomial sum would cancel; there the polynomial is
+    re-expanded at the near endpoint (``one_sided_moment``; expanded, so the Taylor
+    coefficients there combine exactly).
+    """
+    plain = stable = sp.S.Zero
+    for a, entries in _by_rate(terms).items():
+        moments = truncated_moments(a, piece.lo, piece.hi, max(n for n, _ in entries), MU, SIGMA)
+        inside = sum((c * moments[k] for k, c in _z_coefficients(entries, piece).items()), sp.S.Zero)
+        plain += inside
+        stable += _tail_safe(entries, a, piece, inside)
+    return plain, stable
+
+
+def _z_coefficients(entries: List[Tuple[int, sp.Expr]], piece: Piece) -> Dict[int, sp.Expr]:
+    """{k: coefficient of z**k} for sum c x**n, x = MU + SIGMA*z, through powers of (x - e).
+
+    e is the finite endpoint where the polynomial (its numeric part) is smallest, 0 on the whole
+    line: near a
+    kink such as sparse_plus's (x + 1)**2/4 at -1 the Taylor coefficients at e are exact and
+    MU - e is exact, so a narrow input next to the kink loses nothing to cancellation.
+    """
+    ends = [end for end in (piece.lo, piece.hi) if not end.is_infinite]
+    e = min(ends, key=lambda end: abs(float(sum((c * end**n for n, c in entries if c.is_number), sp.S.Zero))),
+            default=sp.S.Zero)
+    taylor: Dict[int, sp.Expr] = {}
+    for n, c in entries:
+        for j in range(n + 1):
+            taylor[j] = taylor.get(j, sp.S.Zero) + c * comb(n, j) * e ** (n - j)
+    out: Dict[int, sp.Expr] = {}
+    for j, d in taylor.items():
+        if d.is_zero:
+            continue
+        for k in range(j + 1):
+            out[k] = out.get(k, sp.S.Zero) + d * comb(j, k) * (MU - e) ** (j - k) * SIGMA**k
     return out
 
 
-def _centered(pieces: List[Piece], home: Piece) -> List[ZTerms]:
-    """z-terms of g = f - f_home(MU) on every piece; on ``home`` the constant z**0 parts
-    of the polynomial terms are dropped instead of subtracted, so nothing cancels."""
-    at_mu = sum((c * MU ** n * sp.exp(a * MU) for (n, a), c in home.terms.items()), sp.S.Zero)
-    out = []
-    for piece in pieces:
-        terms = _standardize(piece.terms)
-        if piece is home:
-            terms.pop((0, sp.S.Zero), None)
-            for (n, a), c in piece.terms.items():
-                if not a.is_zero:
-                    _accumulate(terms, (0, sp.S.Zero), -c * MU ** n * sp.exp(a * MU))
-        else:
-            _accumulate(terms, (0, sp.S.Zero), -at_mu)
-        out.append(terms)
-    return out
+def _tail_safe(entries: List[Tuple[int, sp.Expr]], a: sp.Expr, piece: Piece, inside: sp.Expr) -> sp.Expr:
+    """``inside`` = E[sum c X**n exp(a X); piece], switched to one-sided expansions in the far tails."""
+    if all(n == 0 for n, _ in entries):
+        return inside  # no binomial sum: the tail-safe exp/erfcx primitives suffice
+    branches = []
+    for near, far, side in ((piece.lo, piece.hi, 1), (piece.hi, piece.lo, -1)):
+        if near.is_infinite:
+            continue
+        form = sp.expand(sum((c * one_sided_moment(n, a, near, far, side, MU, SIGMA) for n, c in entries),
+                             sp.S.Zero))
+        distance = side * ((near - MU) / SIGMA - a * SIGMA)
+        branches.append((form, distance >= TAIL_START))
+    return sp.Piecewise(*branches, (inside, True))
+
+
+def _expect_z(terms: ZTerms, piece: Piece) -> sp.Expr:
+    """E[sum c z**k exp(a X); piece] from the truncated moments of z."""
+    total = sp.S.Zero
+    for a, entries in _by_rate(terms).items():
+        moments = truncated_moments(a, piece.lo, piece.hi, max(k for k, _ in entries), MU, SIGMA)
+        total += sum((c * moments[k] for k, c in entries), sp.S.Zero)
+    return total
+
+
+def _home_z_terms(home: Piece) -> ZTerms:
+    """z-terms of g = f_home(x) - f_home(MU) on the piece holding MU: the z**0 parts of the
+    polynomial terms are dropped rather than subtracted, so nothing cancels numerically."""
+    terms: ZTerms = {}
+    for (n, a), c in home.terms.items():
+        for k in range(0 if a else 1, n + 1):
+            _accumulate(terms, (k, a), c * comb(n, k) * MU ** (n - k) * SIGMA**k)
+        if a:
+            _accumulate(terms, (0, sp.S.Zero), -c * MU**n * sp.exp(a * MU))
+    return terms
 
 
 def _centered_variance(pieces: List[Piece]) -> sp.Expr:
-    """Var[f(X)] = E[g**2] - E[g]**2 with g centered on the piece holding MU (Piecewise in MU)."""
+    """Var[f(X)] = E[g**2] - E[g]**2 with g = f - f_P(MU), P the piece holding MU (Piecewise in MU)."""
     branches = []
     for home in pieces:
-        g = _centered(pieces, home)
-        first = sum((_expectation(t, p) for t, p in zip(g, pieces)), sp.S.Zero)
-        second = sum((_expectation(_square(t), p) for t, p in zip(g, pieces)), sp.S.Zero)
+        at_mu = sum((c * MU**n * sp.exp(a * MU) for (n, a), c in home.terms.items()), sp.S.Zero)
+        first = second = sp.S.Zero
+        for piece in pieces:
+            if piece is home:
+                g = _home_z_terms(home)
+                first += _expect_z(g, piece)
+                second += _expect_z(_square(g), piece)
+            else:
+                g = dict(piece.terms)
+                _accumulate(g, (0, sp.S.Zero), -at_mu)
+                first += _expect_x(g, piece)[1]
+                second += _expect_x(_square(g), piece)[1]
         cond = sp.true if home.hi.is_infinite else MU < home.hi
         branches.append((second - first**2, cond))
     return branches[0][0] if len(branches) == 1 else sp.Piecewise(*branches)
 
 
-def _square(terms: ZTerms) -> ZTerms:
-    """z-terms of the square: z**k exp(a x) * z**j exp(b x) = z**(k+j) exp((a+b) x)."""
-    out: ZTerms = {}
+def _square(terms: Dict[Tuple[int, sp.Expr], sp.Expr]) -> Dict[Tuple[int, sp.Expr], sp.Expr]:
+    """Terms of the square (x- or z-terms): p**k exp(a x) * p**j exp(b x) = p**(k+j) exp((a+b) x)."""
+    out: Dict[Tuple[int, sp.Expr], sp.Expr] = {}
     items = list(terms.items())
     for i, ((k1, a1), c1) in enumerate(items):
         _accumulate(out, (2 * k1, 2 * a1), c1 * c1)
@@ -131,19 +192,23 @@ def _square(terms: ZTerms) -> ZTerms:
     return out
 
 
-def _expectation(terms: ZTerms, piece: Piece) -> sp.Expr:
-    """E[sum c z**k exp(a X); piece.lo < X < piece.hi], one moment recursion per rate a."""
-    by_rate: Dict[sp.Expr, List[Tuple[int, sp.Expr]]] = {}
-    for (k, a), c in terms.items():
-        by_rate.setdefault(a, []).append((k, c))
-    total = sp.S.Zero
-    for a, entries in by_rate.items():
-        moments = truncated_moments(a, piece.lo, piece.hi, max(k for k, _ in entries), MU, SIGMA)
-        total += sum((c * moments[k] for k, c in entries), sp.S.Zero)
-    return total
+def _by_rate(terms: Dict[Tuple[int, sp.Expr], sp.Expr]) -> Dict[sp.Expr, List[Tuple[int, sp.Expr]]]:
+    """Group {(power, a): c} by the exponential rate a."""
+    groups: Dict[sp.Expr, List[Tuple[int, sp.Expr]]] = {}
+    for (power, a), c in terms.items():
+        groups.setdefault(a, []).append((power, c))
+    return groups
 
 
-def _accumulate(terms: ZTerms, key: Tuple[int, sp.Expr], value: sp.Expr) -> None:
+def _sum_pairs(pairs) -> Tuple[sp.Expr, sp.Expr]:
+    """Element-wise sum of (plain, stable) pairs."""
+    plain = stable = sp.S.Zero
+    for p, s_ in pairs:
+        plain, stable = plain + p, stable + s_
+    return plain, stable
+
+
+def _accumulate(terms: Dict[Tuple[int, sp.Expr], sp.Expr], key: Tuple[int, sp.Expr], value: sp.Expr) -> None:
     """terms[key] += value, dropping exact zeros."""
     total = terms.get(key, sp.S.Zero) + value
     if total.is_zero:

@@ -17,6 +17,7 @@ cancellation; ``.rewrite(sympy.erfc)`` turns them into plain exp/erfc formulas.
 """
 from __future__ import annotations
 
+from math import comb, factorial
 from typing import Callable, Dict, List
 
 import numpy as np
@@ -105,11 +106,45 @@ def _between(a: float, lo: float, hi: float, mu: np.ndarray, sigma: np.ndarray) 
     return np.where(g_hi <= 0, lower, np.where(g_lo >= 0, upper, peak))
 
 
+class gauss_tail_moment(sp.Function):
+    """E[((X - c)/sigma)**j * exp(a*X); X > c] for X ~ N(mu, sigma**2); arguments (j, a, c, mu, sigma).
+    Used only where c lies beyond the shifted mean: u = (c - mu)/sigma - a*sigma >= TAIL_START."""
+
+    nargs = 5
+
+
+# Beyond this many standard deviations, moments of a tail piece use gauss_tail_moment.
+TAIL_START = 4
+
+
+def _tail_moment(j: int, a: float, c: float, mu: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+    """NumPy gauss_tail_moment = exp(a*c) * phi(t) * j! * I_j(u), t = (c - mu)/sigma, u = t - a*sigma,
+    I_j(u) = int_0^inf w**j/j! exp(-u*w - w**2/2) dw = prod_{k<=j} r_k, with the ratios
+    r_{k-1} = 1/(u + k*r_k) run down from k = j + 30 (Laplace's continued fraction for the
+    Mills ratio: no cancellation for u > 0).  Zero where u < TAIL_START - 1 (never selected)."""
+    mu, sigma = np.broadcast_arrays(np.asarray(mu, dtype=np.float64), np.asarray(sigma, dtype=np.float64))
+    t = (c - mu) / sigma
+    u = t - a * sigma
+    out = np.zeros(t.shape)
+    tail = u > TAIL_START - 1
+    if np.any(tail):
+        u_tail, t_tail = u[tail], t[tail]
+        ratio, product = np.zeros_like(u_tail), np.ones_like(u_tail)
+        for k in range(j + 30, 0, -1):
+            ratio = 1.0 / (u_tail + k * ratio)
+            if k - 1 <= j:
+                product *= ratio
+        with np.errstate(under="ignore"):
+            out[tail] = np.exp(a * c - 0.5 * t_tail * t_tail) / np.sqrt(2 * np.pi) * factorial(j) * product
+    return out
+
+
 # Name -> NumPy implementation, for sympy.lambdify(modules=[NUMPY_FUNCTIONS, "scipy", "numpy"]).
 NUMPY_FUNCTIONS: Dict[str, Callable] = {
     "gauss_exp_below": _below,
     "gauss_exp_above": _above,
     "gauss_exp_between": _between,
+    "gauss_tail_moment": _tail_moment,
 }
 
 
@@ -145,3 +180,28 @@ def truncated_moments(a: sp.Expr, lo: sp.Expr, hi: sp.Expr, kmax: int,
         moments.append(b * moments[k - 1] + previous
                        + t_lo ** (k - 1) * b_lo - t_hi ** (k - 1) * b_hi)
     return moments
+
+
+def one_sided_moment(n: int, a: sp.Expr, near: sp.Expr, far: sp.Expr, side: int,
+                     mu: sp.Expr, sigma: sp.Expr) -> sp.Expr:
+    """E[X**n * exp(a*X); X between near and far] for a piece lying in one tail of the Gaussian,
+    ``near`` its finite endpoint closest to the mean, ``side`` = +1 if the piece is above it.
+
+    x**n is expanded in powers of d = side*(x - near) >= 0, and
+    E[d**j; near..far] = sigma**j D_j(near) - sum_i binom(j, i) |far - near|**(j-i) sigma**i D_i(far),
+    D_i(c) = E[(side*(X - c)/sigma)**i exp(a*X); beyond c]; all terms positive, the second
+    (further out) much smaller: no cancellation.
+    """
+    def beyond(i: int, c: sp.Expr) -> sp.Expr:
+        return (gauss_tail_moment(i, a, c, mu, sigma) if side > 0
+                else gauss_tail_moment(i, -a, -c, -mu, sigma))
+
+    total = sp.S.Zero
+    for j in range(n + 1):
+        part = sigma**j * beyond(j, near)
+        if not far.is_infinite:
+            gap = abs(far - near)
+            part -= sum((comb(j, i) * gap ** (j - i) * sigma**i * beyond(i, far) for i in range(j + 1)),
+                        sp.S.Zero)
+        total += comb(n, j) * near ** (n - j) * side**j * part
+    return total
