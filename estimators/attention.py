@@ -87,6 +87,12 @@ def selection_term(squares: float, gradient_square: float, correlation: float) -
     return correlation * gradient_square * (1.0 - squares) ** 2
 
 
+def shared_output_fraction(shared_var: float, varying_var: float, n: int, mix_var: float) -> float:
+    """Fraction of the mix's variance common to all queries: the shared values, plus
+    about 1/n of the varying part (E[sum_j a_ij a_i'j] ~ 1/n for two different queries)."""
+    return min(1.0, (shared_var + varying_var / n) / mix_var) if mix_var > 0 else 0.0
+
+
 def weight_statistics(squares: float, n: int, dropout: float = 0.0) -> tuple[float, float]:
     """(mean, var) over all elements of the (n-key) attention weights: mean 1/n, second
     moment E[sum_j a_j^2] / n (masked weights are zeros), times 1/(1 - p) after dropout."""
@@ -104,6 +110,65 @@ def _length(shape: tuple, axes: tuple[int, ...]) -> int:
     return int(np.prod([DEFAULT_TIMESTEPS if s is None else s for s in sizes]))
 
 
+POSITION_WISE = (
+    keras.layers.LayerNormalization, keras.layers.BatchNormalization, keras.layers.RMSNormalization,
+    keras.layers.Dropout, keras.layers.GaussianNoise, keras.layers.GaussianDropout,
+    keras.layers.Activation, keras.layers.ReLU, keras.layers.Identity, keras.layers.Rescaling,
+)
+"""Layers that act on each position separately: a component shared by all positions stays shared."""
+
+PROJECTIONS = (keras.layers.Dense, keras.layers.EinsumDense)
+"""Position-wise projections: they also turn their input's mean into per-channel offsets."""
+
+SUMS = (keras.layers.Add, keras.layers.Average, keras.layers.Subtract)
+
+
+def _projection_input_moments(tensor: Any, signal_variance: float) -> tuple[float, float]:
+    """(mean, var) of a projection's input when AutoInit fixes it: the output of a
+    projection with a fused activation f is f(N(0, signal_variance)); otherwise (0, 1)."""
+    history = getattr(tensor, "_keras_history", None)
+    producer = history.operation if history is not None else None
+    activation = getattr(producer, "activation", None)
+    if isinstance(producer, PROJECTIONS) and activation is not None:
+        from .activations import activation_statistics
+
+        mean, var, _ = activation_statistics(activation, 0.0, signal_variance)
+        return mean, var
+    return 0.0, 1.0
+
+
+def position_shared_fraction(tensor: Any, table: dict[int, float], signal_variance: float = 1.0
+                             ) -> float:
+    """Fraction of ``tensor``'s variance common to all sequence positions of a sample.
+
+    Attention outputs are partly the same at every query (an average over the same
+    values), and residual streams carry that on; independence across positions, the
+    AutoInit assumption, does not hold there. Attention estimators record their output
+    fraction in ``table``; upstream of a tensor it is carried unchanged through
+    position-wise layers, through sums as the average over the branches (AutoInit gives
+    every branch variance signal_variance), and through projections with the input's
+    mean m added as a shared offset: (m^2 + fraction var) / (m^2 + var). Anything else
+    counts as independent across positions (0)."""
+    if id(tensor) in table:
+        return table[id(tensor)]
+    history = getattr(tensor, "_keras_history", None)
+    fraction = 0.0
+    if history is not None:
+        operation = history.operation
+        inputs = list(operation._inbound_nodes[history.node_index].input_tensors)
+        if inputs and isinstance(operation, SUMS):
+            fraction = float(np.mean([position_shared_fraction(t, table, signal_variance)
+                                      for t in inputs]))
+        elif inputs and isinstance(operation, POSITION_WISE):
+            fraction = position_shared_fraction(inputs[0], table, signal_variance)
+        elif inputs and isinstance(operation, PROJECTIONS):
+            mean, var = _projection_input_moments(inputs[0], signal_variance)
+            inner = position_shared_fraction(inputs[0], table, signal_variance)
+            fraction = (mean**2 + inner * var) / (mean**2 + var)
+    table[id(tensor)] = fraction
+    return fraction
+
+
 class _AttentionBase(LayerOutputDistributionEstimator):
     """Shared plumbing: which inputs are query/value/key, key count, call flags, outputs."""
 
@@ -117,6 +182,29 @@ class _AttentionBase(LayerOutputDistributionEstimator):
         value = stats[1] if len(stats) > 1 else query
         key = stats[2] if len(stats) > 2 else value
         return {"query": query, "value": value, "key": key}
+
+    def _shared_table(self) -> dict[int, float]:
+        if not hasattr(self.context, "position_shared"):
+            self.context.position_shared = {}
+        return self.context.position_shared
+
+    def shared_fractions(self) -> tuple[float, float]:
+        """Position-shared variance fractions of the (value, key) inputs (0 without a node)."""
+        tensors = list(getattr(self.node, "input_tensors", None) or [])
+        if not tensors:
+            return 0.0, 0.0
+        table = self._shared_table()
+        value = tensors[1] if len(tensors) > 1 else tensors[0]
+        key = tensors[2] if len(tensors) > 2 else value
+        scale = self.signal_variance
+        return (position_shared_fraction(value, table, scale),
+                position_shared_fraction(key, table, scale))
+
+    def record_shared(self, fraction: float) -> None:
+        """Record the position-shared fraction of this call's first output."""
+        tensors = list(getattr(self.node, "output_tensors", None) or [])
+        if tensors:
+            self._shared_table()[id(tensors[0])] = fraction
 
     def _outputs(self, mix: tuple[float, float], squares: float, n: int, dropout: float, method: str):
         self.method = method
@@ -167,15 +255,17 @@ class MultiHeadAttentionEstimator(_AttentionBase):
         v_mean, v_var = self._project(self.layer._value_dense, unit, inputs["value"])
         key_shape = inputs["key"][2] or (None, None)
         n = _length(key_shape, self.attention_axes())
-        logit_var = (q_var + q_mean**2) * k_var * varying_fraction(*inputs["key"][:2])
+        value_shared, key_shared = self.shared_fractions()
+        logit_var = (q_var + q_mean**2) * k_var * varying_fraction(*inputs["key"][:2]) * (1.0 - key_shared)
         squares, method = square_sum(logit_var, n, _flag(self.node, "use_causal_mask"))
         features = float(self.layer._key_dense.kernel.shape[0])
         correlation = min(self.key_dim(), features) / features if _value_is_key(self.node, means_in) else 0.0
         selection = selection_term(squares, logit_var / self.key_dim(), correlation)
-        varying = varying_fraction(*inputs["value"][:2])
+        varying = varying_fraction(*inputs["value"][:2]) * (1.0 - value_shared)
         dropout = self.dropout_rate()
         mean, var = mix_statistics(v_mean, v_var * varying, squares, dropout,
                                    v_var * (1.0 - varying), selection)
+        self.record_shared(shared_output_fraction(v_var * (1.0 - varying), v_var * varying, n, var))
         gate = self.gate()
         if gate is not None:
             g_mean, g_var = self._project(gate, unit, inputs["query"])
@@ -262,14 +352,17 @@ class AttentionEstimator(_AttentionBase):
         if k_shape is None or q_shape is None or q_shape[-1] is None:
             raise ValueError(f"{type(self.layer).__name__} {self.layer.name!r}: input shapes unknown")
         n = _length(k_shape, (1,))
+        value_shared, key_shared = self.shared_fractions()
+        k_var = k_var * (1.0 - key_shared)
         logit_var, slope_mean, slope_var = self.logit_terms(q_mean, q_var, k_mean, k_var,
                                                             int(q_shape[-1]))
         squares, method = square_sum(logit_var, n, _flag(self.node, "use_causal_mask"))
         aligned = 1.0 if _value_is_key(self.node, means_in) else 0.0
         dropout = float(self.layer.dropout)
         v_mean, v_var, _ = inputs["value"]
-        mean, var = mix_statistics(v_mean, v_var, squares, dropout,
-                                   selection=selection_term(squares, k_var * slope_var, aligned))
+        mean, var = mix_statistics(v_mean, v_var * (1.0 - value_shared), squares, dropout,
+                                   v_var * value_shared, selection_term(squares, k_var * slope_var, aligned))
+        self.record_shared(shared_output_fraction(v_var * value_shared, v_var * (1.0 - value_shared), n, var))
         mix = (mean + aligned * (1.0 - squares) * k_var * slope_mean, var)
         return self._outputs(mix, squares, n, dropout, method)
 

@@ -1,0 +1,108 @@
+"""Model-level quality of the attention and recurrent estimators (issue 4).
+
+A small transformer (Embedding, then three blocks of MultiHeadAttention, Add,
+LayerNormalization and an EinsumDense feed-forward) and a text model (Conv1D,
+SpatialDropout1D, MaxPooling1D, LSTM, Bidirectional GRU, SimpleRNN) are initialized
+by AutoInit; Gaussian noise goes through them in training mode and, per layer call,
+|log(measured var / predicted var)| must have median <= 0.15 and 90th percentile
+<= 0.4, with no unsupported-layer warning.
+"""
+import logging
+import math
+
+import keras
+import numpy as np
+import pytest
+from keras import layers
+
+from autoinit_sym import AutoInit
+from autoinit_sym.measure import measure
+
+VOCAB, LENGTH, WIDTH = 1000, 32, 64
+TOKEN_MEAN, TOKEN_VAR = 300.0, 50.0**2  # token ids drawn from N(300, 50^2), rounded: well inside the vocabulary
+
+
+def transformer(blocks: int = 3) -> keras.Model:
+    tokens = keras.Input((LENGTH,), dtype="int32")
+    x = layers.Embedding(VOCAB, WIDTH)(tokens)
+    for _ in range(blocks):
+        attended = layers.MultiHeadAttention(num_heads=4, key_dim=WIDTH // 4, dropout=0.1)(x, x)
+        x = layers.LayerNormalization()(layers.Add()([x, attended]))
+        hidden = layers.EinsumDense("btd,dh->bth", output_shape=(LENGTH, 4 * WIDTH), bias_axes="h",
+                                    activation="gelu")(x)
+        hidden = layers.EinsumDense("bth,hd->btd", output_shape=(LENGTH, WIDTH), bias_axes="d")(hidden)
+        x = layers.LayerNormalization()(layers.Add()([x, hidden]))
+    return keras.Model(tokens, layers.Dense(2)(layers.GlobalAveragePooling1D()(x)))
+
+
+def text_model() -> keras.Model:
+    inputs = keras.Input((LENGTH, 16))
+    x = layers.Conv1D(32, 5, padding="same", activation="relu")(inputs)
+    x = layers.SpatialDropout1D(0.2)(x)
+    x = layers.MaxPooling1D(2)(x)
+    x = layers.LSTM(32, return_sequences=True)(x)
+    x = layers.Bidirectional(layers.GRU(16, return_sequences=True))(x)
+    x = layers.SimpleRNN(16)(x)
+    return keras.Model(inputs, layers.Dense(1, activation="sigmoid")(x))
+
+
+def initialize_and_measure(model, input_mean, input_var, samples=128):
+    model, estimates = AutoInit(input_data_mean=input_mean, input_data_var=input_var
+                                ).initialize_model(model, return_estimates=True)
+    measured = measure(model, input_mean, input_var, samples=samples, seed=1, batch_size=samples)
+    return estimates, measured
+
+
+def log_errors(estimates, measured) -> dict[str, float]:
+    errors = {}
+    for key, estimate in estimates.items():
+        meas = measured.get(key)
+        if meas is None or isinstance(estimate.var, tuple) or estimate.var <= 0 or meas[1] <= 0:
+            continue
+        errors[key] = abs(math.log(meas[1] / estimate.var))
+    return errors
+
+
+def assert_quality(errors: dict[str, float]) -> None:
+    values = np.array(list(errors.values()))
+    worst = sorted(errors.items(), key=lambda kv: -kv[1])[:5]
+    assert len(values) >= 5
+    assert np.median(values) <= 0.15 and np.quantile(values, 0.9) <= 0.4, (
+        f"median {np.median(values):.3f}, p90 {np.quantile(values, 0.9):.3f}; worst {worst}")
+
+
+def attention_keys(estimates):
+    return [k for k in estimates if k.startswith("multi_head_attention")]
+
+
+@pytest.fixture(scope="module")
+def transformer_run():
+    return initialize_and_measure(transformer(), TOKEN_MEAN, TOKEN_VAR)
+
+
+def test_transformer_quality(transformer_run):
+    assert_quality(log_errors(*transformer_run))
+
+
+def test_transformer_attention_output_variance(transformer_run):
+    estimates, measured = transformer_run
+    keys = attention_keys(estimates)
+    assert len(keys) == 3
+    for key in keys:
+        assert 0.75 <= measured[key][1] <= 1.33, (key, measured[key])
+
+
+def test_text_model_quality(caplog):
+    with caplog.at_level(logging.WARNING):
+        estimates, measured = initialize_and_measure(text_model(), 0.0, 1.0)
+    assert "No LayerOutputDistributionEstimator" not in caplog.text
+    errors = log_errors(estimates, measured)
+    recurrent = [k for k in errors if k.split("_")[0] in ("lstm", "bidirectional", "simple")]
+    assert len(recurrent) == 3, errors
+    assert_quality(errors)
+
+
+def test_transformer_no_unsupported_warning(caplog):
+    with caplog.at_level(logging.WARNING):
+        AutoInit().initialize_model(transformer(blocks=1))
+    assert "No LayerOutputDistributionEstimator" not in caplog.text
