@@ -1,0 +1,81 @@
+"""keras.applications models (weights=None, 32x32 inputs): every layer served by an estimator, no
+unsupported-layer warning, and predictions that track measurement; the supported-layers table."""
+import logging
+import math
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from keras.src.applications.convnext import LayerScale, StochasticDepth
+from test_model_quality import assert_quality, log_errors
+
+from autoinit_sym.estimators.base import EstimationContext
+from autoinit_sym.estimators.registry import lookup
+from autoinit_sym.graph import build_graph
+from autoinit_sym.supported_layers import END, START, markdown_table, readme_is_current, rows, update_readme
+
+SLOW = pytest.mark.slow
+# Squeeze-and-excitation multiplies every position of a channel by one per-sample gate, and the
+# gates and swish outputs have non-zero means: positions become correlated and channels carry
+# offsets, so the global pools of later blocks see far more variance than var/k.
+SE_CORRELATION = pytest.mark.xfail(reason="squeeze-and-excitation gates correlate positions; estimates assume "
+                                          "independent elements", strict=False)
+
+
+@pytest.mark.parametrize("name", [
+    "MobileNetV2", "ConvNeXtTiny",
+    pytest.param("ResNet50", marks=SLOW), pytest.param("DenseNet121", marks=SLOW),
+    pytest.param("EfficientNetB0", marks=[SLOW, SE_CORRELATION]),
+])
+def test_application_initializes_and_tracks(name, caplog):
+    model = getattr(keras.applications, name)(weights=None, input_shape=(32, 32, 3), classes=10)
+    assert all(lookup(call.operation) is not None for call in build_graph(model).calls if not call.submodel)
+    with caplog.at_level(logging.WARNING, logger="autoinit_sym"):
+        errors = log_errors(model, samples=32, seeds=(0,))
+    assert "No LayerOutputDistributionEstimator" not in caplog.text
+    assert_quality(errors)
+
+
+@pytest.mark.parametrize("mean,var", [(0.0, 1.0), (5.0, 0.01), (-3.0, 25.0)])
+def test_convnext_layers_match_noise(mean, var):
+    x = np.random.default_rng(0).normal(mean, math.sqrt(var), (20000, 8)).astype("float32")
+    scale = LayerScale(0.5, 8)
+    scale.build((None, 8))
+    scale.gamma.assign(np.linspace(0.1, 2.0, 8))
+    for layer in (scale, StochasticDepth(0.3)):
+        y = np.asarray(layer(x, training=True), dtype=float)
+        pred_mean, pred_var = lookup(layer)(layer, EstimationContext()).estimate([mean], [var])
+        assert abs(y.mean() - pred_mean) <= 0.03 * math.sqrt(pred_var)
+        assert abs(math.log(y.var() / pred_var)) <= 0.03
+
+
+def test_inception_resnet_scale_layer():
+    from keras.src.applications.inception_resnet_v2 import CustomScaleLayer
+
+    a, b = keras.Input((4,)), keras.Input((4,))
+    layer = CustomScaleLayer(0.17)
+    layer([a, b])
+    estimator = lookup(layer)(layer, EstimationContext(), node=layer._inbound_nodes[0])
+    assert estimator.estimate([1.0, 2.0], [3.0, 4.0]) == pytest.approx((1.34, 3.0 + 0.17 ** 2 * 4.0))
+
+
+def test_table_lists_every_served_layer():
+    table = markdown_table()
+    names = {row.name for row in rows()}
+    for expected in ("keras.layers.MaxPooling2D", "keras.layers.SpatialDropout2D", "keras.layers.BatchNormalization",
+                     "keras.ops.multiply", "keras.src.applications.convnext.LayerScale"):
+        assert expected in names and f"`{expected}`" in table
+    assert all(row.method for row in rows())
+
+
+def test_readme_region():
+    text = f"intro\n{START}\nold table\n{END}\noutro\n"
+    updated = update_readme(text)
+    assert readme_is_current(updated) and not readme_is_current(text)
+    assert updated.startswith("intro\n") and updated.endswith(f"{END}\noutro\n")
+    with pytest.raises(ValueError, match="supported-layers:start"):
+        update_readme("no markers")
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    if START in readme.read_text():
+        assert readme_is_current(readme.read_text()), "README supported-layers table is stale: regenerate it"
