@@ -33,12 +33,14 @@ class Settings:
     widths: tuple[int, ...]       # synthetic width sweep at depth `sweep_depth`
     sweep_width: int = 64
     sweep_depth: int = 16
+    rnn_length: int = 40          # the recurrent text model's sequence length and units
+    rnn_units: int = 32
     repeats: int = 2
 
 
 PRESETS = {
     "tiny": Settings(applications=(), depths=(2, 4), widths=(8,), sweep_width=8, sweep_depth=2,
-                     repeats=1),
+                     rnn_length=8, rnn_units=4, repeats=1),
     "quick": Settings(applications=("ResNet50",), depths=(2, 8, 32, 128), widths=(16, 128, 1024)),
     "full": Settings(applications=("ResNet50", "MobileNetV2", "EfficientNetB0", "DenseNet121"),
                      depths=(2, 8, 32, 128, 256), widths=(16, 64, 256, 1024, 2048), repeats=3),
@@ -156,7 +158,8 @@ def plot(results: dict, settings: Settings, out_dir: Path) -> str:
 def run(settings: Settings, out_dir: Path, preset: str) -> dict:
     start = time.perf_counter()
     results = {"applications": applications(settings),
-               "recurrent": [{"model": "text_rnn", **measure_model(text_rnn(), settings.repeats)}],
+               "recurrent": [{"model": "text_rnn", **measure_model(
+                   text_rnn(settings.rnn_length, units=settings.rnn_units), settings.repeats)}],
                "synthetic": synthetic(settings)}
     doc = make_result("init_cost", preset, asdict(settings), results, headline(results),
                       [plot(results, settings, out_dir)], time.perf_counter() - start)
