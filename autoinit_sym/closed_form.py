@@ -19,6 +19,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import sympy as sp
+from sympy.printing.numpy import SciPyPrinter
 
 from autoinit_sym.gaussian_integrals import NUMPY_FUNCTIONS, TAIL_START, one_sided_moment, truncated_moments
 from autoinit_sym.piecewise import Piece, Terms, split_pieces
@@ -39,8 +40,9 @@ class ClosedForm:
 
     ``mean_expr`` and ``second_moment_expr`` use exp and erfc; ``variance_expr`` is the
     cancellation-free form that ``variance`` evaluates (Piecewise in mu, with the
-    tail-safe functions of ``gaussian_integrals``).  All callables take (mu, var)
-    with NumPy broadcasting and return float64 arrays.
+    tail-safe functions of ``gaussian_integrals``; each branch is compiled alone and run
+    only where mu falls in its piece).  All callables take (mu, var) with NumPy
+    broadcasting and return float64 arrays.
     """
 
     mean_expr: sp.Expr
@@ -48,7 +50,8 @@ class ClosedForm:
     variance_expr: sp.Expr
     _mean: Callable = field(repr=False, compare=False)
     _second_moment: Callable = field(repr=False, compare=False)
-    _variance: Callable = field(repr=False, compare=False)
+    _variance_cuts: Tuple[float, ...] = field(repr=False, compare=False)
+    _variance_branches: Tuple[Callable, ...] = field(repr=False, compare=False)
 
     def mean(self, mu, var) -> np.ndarray:
         """E[f(X)]."""
@@ -60,7 +63,14 @@ class ClosedForm:
 
     def variance(self, mu, var) -> np.ndarray:
         """Var[f(X)], never negative."""
-        return np.maximum(_evaluate(self._variance, mu, var), 0.0)
+        mu, var = np.broadcast_arrays(np.asarray(mu, dtype=np.float64), np.asarray(var, dtype=np.float64))
+        home = np.searchsorted(self._variance_cuts, mu, side="right")
+        out = np.empty(mu.shape)
+        for index, branch in enumerate(self._variance_branches):
+            where = home == index
+            if np.any(where):
+                out[where] = _evaluate(branch, mu[where], var[where])
+        return np.maximum(out, 0.0)
 
 
 def derive(expr: sp.Expr, x: sp.Symbol = X) -> Optional[ClosedForm]:
@@ -70,14 +80,16 @@ def derive(expr: sp.Expr, x: sp.Symbol = X) -> Optional[ClosedForm]:
         return None
     mean_plain, mean = _sum_pairs(_expect_x(p.terms, p) for p in pieces)
     second_plain, second = _sum_pairs(_expect_x(_square(p.terms), p) for p in pieces)
-    variance = _centered_variance(pieces)
+    variances = [_centered_variance(pieces, home) for home in pieces]
+    conditions = [MU < home.hi for home in pieces[:-1]] + [sp.true]
     return ClosedForm(
         mean_expr=mean_plain.rewrite(sp.erfc),
         second_moment_expr=second_plain.rewrite(sp.erfc),
-        variance_expr=variance,
+        variance_expr=variances[0] if len(pieces) == 1 else sp.Piecewise(*zip(variances, conditions)),
         _mean=_compile(mean),
         _second_moment=_compile(second),
-        _variance=_compile(variance),
+        _variance_cuts=tuple(float(home.hi) for home in pieces[:-1]),
+        _variance_branches=tuple(_compile(v) for v in variances),
     )
 
 
@@ -91,13 +103,13 @@ def _expect_x(terms: Terms, piece: Piece) -> Tuple[sp.Expr, sp.Expr]:
     re-expanded at the near endpoint (``one_sided_moment``; expanded, so the Taylor
     coefficients there combine exactly).
     """
-    plain = stable = sp.S.Zero
+    plain, stable = [], []
     for a, entries in _by_rate(terms).items():
         moments = truncated_moments(a, piece.lo, piece.hi, max(n for n, _ in entries), MU, SIGMA)
-        inside = sum((c * moments[k] for k, c in _z_coefficients(entries, piece).items()), sp.S.Zero)
-        plain += inside
-        stable += _tail_safe(entries, a, piece, inside)
-    return plain, stable
+        inside = sp.Add(*(c * moments[k] for k, c in _z_coefficients(entries, piece).items()))
+        plain.append(inside)
+        stable.append(_tail_safe(entries, a, piece, inside))
+    return sp.Add(*plain), sp.Add(*stable)
 
 
 def _z_coefficients(entries: List[Tuple[int, sp.Expr]], piece: Piece) -> Dict[int, sp.Expr]:
@@ -132,8 +144,7 @@ def _tail_safe(entries: List[Tuple[int, sp.Expr]], a: sp.Expr, piece: Piece, ins
     for near, far, side in ((piece.lo, piece.hi, 1), (piece.hi, piece.lo, -1)):
         if near.is_infinite:
             continue
-        form = sp.expand(sum((c * one_sided_moment(n, a, near, far, side, MU, SIGMA) for n, c in entries),
-                             sp.S.Zero))
+        form = sp.expand(sp.Add(*(c * one_sided_moment(n, a, near, far, side, MU, SIGMA) for n, c in entries)))
         distance = side * ((near - MU) / SIGMA - a * SIGMA)
         branches.append((form, distance >= TAIL_START))
     return sp.Piecewise(*branches, (inside, True))
@@ -141,11 +152,11 @@ def _tail_safe(entries: List[Tuple[int, sp.Expr]], a: sp.Expr, piece: Piece, ins
 
 def _expect_z(terms: ZTerms, piece: Piece) -> sp.Expr:
     """E[sum c z**k exp(a X); piece] from the truncated moments of z."""
-    total = sp.S.Zero
+    total = []
     for a, entries in _by_rate(terms).items():
         moments = truncated_moments(a, piece.lo, piece.hi, max(k for k, _ in entries), MU, SIGMA)
-        total += sum((c * moments[k] for k, c in entries), sp.S.Zero)
-    return total
+        total.extend(c * moments[k] for k, c in entries)
+    return sp.Add(*total)
 
 
 def _home_z_terms(home: Piece) -> ZTerms:
@@ -160,25 +171,21 @@ def _home_z_terms(home: Piece) -> ZTerms:
     return terms
 
 
-def _centered_variance(pieces: List[Piece]) -> sp.Expr:
-    """Var[f(X)] = E[g**2] - E[g]**2 with g = f - f_P(MU), P the piece holding MU (Piecewise in MU)."""
-    branches = []
-    for home in pieces:
-        at_mu = sum((c * MU**n * sp.exp(a * MU) for (n, a), c in home.terms.items()), sp.S.Zero)
-        first = second = sp.S.Zero
-        for piece in pieces:
-            if piece is home:
-                g = _home_z_terms(home)
-                first += _expect_z(g, piece)
-                second += _expect_z(_square(g), piece)
-            else:
-                g = dict(piece.terms)
-                _accumulate(g, (0, sp.S.Zero), -at_mu)
-                first += _expect_x(g, piece)[1]
-                second += _expect_x(_square(g), piece)[1]
-        cond = sp.true if home.hi.is_infinite else MU < home.hi
-        branches.append((second - first**2, cond))
-    return branches[0][0] if len(branches) == 1 else sp.Piecewise(*branches)
+def _centered_variance(pieces: List[Piece], home: Piece) -> sp.Expr:
+    """Var[f(X)] = E[g**2] - E[g]**2 with g = f - f_home(MU), for MU in the piece ``home``."""
+    at_mu = sum((c * MU**n * sp.exp(a * MU) for (n, a), c in home.terms.items()), sp.S.Zero)
+    first, second = [], []
+    for piece in pieces:
+        if piece is home:
+            g = _home_z_terms(home)
+            first.append(_expect_z(g, piece))
+            second.append(_expect_z(_square(g), piece))
+        else:
+            g = dict(piece.terms)
+            _accumulate(g, (0, sp.S.Zero), -at_mu)
+            first.append(_expect_x(g, piece)[1])
+            second.append(_expect_x(_square(g), piece)[1])
+    return sp.Add(*second) - sp.Add(*first) ** 2
 
 
 def _square(terms: Dict[Tuple[int, sp.Expr], sp.Expr]) -> Dict[Tuple[int, sp.Expr], sp.Expr]:
@@ -202,10 +209,8 @@ def _by_rate(terms: Dict[Tuple[int, sp.Expr], sp.Expr]) -> Dict[sp.Expr, List[Tu
 
 def _sum_pairs(pairs) -> Tuple[sp.Expr, sp.Expr]:
     """Element-wise sum of (plain, stable) pairs."""
-    plain = stable = sp.S.Zero
-    for p, s_ in pairs:
-        plain, stable = plain + p, stable + s_
-    return plain, stable
+    plain, stable = zip(*pairs)
+    return sp.Add(*plain), sp.Add(*stable)
 
 
 def _accumulate(terms: Dict[Tuple[int, sp.Expr], sp.Expr], key: Tuple[int, sp.Expr], value: sp.Expr) -> None:
@@ -218,8 +223,11 @@ def _accumulate(terms: Dict[Tuple[int, sp.Expr], sp.Expr], key: Tuple[int, sp.Ex
 
 
 def _compile(expr: sp.Expr) -> Callable:
-    """lambdify over (MU, SIGMA) with the tail-safe NumPy functions and common subexpressions."""
-    return sp.lambdify((MU, SIGMA), expr, modules=_MODULES, cse=True)
+    """lambdify over (MU, SIGMA) with the tail-safe NumPy functions and common subexpressions
+    (printed without sorting terms, which is most of the printing time)."""
+    printer = SciPyPrinter({"order": "none", "fully_qualified_modules": False, "inline": True,
+                            "allow_unknown_functions": True, "user_functions": {}})
+    return sp.lambdify((MU, SIGMA), expr, modules=_MODULES, cse=True, printer=printer)
 
 
 def _evaluate(function: Callable, mu, var) -> np.ndarray:
