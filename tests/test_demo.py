@@ -28,3 +28,11 @@ def test_demo_prints_the_table_and_writes_the_plot(tmp_path, capsys):
     assert default[-1] < 1e-10                      # the signal is gone under Keras defaults
     assert np.all((auto > 0.1) & (auto < 10))       # and kept at order 1 under AutoInit
     assert auto[0] == pytest.approx(series.autoinit.predicted_var[weighted[0]], rel=0.1)
+
+
+def test_demo_subcommand(tmp_path, capsys):
+    from autoinit_sym.cli import main
+
+    plot = tmp_path / "d.png"
+    assert main(["demo", "-o", str(plot), "--samples", "50"]) == 0
+    assert plot.exists() and f"wrote {plot}" in capsys.readouterr().out
