@@ -17,7 +17,7 @@ import traceback
 import zipfile
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 PROG = "autoinit-sym"
 DERIVE_POINTS = ((0.0, 1.0), (1.0, 0.25), (-2.0, 4.0), (3.0, 0.01))
