@@ -20,7 +20,8 @@ elements of the main output, between :data:`MIN_SEQUENCES` and :data:`MAX_SEQUEN
 from __future__ import annotations
 
 import math
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import keras
 import numpy as np
@@ -38,6 +39,24 @@ MIN_SEQUENCES = 64
 MAX_SEQUENCES = 1024
 DEFAULT_TIMESTEPS = 16
 """Sequence length used when the model leaves the time dimension unknown (None)."""
+
+
+@dataclass
+class SequenceSource:
+    """How to draw realistic input sequences for a recurrent layer: ``produce`` maps iid
+    Gaussian inputs (``shapes``, ``means``, ``vars``) to the sequence (or the tuple of
+    layer inputs). A recurrent layer fed directly by another one's sequences samples
+    through the upstream clone, so its input keeps its correlation over time, which
+    iid Gaussian sequences would miss."""
+
+    produce: Callable[..., Any]
+    shapes: list[tuple[int, ...]]
+    means: list[float]
+    vars: list[float]
+
+
+def _first(outputs: Any) -> Any:
+    return outputs[0] if isinstance(outputs, (list, tuple)) else outputs
 
 
 def input_cells(layer: Any) -> list[Any]:
@@ -92,16 +111,40 @@ class RecurrentEstimator(LayerOutputDistributionEstimator):
         sequences = min(self.weight_init_config.recurrent_monte_carlo_samples,
                         MAX_SEQUENCES,
                         max(MIN_SEQUENCES, math.ceil(OUTPUT_ELEMENTS / row_elements)))
+        upstream = self._upstream_source() if len(shapes) == 1 else None
+        if upstream is None:
+            source = SequenceSource(lambda *inputs: inputs, shapes, list(means_in), list(vars_in))
+        else:
+            source = SequenceSource(lambda *inputs: (upstream.produce(*inputs),), upstream.shapes,
+                                    upstream.means, upstream.vars)
 
         def run(*inputs):
-            return self._call(clone, inputs)
+            return self._call(clone, source.produce(*inputs))
 
-        row_bytes = 4 * (sum(int(np.prod(s)) for s in shapes) + row_elements)
-        stats = gaussian_statistics(run, shapes, means_in, vars_in, sequences,
+        row_bytes = 4 * (sum(int(np.prod(s)) for s in source.shapes + shapes) + row_elements)
+        stats = gaussian_statistics(run, source.shapes, source.means, source.vars, sequences,
                                     chunk_size=max(1, CHUNK_BYTES // row_bytes),
                                     seed=self.context.seed_for(self.layer.name, "recurrent"),
                                     description=f"AutoInit: {self.layer.name}")
+        if getattr(self.layer, "return_sequences", False):
+            self._record_source(SequenceSource(lambda *inputs: _first(run(*inputs)), source.shapes,
+                                               source.means, source.vars))
         return stats if len(stats) > 1 else stats[0]
+
+    def _sources(self) -> dict[int, "SequenceSource"]:
+        if not hasattr(self.context, "sequence_sources"):
+            self.context.sequence_sources = {}
+        return self.context.sequence_sources
+
+    def _upstream_source(self) -> "SequenceSource | None":
+        """The recorded source of this call's input sequence, when a recurrent layer made it."""
+        tensors = list(getattr(self.node, "input_tensors", None) or [])
+        return self._sources().get(id(tensors[0])) if len(tensors) == 1 else None
+
+    def _record_source(self, source: "SequenceSource") -> None:
+        tensors = list(getattr(self.node, "output_tensors", None) or [])
+        if tensors:
+            self._sources()[id(tensors[0])] = source
 
     @staticmethod
     def _call(layer: Any, inputs: tuple) -> Any:
