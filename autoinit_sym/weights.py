@@ -45,27 +45,38 @@ def _matrix_shape(shape: tuple[int, ...]) -> tuple[int, int]:
     return (int(np.prod(shape[:-1])), int(shape[-1]))
 
 
-def sample(distribution: str, std: float, shape: tuple[int, ...], seed: int) -> np.ndarray:
-    """Weights of ``shape`` drawn from ``distribution`` (see the module docstring), float64."""
+def sample(distribution: str, std: float, shape: tuple[int, ...], seed: int,
+           dtype: str = "float32") -> np.ndarray:
+    """Weights of ``shape`` drawn from ``distribution`` (see the module docstring).
+
+    Normal draws are made directly in ``dtype`` when it is float32/float64 (NumPy's
+    ziggurat), redrawing only the values outside +-2 for the truncated normal."""
     rng = np.random.default_rng(seed)
+    draw_dtype = np.dtype(dtype) if np.dtype(dtype) in (np.float32, np.float64) else np.float32
     if distribution == "truncated_normal":
-        values = rng.standard_normal(shape)
-        outside = np.abs(values) > 2.0
-        while outside.any():
-            values[outside] = rng.standard_normal(int(outside.sum()))
-            outside = np.abs(values) > 2.0
-        return values * (std / TRUNCATED_STD)
+        values = rng.standard_normal(shape, dtype=draw_dtype)
+        outside = np.flatnonzero(np.abs(values) > 2.0)
+        while outside.size:
+            redrawn = rng.standard_normal(outside.size, dtype=draw_dtype)
+            values.flat[outside] = redrawn
+            outside = outside[np.abs(redrawn) > 2.0]
+        values *= draw_dtype.type(std / TRUNCATED_STD)
+        return values
     if distribution == "untruncated_normal":
-        return rng.standard_normal(shape) * std
+        values = rng.standard_normal(shape, dtype=draw_dtype)
+        values *= draw_dtype.type(std)
+        return values
     if distribution == "uniform":
-        limit = std * math.sqrt(3.0)
-        return rng.uniform(-limit, limit, shape)
+        values = rng.random(shape, dtype=draw_dtype)
+        values -= draw_dtype.type(0.5)
+        values *= draw_dtype.type(2.0 * std * math.sqrt(3.0))
+        return values
     if distribution == "orthogonal":
         rows, cols = _matrix_shape(shape)
         q, r = np.linalg.qr(rng.standard_normal((max(rows, cols), min(rows, cols))))
         q *= np.sign(np.diag(r))
         matrix = q if rows >= cols else q.T
-        return (matrix * (std * math.sqrt(max(rows, cols)))).reshape(shape)
+        return (matrix * (std * math.sqrt(max(rows, cols)))).reshape(shape).astype(draw_dtype)
     raise ValueError(f"unknown distribution {distribution!r}")
 
 
@@ -97,8 +108,7 @@ def write_pending(pending: Iterable[Any], distribution: str, constrain: bool, se
         variable = item.variable
         shape = tuple(int(d) for d in variable.shape)
         seed = seed_for(item.layer.name, variable.path)
-        values = sample(distribution, item.stddev, shape, seed)
-        variable.assign(values.astype(variable.dtype))
+        variable.assign(sample(distribution, item.stddev, shape, seed, variable.dtype))
         if item.attr is not None:
             setattr(item.layer, item.attr, keras_initializer(distribution, item.stddev, shape, seed))
         if constrain:

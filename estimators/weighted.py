@@ -71,8 +71,9 @@ class WeightedLayerEstimator(LayerOutputDistributionEstimator):
         self.schedule_weights(scale_second)
         bias_mean, bias_var = self.bias_statistics()
         pre_var = self.signal_variance * call_second / scale_second + bias_var
+        axis_size = self.output_shapes[0][-1] if self.output_shapes else None  # softmax: last axis
         mean, var, self.method = activation_statistics(
-            getattr(self.layer, "activation", None), bias_mean, pre_var)
+            getattr(self.layer, "activation", None), bias_mean, pre_var, axis_size=axis_size)
         return mean, var
 
     def scale_statistics(self, means_in: list[float], vars_in: list[float]) -> tuple[list, list]:
