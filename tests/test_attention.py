@@ -1,0 +1,141 @@
+"""Attention estimators: Gaussian noise through the real initialized layer (training mode).
+
+Projection layers (MultiHeadAttention, GroupQueryAttention) must come out at
+signal_variance; Attention and AdditiveAttention predictions must track measurement.
+Narrow, unit, wide and off-centre inputs; single weight draws unless stated.
+"""
+import math
+
+import keras
+import numpy as np
+import pytest
+
+from autoinit_sym.estimators import attention
+from autoinit_sym.estimators.attention import square_sum
+from autoinit_sym.estimators.base import EstimationContext, WeightInitConfig
+from autoinit_sym.estimators.registry import lookup
+from autoinit_sym.weights import write_pending
+
+T, F, BATCH = 24, 32, 128
+
+
+def run(layer, inputs=2, mean=0.0, var=1.0, seed=0, call_kwargs=None, separate_key=False):
+    """Initialize ``layer`` on (mean, var) inputs; return (prediction, measured outputs).
+
+    ``inputs`` tensors: query and value (value is also the key), plus a distinct key
+    when ``separate_key``."""
+    call_kwargs = call_kwargs or {}
+    projected = isinstance(layer, (keras.layers.MultiHeadAttention, keras.layers.GroupQueryAttention))
+    symbolic = [keras.Input((T, F)) for _ in range(inputs + separate_key)]
+    outputs = layer(*symbolic, **call_kwargs) if projected else layer(symbolic, **call_kwargs)
+    outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+    context = EstimationContext(config=WeightInitConfig(seed=seed))
+    estimator = lookup(layer)(layer, context, [(None, T, F)] * len(symbolic),
+                              [tuple(o.shape) for o in outputs], layer._inbound_nodes[0])
+    prediction = estimator.estimate([mean] * len(symbolic), [var] * len(symbolic))
+    write_pending(context.pending.values(), "truncated_normal", False, context.seed_for)
+    rng = np.random.default_rng(seed + 100)
+    xs = [rng.normal(mean, math.sqrt(var), (BATCH, T, F)).astype("float32") for _ in symbolic]
+    result = layer(*xs, training=True, **call_kwargs) if projected else layer(xs, training=True, **call_kwargs)
+    result = result if isinstance(result, (list, tuple)) else [result]
+    return prediction, [np.asarray(r, dtype=np.float64) for r in result], estimator, context
+
+
+INPUTS = [(0.0, 0.01), (0.0, 1.0), (0.0, 25.0)]
+
+
+@pytest.mark.parametrize("mean, var", INPUTS)
+@pytest.mark.parametrize("make", [
+    lambda: keras.layers.MultiHeadAttention(4, 16),
+    lambda: keras.layers.MultiHeadAttention(4, 16, dropout=0.2),
+    lambda: keras.layers.MultiHeadAttention(4, 8, value_dim=12, use_gate=True),
+    lambda: keras.layers.GroupQueryAttention(head_dim=16, num_query_heads=4, num_key_value_heads=2),
+], ids=["mha", "mha_dropout", "mha_gate", "gqa"])
+def test_projected_attention_output_has_signal_variance(make, mean, var):
+    (pred_mean, pred_var), [y], estimator, context = run(make(), mean=mean, var=var)
+    assert pred_var == pytest.approx(1.0) and abs(pred_mean) < 1e-9
+    assert len(context.pending) >= 4  # query, key, value and output kernels (and the gate)
+    assert 0.8 <= y.var() <= 1.25
+    assert abs(y.mean()) < 0.15
+
+
+def test_projected_attention_off_centre_inputs_over_three_draws():
+    # A non-zero input mean becomes per-channel offsets that every position shares, so a
+    # single draw varies a lot; the geometric mean over draws must be on target.
+    ratios = [run(keras.layers.MultiHeadAttention(4, 16), mean=3.0, var=0.5, seed=s)[1][0].var()
+              for s in range(3)]
+    assert 0.75 <= math.exp(np.mean(np.log(ratios))) <= 1.33
+
+
+def test_separate_key_and_value():
+    (_, pred_var), [y], _, _ = run(keras.layers.MultiHeadAttention(4, 16), inputs=2, separate_key=True)
+    assert 0.8 <= y.var() / pred_var <= 1.25
+
+
+def test_attention_scores_output():
+    layer = keras.layers.MultiHeadAttention(4, 16)
+    prediction, (y, scores), _, _ = run(layer, call_kwargs={"return_attention_scores": True})
+    (out_mean, out_var), (score_mean, score_var) = prediction
+    assert score_mean == pytest.approx(1.0 / T)
+    assert scores.mean() == pytest.approx(1.0 / T, rel=1e-3)
+    assert scores.var() == pytest.approx(score_var, rel=0.15)
+    assert 0.8 <= y.var() / out_var <= 1.25
+
+
+def test_causal_mask_uses_fewer_keys():
+    prediction, [y], _, _ = run(keras.layers.MultiHeadAttention(4, 16), call_kwargs={"use_causal_mask": True})
+    assert 0.8 <= y.var() / prediction[1] <= 1.25
+    full, _ = square_sum(1.0, T)
+    causal, _ = attention.causal_square_sum(1.0, T)
+    assert causal > full  # early queries average over few keys
+
+
+def test_causal_interpolation_matches_every_key_count():
+    exact = np.mean([square_sum(0.7, n)[0] for n in range(1, 25)])
+    assert attention.causal_square_sum(0.7, 24)[0] == pytest.approx(exact, rel=0.01)
+
+
+@pytest.mark.parametrize("mean, var", INPUTS + [(1.0, 0.25)])
+@pytest.mark.parametrize("make, inputs", [
+    (lambda: keras.layers.Attention(), 2),
+    (lambda: keras.layers.Attention(use_scale=True, dropout=0.2), 2),
+    (lambda: keras.layers.Attention(score_mode="concat"), 2),
+    (lambda: keras.layers.Attention(score_mode="concat", use_scale=True), 3),
+    (lambda: keras.layers.AdditiveAttention(), 2),
+    (lambda: keras.layers.AdditiveAttention(use_scale=False), 3),
+], ids=["dot", "dot_scale_dropout", "concat", "concat_separate_key", "additive", "additive_no_scale"])
+def test_unprojected_attention_tracks_measurement(make, inputs, mean, var):
+    (pred_mean, pred_var), [y], _, _ = run(make(), inputs=inputs, mean=mean, var=var)
+    assert y.mean() == pytest.approx(pred_mean, abs=0.1 * math.sqrt(pred_var) + 0.02)
+    assert 0.8 <= y.var() / pred_var <= 1.25
+
+
+def test_additive_scale_is_redrawn_for_unit_logits():
+    layer = keras.layers.AdditiveAttention()
+    _, _, _, context = run(layer, inputs=2)
+    [pending] = context.pending.values()
+    assert pending.variable is layer.scale and pending.attr is None
+    q = np.random.default_rng(0).normal(0, 1, (BATCH, T, 1, F))
+    k = np.random.default_rng(1).normal(0, 1, (BATCH, 1, T, F))
+    scores = (np.asarray(layer.scale) * np.tanh(q + k)).sum(-1)
+    assert scores.var(axis=-1).mean() == pytest.approx(1.0, rel=0.25)
+
+
+def test_estimates_are_reproducible():
+    def stds(seed):
+        layer = keras.layers.MultiHeadAttention(2, 8)
+        _, _, _, context = run(layer, seed=seed)
+        return sorted(round(p.stddev, 12) for p in context.pending.values())
+
+    assert stds(0) == stds(0)
+
+
+def test_position_shared_fraction_through_a_residual_stream():
+    x = keras.Input((T, F))
+    attended = keras.layers.MultiHeadAttention(2, 8)(x, x)
+    stream = keras.layers.LayerNormalization()(keras.layers.Add()([x, attended]))
+    projected = keras.layers.Dense(F)(stream)
+    table = {id(attended): 0.4}
+    assert attention.position_shared_fraction(x, table) == 0.0
+    assert attention.position_shared_fraction(stream, table) == pytest.approx(0.2)
+    assert attention.position_shared_fraction(projected, table) == pytest.approx(0.2)
