@@ -32,7 +32,7 @@ def test_application_initializes_and_tracks(name, caplog):
     model = getattr(keras.applications, name)(weights=None, input_shape=(32, 32, 3), classes=10)
     assert all(lookup(call.operation) is not None for call in build_graph(model).calls if not call.submodel)
     with caplog.at_level(logging.WARNING, logger="autoinit_sym"):
-        errors = log_errors(model, samples=32, seeds=(0,))
+        errors = log_errors(model, samples=64, seeds=(0,))
     assert "No LayerOutputDistributionEstimator" not in caplog.text
     assert_quality(errors)
 

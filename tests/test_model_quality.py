@@ -51,6 +51,7 @@ def plain_cnn(kind: str, activation: str, pooling: bool = False, width: int = 32
         "separable": lambda: layers.SeparableConv2D(width, 3, padding="same", activation=activation),
         "transpose": lambda: layers.Conv2DTranspose(width, 3, padding="same", activation=activation),
     }[kind]
+    keras.backend.clear_session()  # layer names, hence AutoInit's seeds, independent of test order
     inputs = keras.Input((16, 16, 3))
     x = layers.Conv2D(width, 3, padding="same", activation=activation)(inputs)
     for i in range(8):
@@ -91,6 +92,7 @@ def test_cnn_with_pooling(activation):
 
 def residual_net(activation: str, blocks: int = 6, width: int = 32) -> keras.Model:
     """Residual blocks without normalization: x + conv(act(conv(x))), with average pooling."""
+    keras.backend.clear_session()
     inputs = keras.Input((16, 16, 3))
     x = layers.Conv2D(width, 3, padding="same")(inputs)
     for i in range(blocks):
@@ -115,6 +117,7 @@ def test_residual_relu_net():
 
 def every_merge_model() -> keras.Model:
     """Two dense branches merged by every merge layer, dropout and normalization in between."""
+    keras.backend.clear_session()
     inputs = keras.Input((64,))
     a = layers.Dense(64, activation="relu")(inputs)
     b = layers.Dense(64, activation="tanh")(inputs)
