@@ -162,7 +162,7 @@ class RecurrentEstimator(LayerOutputDistributionEstimator):
             config["stateful"] = False
         clone = type(self.layer).from_config(config)
         batch_shapes = [(None,) + s for s in shapes]
-        clone.build(batch_shapes[0] if len(shapes) == 1 else batch_shapes)
+        clone.build(batch_shapes[0])
         clone.set_weights(self.layer.get_weights())
         index = _weight_index(self.layer)
         for pending in self.context.pending.values():

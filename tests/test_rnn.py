@@ -1,0 +1,186 @@
+"""Recurrent estimators: Gaussian sequences through the real initialized layer (training mode)."""
+import math
+
+import keras
+import numpy as np
+import pytest
+from keras import layers
+
+from autoinit_sym.estimators.base import EstimationContext, WeightInitConfig
+from autoinit_sym.estimators.rnn import DEFAULT_TIMESTEPS, RecurrentEstimator, input_cells
+from autoinit_sym.weights import write_pending
+
+T, F, BATCH = 12, 8, 512
+
+
+def initialize(layer, shape, mean, var, seed=0, extra_inputs=()):
+    """Build ``layer`` on ``shape`` (+ initial states), estimate, write the weights."""
+    inputs = [keras.Input(shape)] + [keras.Input(s) for s in extra_inputs]
+    if extra_inputs:
+        layer(inputs[0], initial_state=inputs[1:])
+    else:
+        layer(inputs[0])
+    node = layer._inbound_nodes[0]
+    context = EstimationContext(config=WeightInitConfig(seed=seed))
+    shapes = [(None,) + tuple(shape)] + [(None,) + tuple(s) for s in extra_inputs]
+    count = len(shapes)
+    estimator = RecurrentEstimator(layer, context, shapes, None, node)
+    prediction = estimator.estimate([mean] * count, [var] * count)
+    write_pending(context.pending.values(), "truncated_normal", False, context.seed_for)
+    return prediction if isinstance(prediction, list) else [prediction], context
+
+
+def measure(layer, shape, mean, var, extra_inputs=(), seed=5):
+    rng = np.random.default_rng(seed)
+    xs = [rng.normal(mean, math.sqrt(var), (BATCH,) + tuple(s)).astype("float32")
+          for s in [shape, *extra_inputs]]
+    if extra_inputs:
+        out = layer(xs[0], initial_state=xs[1:], training=True)
+    else:
+        out = layer(xs[0], training=True)
+    out = out if isinstance(out, (list, tuple)) else [out]
+    return [np.asarray(y, dtype=np.float64) for y in out]
+
+
+def assert_tracks(predictions, measured, var_tol=0.1):
+    assert len(predictions) == len(measured)
+    for (mean, var), y in zip(predictions, measured):
+        assert y.var() == pytest.approx(var, rel=var_tol)
+        assert y.mean() == pytest.approx(mean, abs=0.05 * math.sqrt(var) + 0.01)
+
+
+LAYERS = {
+    "simple_rnn_seq": lambda: layers.SimpleRNN(16, return_sequences=True),
+    "gru_last": lambda: layers.GRU(16),
+    "lstm_seq_state": lambda: layers.LSTM(16, return_sequences=True, return_state=True),
+    "lstm_dropout": lambda: layers.LSTM(16, dropout=0.2, recurrent_dropout=0.1, return_sequences=True),
+    "rnn_lstm_cell": lambda: layers.RNN(layers.LSTMCell(12), return_sequences=True),
+    "rnn_stacked": lambda: layers.RNN(layers.StackedRNNCells([layers.GRUCell(8), layers.SimpleRNNCell(8)])),
+    "gru_state": lambda: layers.GRU(8, return_state=True, go_backwards=True),
+}
+
+
+@pytest.mark.parametrize("mean, var", [(0.0, 0.01), (0.0, 1.0), (2.0, 0.25), (0.0, 25.0)])
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_recurrent_layer_tracks_measurement(name, mean, var):
+    layer = LAYERS[name]()
+    predictions, _ = initialize(layer, (T, F), mean, var)
+    assert_tracks(predictions, measure(layer, (T, F), mean, var))
+
+
+@pytest.mark.parametrize("merge_mode", ["concat", "sum", "mul", "ave", None])
+def test_bidirectional_merge_modes(merge_mode):
+    layer = layers.Bidirectional(layers.GRU(8, return_sequences=True), merge_mode=merge_mode)
+    predictions, context = initialize(layer, (T, F), 1.0, 0.5)
+    assert len(context.pending) == 2  # both directions' input kernels
+    assert_tracks(predictions, measure(layer, (T, F), 1.0, 0.5))
+
+
+def test_bidirectional_with_states():
+    layer = layers.Bidirectional(layers.LSTM(8, return_state=True))
+    predictions, _ = initialize(layer, (T, F), 0.0, 1.0)
+    assert len(predictions) == 5  # output, forward h and c, backward h and c
+    assert_tracks(predictions, measure(layer, (T, F), 0.0, 1.0))
+
+
+@pytest.mark.parametrize("make, shape", [
+    (lambda: layers.ConvLSTM1D(4, 3, padding="same", return_sequences=True), (6, 10, 3)),
+    (lambda: layers.ConvLSTM2D(4, 3, padding="same"), (5, 6, 6, 2)),
+    (lambda: layers.ConvLSTM3D(2, 2), (4, 4, 4, 4, 2)),
+])
+def test_conv_lstm(make, shape):
+    layer = make()
+    predictions, context = initialize(layer, shape, 0.5, 2.0)
+    [pending] = context.pending.values()
+    assert pending.fan_in == float(np.prod(layer.cell.kernel.shape[:-1]))
+    assert_tracks(predictions, measure(layer, shape, 0.5, 2.0))
+
+
+def test_initial_state_inputs():
+    layer = layers.LSTM(8, return_sequences=True)
+    predictions, _ = initialize(layer, (T, F), 0.0, 1.0, extra_inputs=[(8,), (8,)])
+    assert_tracks(predictions, measure(layer, (T, F), 0.0, 1.0, extra_inputs=[(8,), (8,)]))
+
+
+def test_input_kernel_is_scaled_like_dense_and_recurrent_kernel_kept():
+    layer = layers.LSTM(8)
+    recurrent_before = np.asarray(layer(keras.Input((T, F))) is not None and layer.cell.recurrent_kernel)
+    _, context = initialize(layer, (T, F), 1.0, 3.0)
+    [pending] = context.pending.values()
+    assert pending.variable is layer.cell.kernel and pending.layer is layer.cell
+    assert pending.stddev == pytest.approx(math.sqrt(1.0 / (F * (3.0 + 1.0))))
+    assert np.array_equal(np.asarray(layer.cell.recurrent_kernel), recurrent_before)
+    assert isinstance(layer.cell.kernel_initializer, keras.initializers.TruncatedNormal)
+    assert np.asarray(layer.cell.kernel).std() == pytest.approx(pending.stddev, rel=0.15)
+
+
+def test_stacked_cells_scale_only_the_first_kernel():
+    layer = layers.RNN(layers.StackedRNNCells([layers.GRUCell(8), layers.GRUCell(8)]))
+    layer(keras.Input((T, F)))
+    assert input_cells(layer) == [layer.cell.cells[0]]
+
+
+def test_reproducible_and_seeded():
+    def estimate(seed):
+        keras.utils.set_random_seed(1)
+        layer = layers.GRU(8, return_sequences=True, name="gru_seeded")  # seeds derive from names
+        return initialize(layer, (T, F), 0.0, 1.0, seed=seed)[0]
+
+    assert estimate(0) == estimate(0)
+    assert estimate(0) != estimate(1)
+
+
+def test_standard_error_is_small():
+    keras.utils.set_random_seed(2)
+    layer = layers.LSTM(16, return_sequences=True)
+    layer(keras.Input((T, F)))
+    variances = []
+    for seed in range(5):
+        context = EstimationContext(config=WeightInitConfig(seed=seed))
+        _, var = RecurrentEstimator(layer, context, [(None, T, F)]).estimate([0.0], [1.0])
+        variances.append(var)
+    # Same weights up to the kernel draw; what varies is the draw and the sampled sequences.
+    assert np.std(variances) / np.mean(variances) < 0.05
+
+
+def test_unknown_time_dimension_uses_the_default_length():
+    layer = layers.SimpleRNN(4, return_sequences=True)
+    layer(keras.Input((None, F)))
+    calls = []
+    estimator = RecurrentEstimator(layer, EstimationContext(), [(None, None, F)])
+    original = estimator._call
+
+    def spy(clone, inputs):
+        calls.append(tuple(inputs[0].shape))
+        return original(clone, inputs)
+
+    estimator._call = spy
+    estimator.estimate([0.0], [1.0])
+    assert all(shape[1] == DEFAULT_TIMESTEPS for shape in calls)
+
+
+def test_recurrent_layer_fed_by_another_samples_through_it():
+    inputs = keras.Input((T, F))
+    first = layers.LSTM(16, return_sequences=True)
+    second = layers.GRU(16, return_sequences=True)
+    second(first(inputs))
+    context = EstimationContext()
+    mean1, var1 = RecurrentEstimator(first, context, [(None, T, F)], None, first._inbound_nodes[0]
+                                     ).estimate([0.0], [1.0])
+    assert len(context.sequence_sources) == 1
+    mean2, var2 = RecurrentEstimator(second, context, [(None, T, 16)], None, second._inbound_nodes[0]
+                                     ).estimate([mean1], [var1])
+    write_pending(context.pending.values(), "truncated_normal", False, context.seed_for)
+    x = np.random.default_rng(0).normal(0, 1, (BATCH, T, F)).astype("float32")
+    y = np.asarray(second(first(x, training=True), training=True), dtype=np.float64)
+    assert y.var() == pytest.approx(var2, rel=0.1)
+    assert y.mean() == pytest.approx(mean2, abs=0.05 * math.sqrt(var2) + 0.01)
+
+
+def test_missing_shapes_are_reported():
+    layer = layers.GRU(4)
+    with pytest.raises(ValueError, match="input shapes unknown"):
+        RecurrentEstimator(layer, EstimationContext(), []).estimate([0.0], [1.0])
+    layer(keras.Input((T, F)))
+    with pytest.raises(ValueError, match="unknown non-time"):
+        RecurrentEstimator(layer, EstimationContext(), [(None, T, None)]).estimate([0.0], [1.0])
