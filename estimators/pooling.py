@@ -51,16 +51,22 @@ def pooled_counts(sizes_per_axis: Sequence[np.ndarray]) -> tuple[np.ndarray, np.
     return ks, counts / counts.sum()
 
 
-def pooled_moments(mean: float, var: float, ks: np.ndarray, weights: np.ndarray, mode: str
-                   ) -> tuple[float, float]:
-    """Mixture over output positions of the per-window moments (see the module docstring)."""
+def pooled_moments(mean: float, var: float, ks: np.ndarray, weights: np.ndarray, mode: str,
+                   shared: float = 0.0) -> tuple[float, float]:
+    """Mixture over output positions of the per-window moments (see the module docstring).
+
+    ``shared`` is the part of ``var`` common to every position of a channel (a per-channel
+    offset b ~ N(0, shared), the rest independent across positions); pooling cannot average
+    it: average -> var shared + (var - shared)/k, max -> b + max of k of the rest. The graph
+    walk does not track it yet, so the estimators pass 0 (every element independent)."""
+    varying = var - shared
     if mode == "average":
-        return mean, float(var * (weights @ (1.0 / ks)))
+        return mean, float(shared + varying * (weights @ (1.0 / ks)))
     stats = np.array([max_of_iid_normal_moments(int(k)) for k in ks])
-    sd = math.sqrt(var)
+    sd = math.sqrt(varying)
     centre = weights @ stats[:, 0]
     spread = weights @ (stats[:, 0] - centre) ** 2
-    return float(mean + sd * centre), float(var * (weights @ stats[:, 1] + spread))
+    return float(mean + sd * centre), float(shared + varying * (weights @ stats[:, 1] + spread))
 
 
 class _Pooling(LayerOutputDistributionEstimator):

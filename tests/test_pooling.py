@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from autoinit_sym.estimators.base import EstimationContext
-from autoinit_sym.estimators.pooling import adaptive_window_sizes, pooled_counts, window_sizes
+from autoinit_sym.estimators.pooling import adaptive_window_sizes, pooled_counts, pooled_moments, window_sizes
 from autoinit_sym.estimators.registry import lookup
 
 INPUTS = [(0.0, 1.0), (5.0, 0.01), (-3.0, 25.0)]
@@ -81,3 +81,20 @@ def test_unknown_size_is_a_clear_error():
     estimator = lookup(layer)(layer, EstimationContext(), [(None, None, None, 3)], [(None, 3)])
     with pytest.raises(ValueError, match="spatial input size"):
         estimator.estimate([0.0], [1.0])
+
+
+@pytest.mark.parametrize("mode,layer", [("average", keras.layers.GlobalAveragePooling2D()),
+                                        ("max", keras.layers.GlobalMaxPooling2D()),
+                                        ("max", keras.layers.MaxPooling2D(2))])
+def test_shared_channel_offsets(mode, layer):
+    """Per-channel offsets b_c ~ N(0, s) survive pooling: var s + (v - s)/k, not v/k."""
+    rng = np.random.default_rng(0)
+    shared, varying, mean = 0.3, 0.7, 0.5
+    x = (mean + rng.normal(0, math.sqrt(shared), (1, 1, 1, 4000))
+         + rng.normal(0, math.sqrt(varying), (64, 4, 4, 4000))).astype("float32")
+    y = np.asarray(layer(x), dtype=float)
+    k = 16 if "Global" in type(layer).__name__ else 4
+    pred_mean, pred_var = pooled_moments(mean, shared + varying, np.array([k]), np.array([1.0]), mode, shared)
+    assert abs(y.mean() - pred_mean) < 0.03 and abs(math.log(y.var() / pred_var)) < 0.05
+    independent = pooled_moments(mean, 1.0, np.array([k]), np.array([1.0]), mode)[1]
+    assert abs(math.log(y.var() / independent)) > 0.2  # the test can tell the two apart
