@@ -27,8 +27,8 @@ LAYERS = {
     "conv2d_transpose_valid": ((6, 6, 8), lambda: keras.layers.Conv2DTranspose(128, 3, strides=2)),
     "conv2d_transpose_same": ((6, 6, 8), lambda: keras.layers.Conv2DTranspose(128, 4, strides=3, padding="same")),
     "conv3d_transpose": ((3, 3, 3, 4), lambda: keras.layers.Conv3DTranspose(64, 3, strides=2, padding="same")),
-    "depthwise1d": ((16, 64), lambda: keras.layers.DepthwiseConv1D(3, depth_multiplier=2, padding="same")),
-    "depthwise2d": ((9, 9, 64), lambda: keras.layers.DepthwiseConv2D(3, strides=2, padding="same")),
+    "depthwise1d": ((16, 128), lambda: keras.layers.DepthwiseConv1D(3, depth_multiplier=2, padding="same")),
+    "depthwise2d": ((9, 9, 256), lambda: keras.layers.DepthwiseConv2D(3, strides=2, padding="same")),
     "separable1d": ((16, 64), lambda: keras.layers.SeparableConv1D(128, 3, padding="same")),
     "separable2d": ((8, 8, 32), lambda: keras.layers.SeparableConv2D(128, 3, depth_multiplier=2, activation="relu")),
 }
