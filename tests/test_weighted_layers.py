@@ -105,3 +105,14 @@ def test_tap_counts_match_a_real_convolution_of_ones(in_len, kernel, stride, dil
                                                  use_bias=False, kernel_initializer="ones")
         out = keras.ops.convert_to_numpy(transpose(np.ones((1, in_len, 1), "float32")))
         assert transpose_taps(in_len, out.shape[1], kernel, stride, 1, padding) == pytest.approx(out.mean())
+
+
+@pytest.mark.parametrize("in_len, kernel, stride, dilation, padding, output_padding", [
+    (9, 3, 2, 1, "same", 1), (9, 3, 2, 1, "valid", 1), (8, 4, 3, 1, "same", 2), (8, 4, 3, 1, "valid", 0),
+    (9, 3, 1, 2, "same", None), (9, 3, 1, 2, "valid", None), (7, 5, 2, 1, "same", 0)])
+def test_transpose_tap_counts_with_output_padding_and_dilation(in_len, kernel, stride, dilation, padding,
+                                                               output_padding):
+    layer = keras.layers.Conv1DTranspose(1, kernel, strides=stride, dilation_rate=dilation, padding=padding,
+                                         output_padding=output_padding, use_bias=False, kernel_initializer="ones")
+    out = keras.ops.convert_to_numpy(layer(np.ones((1, in_len, 1), "float32")))
+    assert transpose_taps(in_len, out.shape[1], kernel, stride, dilation, padding) == pytest.approx(out.mean())
