@@ -146,12 +146,16 @@ _NUMPY_FUNCTIONS = {
 
 def numpy_function(expr: sympy.Expr) -> Callable[[np.ndarray], np.ndarray]:
     """Vectorized float64 f(x) for a numeric expression, overflow-safe for the usual
-    activation patterns (softplus, sigmoid, tanh/erf complements)."""
+    activation patterns (softplus, sigmoid, tanh/erf complements); the result is a new
+    writable array of x's shape."""
     compiled = sympy.lambdify(X, _stable_form(expr),
                               modules=[_NUMPY_FUNCTIONS, "scipy", "numpy"])
 
     def f(x: np.ndarray) -> np.ndarray:
         with np.errstate(over="ignore", invalid="ignore", under="ignore"):
-            return np.broadcast_to(np.asarray(compiled(x), dtype=np.float64), np.shape(x))
+            out = np.asarray(compiled(x), dtype=np.float64)
+        if out is x or out.shape != np.shape(x) or not out.flags.writeable:
+            out = np.array(np.broadcast_to(out, np.shape(x)))
+        return out
 
     return f

@@ -67,18 +67,24 @@ class ActivationMoments:
         self.mean_expr = None if self._closed is None else self._closed.mean_expr
         self.second_moment_expr = None if self._closed is None else self._closed.second_moment_expr
         self._f = numpy_function(expr) if self._closed is None else None
+        self._last: tuple[np.ndarray, ...] | None = None   # quadrature: last (mu, var, mean, var)
 
     def __repr__(self) -> str:
         return f"ActivationMoments({self.name!r}, params={self.params}, method={self.method!r})"
 
     def mean_variance(self, mu: ArrayLike, var: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
-        """(E[f(X)], Var[f(X)]) in one pass."""
+        """(E[f(X)], Var[f(X)]) in one pass (quadrature results for the last inputs are
+        kept, so ``mean`` then ``variance`` at the same points integrates once)."""
         mu, var = _inputs(mu, var)
         if self._closed is not None:
             mean, variance = self._closed.mean(mu, var), self._closed.variance(mu, var)
-        else:
+            return _shaped(mean, mu.shape), _shaped(variance, mu.shape)
+        last = self._last
+        if not (last and last[0].shape == mu.shape and np.array_equal(last[0], mu)
+                and np.array_equal(last[1], var)):
             mean, variance = quadrature.gaussian_moments(self._f, self.breakpoints, mu.ravel(), var.ravel())
-        return _shaped(mean, mu.shape), _shaped(variance, mu.shape)
+            last = self._last = (mu.copy(), var.copy(), _shaped(mean, mu.shape), _shaped(variance, mu.shape))
+        return _shaped(last[2], mu.shape), _shaped(last[3], mu.shape)
 
     def mean(self, mu: ArrayLike, var: ArrayLike) -> np.ndarray:
         """E[f(X)] for X ~ N(mu, var)."""
