@@ -63,11 +63,6 @@ class ConvolutionEstimator(WeightedLayerEstimator):
             return tuple(shape[2:])
         return tuple(shape[1:-1])
 
-    def channels_in(self) -> int:
-        shape = self.input_shapes[0]
-        axis = 1 if getattr(self.layer, "data_format", "channels_last") == "channels_first" else -1
-        return int(shape[axis])
-
     def average_taps(self) -> float:
         layer = self.layer
         rank = len(layer.kernel_size)
@@ -82,20 +77,21 @@ class ConvolutionEstimator(WeightedLayerEstimator):
 
 @estimates(keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
 class ConvEstimator(ConvolutionEstimator):
-    """ConvND: fan_in = average taps x input channels / groups."""
+    """ConvND: fan_in = average taps x input channels / groups (the kernel's second-to-last axis)."""
 
     def fan_in(self) -> float:
-        return self.average_taps() * self.channels_in() / getattr(self.layer, "groups", 1)
+        return self.average_taps() * int(self.layer.kernel.shape[-2])
 
 
 @estimates(keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose)
 class ConvTransposeEstimator(ConvolutionEstimator):
-    """ConvNDTranspose: fan_in = average (input position, tap) pairs per output x input channels."""
+    """ConvNDTranspose: fan_in = average (input position, tap) pairs per output x input
+    channels (the kernel's last axis)."""
 
     transpose = True
 
     def fan_in(self) -> float:
-        return self.average_taps() * self.channels_in()
+        return self.average_taps() * int(self.layer.kernel.shape[-1])
 
 
 @estimates(keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
@@ -125,6 +121,6 @@ class SeparableConvEstimator(ConvolutionEstimator):
         taps = self.fan_in()
         self.set_initializer(layer.depthwise_kernel, math.sqrt(1.0 / (taps * second_moment)),
                              "depthwise_initializer", taps)
-        pointwise_fan_in = float(self.channels_in() * layer.depth_multiplier)
+        pointwise_fan_in = float(layer.pointwise_kernel.shape[-2])  # input channels x depth_multiplier
         self.set_initializer(layer.pointwise_kernel, math.sqrt(self.signal_variance / pointwise_fan_in),
                              "pointwise_initializer", pointwise_fan_in)
