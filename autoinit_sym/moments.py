@@ -8,6 +8,7 @@ Objects are derived on first use and cached by (activation, parameters).
 """
 from __future__ import annotations
 
+import functools
 import sys
 import types
 import warnings
@@ -61,13 +62,17 @@ class ActivationMoments:
         self.name = name
         self.params = dict(params)
         self.expr = expr
-        self.breakpoints = breakpoints(expr)
         self._closed = _derive_closed_form(expr)
         self.method = QUADRATURE if self._closed is None else CLOSED_FORM
         self.mean_expr = None if self._closed is None else self._closed.mean_expr
         self.second_moment_expr = None if self._closed is None else self._closed.second_moment_expr
-        self._f = numpy_function(expr) if self._closed is None else None
+        self._f = None if self._closed is not None else numpy_function(expr)
         self._last: tuple[np.ndarray, ...] | None = None   # quadrature: last (mu, var, mean, var)
+
+    @functools.cached_property
+    def breakpoints(self) -> list[float]:
+        """Real x where f is not smooth (quadrature panel edges)."""
+        return breakpoints(self.expr)
 
     def __repr__(self) -> str:
         return f"ActivationMoments({self.name!r}, params={self.params}, method={self.method!r})"

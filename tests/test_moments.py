@@ -189,3 +189,13 @@ def test_bad_input_is_a_one_line_value_error(call, match):
     with pytest.raises(ValueError, match=match) as info:
         call()
     assert "\n" not in str(info.value)
+
+
+def test_package_attribute_works_whichever_import_came_first():
+    import importlib
+
+    import autoinit_sym
+
+    module = importlib.import_module("autoinit_sym.moments")
+    assert autoinit_sym.moments("relu") is module.moments("relu") is moments("relu")
+    assert module.registered_names() == activations.names()
