@@ -67,7 +67,7 @@ class ActivationMoments:
         self.mean_expr = None if self._closed is None else self._closed.mean_expr
         self.second_moment_expr = None if self._closed is None else self._closed.second_moment_expr
         self._f = None if self._closed is not None else numpy_function(expr)
-        self._last: tuple[np.ndarray, ...] | None = None   # quadrature: last (mu, var, mean, var)
+        self._kept: tuple | None = None        # (part index, mu, var, values) from the last call
 
     @functools.cached_property
     def breakpoints(self) -> list[float]:
@@ -78,40 +78,47 @@ class ActivationMoments:
         return f"ActivationMoments({self.name!r}, params={self.params}, method={self.method!r})"
 
     def mean_variance(self, mu: ArrayLike, var: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
-        """(E[f(X)], Var[f(X)]) in one pass (quadrature results for the last inputs are
-        kept, so ``mean`` then ``variance`` at the same points integrates once)."""
+        """(E[f(X)], Var[f(X)]), computed together."""
         mu, var = _inputs(mu, var)
         if self._closed is not None:
             mean, variance = self._closed.mean(mu, var), self._closed.variance(mu, var)
-            return _shaped(mean, mu.shape), _shaped(variance, mu.shape)
-        last = self._last
-        if not (last and last[0].shape == mu.shape and np.array_equal(last[0], mu)
-                and np.array_equal(last[1], var)):
+        else:
             mean, variance = quadrature.gaussian_moments(self._f, self.breakpoints, mu.ravel(), var.ravel())
-            last = self._last = (mu.copy(), var.copy(), _shaped(mean, mu.shape), _shaped(variance, mu.shape))
-        return _shaped(last[2], mu.shape), _shaped(last[3], mu.shape)
+        return _shaped(mean, mu.shape), _shaped(variance, mu.shape)
+
+    def _quadrature_part(self, index: int, mu: ArrayLike, var: ArrayLike) -> np.ndarray:
+        """Part ``index`` (0 mean, 1 variance) of a quadrature run. The other part is kept
+        for one call, so ``mean`` then ``variance`` at the same points integrates once."""
+        mu, var = _inputs(mu, var)
+        kept, self._kept = self._kept, None
+        if kept and kept[0] == index and kept[1].shape == mu.shape \
+                and np.array_equal(kept[1], mu) and np.array_equal(kept[2], var):
+            return kept[3]
+        both = self.mean_variance(mu, var)
+        self._kept = (1 - index, mu.copy(), var.copy(), both[1 - index])
+        return both[index]
 
     def mean(self, mu: ArrayLike, var: ArrayLike) -> np.ndarray:
         """E[f(X)] for X ~ N(mu, var)."""
-        if self._closed is not None:
-            mu, var = _inputs(mu, var)
-            return _shaped(self._closed.mean(mu, var), mu.shape)
-        return self.mean_variance(mu, var)[0]
+        if self._closed is None:
+            return self._quadrature_part(0, mu, var)
+        mu, var = _inputs(mu, var)
+        return _shaped(self._closed.mean(mu, var), mu.shape)
 
     def variance(self, mu: ArrayLike, var: ArrayLike) -> np.ndarray:
         """Var[f(X)] for X ~ N(mu, var) (computed without E[f^2] - E[f]^2 cancellation)."""
-        if self._closed is not None:
-            mu, var = _inputs(mu, var)
-            return _shaped(self._closed.variance(mu, var), mu.shape)
-        return self.mean_variance(mu, var)[1]
+        if self._closed is None:
+            return self._quadrature_part(1, mu, var)
+        mu, var = _inputs(mu, var)
+        return _shaped(self._closed.variance(mu, var), mu.shape)
 
     def second_moment(self, mu: ArrayLike, var: ArrayLike) -> np.ndarray:
         """E[f(X)^2] for X ~ N(mu, var)."""
-        if self._closed is not None:
-            mu, var = _inputs(mu, var)
-            return _shaped(self._closed.second_moment(mu, var), mu.shape)
-        mean, variance = self.mean_variance(mu, var)
-        return variance + mean * mean
+        if self._closed is None:
+            mean, variance = self.mean_variance(mu, var)
+            return variance + mean * mean
+        mu, var = _inputs(mu, var)
+        return _shaped(self._closed.second_moment(mu, var), mu.shape)
 
 
 def _shaped(values: ArrayLike, shape: tuple[int, ...]) -> np.ndarray:

@@ -199,3 +199,19 @@ def test_package_attribute_works_whichever_import_came_first():
     module = importlib.import_module("autoinit_sym.moments")
     assert autoinit_sym.moments("relu") is module.moments("relu") is moments("relu")
     assert module.registered_names() == activations.names()
+
+
+def test_mean_then_variance_share_one_quadrature_run(monkeypatch):
+    from autoinit_sym import quadrature
+
+    m = moments("softsign")
+    calls = []
+    original = quadrature.gaussian_moments
+    monkeypatch.setattr(quadrature, "gaussian_moments", lambda *a: calls.append(1) or original(*a))
+    mu, var = np.array([0.2, -1.0]), np.array([1.0, 3.0])
+    mean, variance = m.mean(mu, var), m.variance(mu, var)
+    assert len(calls) == 1
+    m.variance(mu, var)                      # kept for one call only: no stale caching
+    m.variance(mu, var + 1.0)
+    assert len(calls) == 3
+    np.testing.assert_array_equal((mean, variance), m.mean_variance(mu, var))
