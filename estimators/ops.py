@@ -77,14 +77,25 @@ class OpEstimator(LayerOutputDistributionEstimator):
         return self.probe(means_in, vars_in)
 
     def probe(self, means_in, vars_in):
-        from autoinit_sym.probe import ProbeEstimator
+        return probe_instead(self, means_in, vars_in, no_rule_warning(self.layer, "called with these operands"))
 
-        logger.warning("No exact rule for %s called with these operands; probing it with Gaussian "
-                       "samples instead.", self.layer.name)
-        prober = ProbeEstimator(self.layer, self.context, self.input_shapes, self.output_shapes, self.node)
-        result = prober.estimate(means_in, vars_in)
-        self.method = prober.method
-        return result[0] if isinstance(result, list) and len(result) == 1 else result
+
+def no_rule_warning(layer: Any, why: str) -> str:
+    return f"No exact rule for {layer.name} {why}; probing it with Gaussian samples instead."
+
+
+def probe_instead(estimator: LayerOutputDistributionEstimator, means_in: list[float], vars_in: list[float],
+                  warning: str):
+    """Estimate ``estimator``'s call by probing the real layer on Gaussian samples, after logging
+    ``warning``; ``estimator.method`` becomes the probe's method (probe, or pass-through)."""
+    from autoinit_sym.probe import ProbeEstimator
+
+    logger.warning(warning)
+    prober = ProbeEstimator(estimator.layer, estimator.context, estimator.input_shapes, estimator.output_shapes,
+                            estimator.node)
+    result = prober.estimate(means_in, vars_in)
+    estimator.method = prober.method
+    return result[0] if isinstance(result, list) and len(result) == 1 else result
 
 
 def _tensor_groups(args: list[Operand]) -> list[list[int]]:

@@ -1,12 +1,11 @@
 """Reshaping layers: Flatten, Reshape, Permute, RepeatVector, Cropping*, UpSampling*,
-ZeroPadding*, and the TimeDistributed wrapper.
+ZeroPadding*, Resizing, and the TimeDistributed wrapper.
 
 Rearranging, repeating or cropping iid elements leaves each element's law unchanged;
 zero padding and interpolation change the mixture over output positions exactly.
 """
 from __future__ import annotations
 
-import logging
 from functools import lru_cache
 
 import keras
@@ -14,8 +13,6 @@ import numpy as np
 
 from .base import EXACT, LayerOutputDistributionEstimator
 from .registry import estimates
-
-logger = logging.getLogger("autoinit_sym")
 
 
 @estimates(keras.layers.Flatten, keras.layers.Reshape, keras.layers.Permute, keras.layers.RepeatVector,
@@ -57,41 +54,71 @@ def _elements(shape) -> float:
 
 
 @lru_cache(maxsize=256)
-def interpolation_weights(n: int, factor: int, interpolation: str) -> tuple[float, float, float]:
-    """Along one axis upsampled from n to n*factor: averages over output positions i of
+def interpolation_weights(n: int, n_out: int, interpolation: str, antialias: bool = False
+                          ) -> tuple[float, float, float]:
+    """Along one axis resized from n to n_out: averages over output positions i of
     r_i = sum_k W_ik, r_i^2 and q_i = sum_k W_ik^2, for the weight matrix W that Keras's
     image resize applies (found exactly by resizing the one-hot inputs e_k)."""
     basis = np.eye(n, dtype="float32").reshape(n, n, 1, 1)
-    out = keras.ops.image.resize(basis, (n * factor, 1), interpolation=interpolation,
+    out = keras.ops.image.resize(basis, (n_out, 1), interpolation=interpolation, antialias=antialias,
                                  data_format="channels_last")
     weights = np.asarray(keras.ops.convert_to_numpy(out), dtype=float)[:, :, 0, 0].T  # (out, in)
     rows = weights.sum(axis=1)
     return float(rows.mean()), float((rows ** 2).mean()), float((weights ** 2).sum(axis=1).mean())
 
 
+def resized_moments(mean: float, var: float, sizes: list[tuple[int, int]], interpolation: str,
+                    antialias: bool = False) -> tuple[float, float]:
+    """Each output is sum_k W_k x_k over independent inputs, W separable over the axes resized
+    (n_in -> n_out each): mean m R1, var v Q + m^2 (R2 - R1^2), with R1, R2, Q the products
+    over the axes of the averages of sum W, (sum W)^2 and sum W^2 (:func:`interpolation_weights`)."""
+    r1, r2, q = 1.0, 1.0, 1.0
+    for n, n_out in sizes:
+        a1, a2, aq = interpolation_weights(int(n), int(n_out), interpolation, antialias)
+        r1, r2, q = r1 * a1, r2 * a2, q * aq
+    return mean * r1, var * q + mean ** 2 * (r2 - r1 ** 2)
+
+
+def _spatial(estimator: LayerOutputDistributionEstimator) -> list[int]:
+    layer, shape = estimator.layer, estimator.input_shapes[0]
+    spatial = shape[1:3] if layer.data_format == "channels_last" else shape[2:4]
+    if any(n is None for n in spatial):
+        raise ValueError(f"{type(layer).__name__} {layer.name!r} with interpolation={layer.interpolation!r} "
+                         f"needs the spatial input size, got input shape {tuple(shape)}")
+    return [int(n) for n in spatial]
+
+
 @estimates(keras.layers.UpSampling2D)
 class UpSampling2DEstimator(LayerOutputDistributionEstimator):
-    """nearest: unchanged. Otherwise each output is sum_k W_k x_k over independent inputs, with a
-    separable W: mean m R1, var v Q + m^2 (R2 - R1^2), R1, R2, Q the products over the two axes
-    of the per-axis averages of sum W, (sum W)^2 and sum W^2 (:func:`interpolation_weights`)."""
+    """nearest: unchanged; otherwise the exact moments of the interpolated outputs
+    (:func:`resized_moments` for n -> n * factor along height and width)."""
 
     method = EXACT
 
     def estimate(self, means_in, vars_in):
-        mean, var = means_in[0], vars_in[0]
         layer = self.layer
         if layer.interpolation == "nearest":
-            return mean, var
-        shape = self.input_shapes[0]
-        spatial = shape[1:3] if layer.data_format == "channels_last" else shape[2:4]
-        if any(n is None for n in spatial):
-            raise ValueError(f"UpSampling2D {layer.name!r} with interpolation={layer.interpolation!r} "
-                             f"needs the spatial input size, got input shape {tuple(shape)}")
-        r1, r2, q = 1.0, 1.0, 1.0
-        for n, factor in zip(spatial, layer.size):
-            a1, a2, aq = interpolation_weights(int(n), int(factor), layer.interpolation)
-            r1, r2, q = r1 * a1, r2 * a2, q * aq
-        return mean * r1, var * q + mean ** 2 * (r2 - r1 ** 2)
+            return means_in[0], vars_in[0]
+        sizes = [(n, n * f) for n, f in zip(_spatial(self), layer.size)]
+        return resized_moments(means_in[0], vars_in[0], sizes, layer.interpolation)
+
+
+@estimates(keras.layers.Resizing)
+class ResizingEstimator(LayerOutputDistributionEstimator):
+    """Exact moments of the interpolated outputs (:func:`resized_moments`, antialias included);
+    with crop_to_aspect_ratio or pad_to_aspect_ratio the layer is probed instead."""
+
+    method = EXACT
+
+    def estimate(self, means_in, vars_in):
+        layer = self.layer
+        if layer.crop_to_aspect_ratio or layer.pad_to_aspect_ratio:
+            from .ops import no_rule_warning, probe_instead
+
+            why = "with crop_to_aspect_ratio/pad_to_aspect_ratio"
+            return probe_instead(self, means_in, vars_in, no_rule_warning(layer, why))
+        sizes = list(zip(_spatial(self), (layer.height, layer.width)))
+        return resized_moments(means_in[0], vars_in[0], sizes, layer.interpolation, layer.antialias)
 
 
 @estimates(keras.layers.TimeDistributed)
@@ -108,12 +135,12 @@ class TimeDistributedEstimator(LayerOutputDistributionEstimator):
         inner = self.context.estimator_for(self.layer.layer, [step(s) for s in self.input_shapes],
                                            [step(s) for s in self.output_shapes], None)
         if inner is None:
-            from autoinit_sym.probe import ProbeEstimator
+            from autoinit_sym.probe import missing_estimator_warning
 
-            logger.warning("No LayerOutputDistributionEstimator found for layer %s (wrapped by %s). "
-                           "Probing the wrapper with Gaussian samples instead.",
-                           self.layer.layer.name, self.layer.name)
-            inner = ProbeEstimator(self.layer, self.context, self.input_shapes, self.output_shapes, self.node)
+            from .ops import probe_instead
+
+            warning = missing_estimator_warning(self.layer.layer.name, True)
+            return probe_instead(self, means_in, vars_in, warning)
         result = inner.estimate(means_in, vars_in)
         self.method = inner.method
         return result

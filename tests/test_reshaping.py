@@ -74,3 +74,34 @@ def test_time_distributed_pooling_shapes():
     y, pred, estimator = measure(layer, (3000, 2, 5, 4), 1.0, 4.0)
     assert_close(y, pred)
     assert estimator.method == "quadrature"
+
+
+@pytest.mark.parametrize("mean,var", INPUTS)
+@pytest.mark.parametrize("make", [
+    lambda: keras.layers.Resizing(7, 5, interpolation="bilinear"),
+    lambda: keras.layers.Resizing(3, 9, interpolation="bicubic", antialias=True),
+    lambda: keras.layers.Resizing(2, 2, interpolation="area"),
+    lambda: keras.layers.Resizing(11, 6, interpolation="nearest"),
+])
+def test_resizing_matches_noise(make, mean, var):
+    y, pred, estimator = measure(make(), (2000, 4, 6, 2), mean, var)
+    assert estimator.method == "exact"
+    assert_close(y, pred)
+
+
+def test_time_distributed_unknown_layer_is_probed(caplog):
+    class Doubling(keras.layers.Layer):
+        def call(self, x):
+            return 2.0 * x
+
+        def compute_output_shape(self, input_shape):
+            return input_shape
+
+    inputs = keras.Input((3, 4))
+    layer = keras.layers.TimeDistributed(Doubling(name="doubling"))
+    layer(inputs)
+    estimator = lookup(layer)(layer, EstimationContext(), [(None, 3, 4)], [(None, 3, 4)], layer._inbound_nodes[0])
+    with caplog.at_level("WARNING", logger="autoinit_sym"):
+        mean, var = estimator.estimate([1.0], [2.0])
+    assert "No LayerOutputDistributionEstimator found for layer doubling" in caplog.text
+    assert estimator.method == "probe" and mean == pytest.approx(2.0, abs=0.2) and var == pytest.approx(8.0, rel=0.2)
