@@ -21,7 +21,8 @@ import numpy as np
 import sympy as sp
 from sympy.printing.numpy import SciPyPrinter
 
-from autoinit_sym.gaussian_integrals import NUMPY_FUNCTIONS, TAIL_START, one_sided_moment, truncated_moments
+from autoinit_sym.gaussian_integrals import (NUMPY_FUNCTIONS, TAIL_START, gauss_expm1, gauss_expm1_centered,
+                                             one_sided_moment, truncated_moments)
 from autoinit_sym.piecewise import Piece, Terms, split_pieces
 
 X = sp.Symbol("x", real=True)
@@ -97,19 +98,45 @@ def _expect_x(terms: Terms, piece: Piece) -> Tuple[sp.Expr, sp.Expr]:
     """E[sum c x**n exp(a X); piece] as (plain formula, tail-safe formula).
 
     Plain: the polynomial part in powers of (x - e), e an endpoint of the piece
-    (``_z_coefficients``), then x - e = (MU - e) + SIGMA*z, truncated moments of z.  Tail-safe: the same,
-    except where the piece lies TAIL_START or more standard deviations out in a tail of the
-    (exp-shifted) Gaussian, where the binomial sum would cancel; there the polynomial is
-    re-expanded at the near endpoint (``one_sided_moment``; expanded, so the Taylor
-    coefficients there combine exactly).
+    (``_z_coefficients``), then x - e = (MU - e) + SIGMA*z, truncated moments of z.
+    Tail-safe: each c*exp(a x) is taken with its share of the constant as c*(exp(a x) - 1)
+    (``gauss_expm1``, a series for small a*SIGMA), and where the piece lies TAIL_START or more
+    standard deviations out in a tail of the (exp-shifted) Gaussian, where the binomial sum
+    would cancel, the polynomial is re-expanded at the near endpoint (``one_sided_moment``).
     """
-    plain, stable = [], []
+    plain = sp.Add(*(inside for _, _, inside in _inside_by_rate(terms, piece)))
+    rest, pairs = _pair_exponentials(terms, centered=False)
+    stable = sp.Add(*(_tail_safe(entries, a, piece, inside) for a, entries, inside in _inside_by_rate(rest, piece)),
+                    *(c * gauss_expm1(a, piece.lo, piece.hi, MU, SIGMA) for a, c in pairs))
+    return plain, stable
+
+
+def _inside_by_rate(terms: Dict[Tuple[int, sp.Expr], sp.Expr],
+                    piece: Piece) -> List[Tuple[sp.Expr, List[Tuple[int, sp.Expr]], sp.Expr]]:
+    """[(a, [(n, c)], E[sum c x**n exp(a X); piece])] from the truncated moments of z."""
+    out = []
     for a, entries in _by_rate(terms).items():
         moments = truncated_moments(a, piece.lo, piece.hi, max(n for n, _ in entries), MU, SIGMA)
-        inside = sp.Add(*(c * moments[k] for k, c in _z_coefficients(entries, piece).items()))
-        plain.append(inside)
-        stable.append(_tail_safe(entries, a, piece, inside))
-    return sp.Add(*plain), sp.Add(*stable)
+        out.append((a, entries, sp.Add(*(c * moments[k] for k, c in _z_coefficients(entries, piece).items()))))
+    return out
+
+
+def _pair_exponentials(terms: Dict[Tuple[int, sp.Expr], sp.Expr],
+                       centered: bool) -> Tuple[Dict[Tuple[int, sp.Expr], sp.Expr], List[Tuple[sp.Expr, sp.Expr]]]:
+    """Split off every c*exp(a x) (power 0, a != 0) as c*(exp(a x) - r) with r = 1, or
+    r = exp(a*MU) if ``centered``, moving c*r to the constant term: returns (rest, [(a, c)]).
+    Uncentered, only when there is a constant term to pair with (elu's c*(exp(x) - 1)):
+    a lone exp(x) must not become (exp(x) - 1) + 1, which cancels where exp(x) is tiny."""
+    rest = dict(terms)
+    pairs = []
+    if not centered and (0, sp.S.Zero) not in terms:
+        return rest, pairs
+    for (power, a), c in terms.items():
+        if power == 0 and not a.is_zero:
+            del rest[(0, a)]
+            pairs.append((a, c))
+            _accumulate(rest, (0, sp.S.Zero), c * sp.exp(a * MU) if centered else c)
+    return rest, pairs
 
 
 def _z_coefficients(entries: List[Tuple[int, sp.Expr]], piece: Piece) -> Dict[int, sp.Expr]:
@@ -151,9 +178,11 @@ def _tail_safe(entries: List[Tuple[int, sp.Expr]], a: sp.Expr, piece: Piece, ins
 
 
 def _expect_z(terms: ZTerms, piece: Piece) -> sp.Expr:
-    """E[sum c z**k exp(a X); piece] from the truncated moments of z."""
-    total = []
-    for a, entries in _by_rate(terms).items():
+    """E[sum c z**k exp(a X); piece] on the piece holding MU: truncated moments of z, each
+    c*exp(a x) taken as c*(exp(a x) - exp(a MU)) (``gauss_expm1_centered``)."""
+    rest, pairs = _pair_exponentials(terms, centered=True)
+    total = [c * gauss_expm1_centered(a, piece.lo, piece.hi, MU, SIGMA) for a, c in pairs]
+    for a, entries in _by_rate(rest).items():
         moments = truncated_moments(a, piece.lo, piece.hi, max(k for k, _ in entries), MU, SIGMA)
         total.extend(c * moments[k] for k, c in entries)
     return sp.Add(*total)
