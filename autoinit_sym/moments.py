@@ -147,7 +147,11 @@ def moments(activation: str | sympy.Expr, **params: Any) -> ActivationMoments:
         resolved = entry.resolve(params)
         name, expr = activation, entry.expression(resolved)
     else:
-        expr = substitute(parse(activation, params), params)
+        parsed = parse(activation, params)
+        unused = sorted(set(params) - {s.name for s in parsed.free_symbols})
+        if unused:
+            raise ValueError(f"parameter(s) {unused} do not appear in expression {str(activation)!r}")
+        expr = substitute(parsed, params)
         name, resolved = str(expr), dict(params)
     canonical = (sympy.srepr(expr), tuple(sorted(resolved.items(), key=str)), name)
     result = _CACHE.get(canonical) or ActivationMoments(name, resolved, expr)

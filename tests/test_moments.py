@@ -184,6 +184,8 @@ def test_register_activation_with_parameters():
     (lambda: register_activation("tanh", "x"), "built-in"),
     (lambda: register_activation("mine", "x*q"), r"unknown symbol\(s\) \['q'\]"),
     (lambda: moments(3.5), "must be a str or sympy.Expr"),
+    (lambda: moments("x**2", a=1.0), r"parameter\(s\) \['a'\] do not appear"),
+    (lambda: moments(""), "could not parse"),
 ])
 def test_bad_input_is_a_one_line_value_error(call, match):
     with pytest.raises(ValueError, match=match) as info:
