@@ -1,15 +1,14 @@
 """Vectorized Gaussian-expectation quadrature for activations without a closed form.
 
 E[g(X)] for X ~ N(mu, sigma^2) is computed in standardized coordinates z
-(X = mu + sigma z) as a sum of fixed-order Gauss-Legendre panels over z in [-40, 40]
+(X = mu + sigma z) as a sum of 10-point Gauss-Legendre panels over z in [-40, 40]
 (the Gaussian weight beyond is below 1e-340). Panel edges are placed at every
 special point z_p = (p - mu) / sigma of f (its breakpoints, and x = 0 where the
-usual activations change scale), with panels graded geometrically from width
-2^-4 / sigma up to 1 around each (ratio 2, so
-analytic f with singularities >= 2^-4 away from the real axis near those points is
-integrated to about 1e-15), so a kink or a narrow transition is resolved however
-wide or narrow the input is. All (mu, var) pairs share one node layout, so the work
-is a few NumPy array operations over (pairs x nodes).
+usual activations change scale), with panels graded geometrically (ratio 2) from
+width 2^-4 / sigma up to 1 around each, so a kink or a transition of x-width
+>= 2^-4 is resolved however wide or narrow the input is. Rows that need the same
+number of grading levels share one node layout, so the work is a few NumPy array
+operations over (pairs x nodes), in cache-sized chunks.
 """
 from __future__ import annotations
 
