@@ -111,29 +111,74 @@ def gaussian_statistics(fn: Callable[..., Any], input_shapes: Sequence[Sequence[
 
     generator = keras.random.SeedGenerator(int(seed))
     stds = [math.sqrt(float(v)) for v in variances]
-    accumulators: list[RunningMoments] = []
-    done, started, progress = 0, time.perf_counter(), None
+    statistics, progress = OutputStatistics(), Progress(samples, description)
     size = min(samples, int(chunk_size) if chunk_size else PROBE_SAMPLES)
-    while done < samples:
-        size = min(size, samples - done)
+    while progress.done < samples:
+        size = min(size, samples - progress.done)
         inputs = [keras.random.normal((size,) + shape, mean=float(m), stddev=s, seed=generator)
                   for shape, m, s in zip(shapes, means, stds)]
-        outputs = [keras.ops.cast(y, "float32") for y in _as_list(fn(*inputs))]
-        if not accumulators:
-            accumulators = [RunningMoments() for _ in outputs]
-        for acc, y in zip(accumulators, outputs):
-            chunk_mean = keras.ops.mean(y)
-            m2 = keras.ops.sum(keras.ops.square(y - chunk_mean))
-            acc.add(int(np.prod(y.shape)), float(keras.ops.convert_to_numpy(chunk_mean)),
-                    float(keras.ops.convert_to_numpy(m2)))
-        done += size
+        outputs = statistics.add(fn(*inputs))
+        progress.advance(size)
         if chunk_size is None:
             row_bytes = 4 * (sum(int(np.prod(s)) for s in shapes)
                              + sum(int(np.prod(y.shape[1:])) for y in outputs))
             size = max(1, CHUNK_BYTES // max(row_bytes, 1))
-        if progress is None and done < samples and time.perf_counter() - started > PROGRESS_AFTER_S:
-            print(f"{description}: {samples} samples")
-            progress = keras.utils.Progbar(samples, unit_name="sample")
-        if progress is not None:
-            progress.update(done, finalize=done >= samples)
-    return [(float(acc.mean), float(acc.variance)) for acc in accumulators]
+    return statistics.result()
+
+
+def batch_statistics(fn: Callable[..., Any], batches: Sequence[Sequence[Any]],
+                     description: str = "Monte Carlo") -> list[tuple[float, float]]:
+    """Like :func:`gaussian_statistics`, over given input batches (e.g. samples of an
+    upstream layer's output kept from an earlier run): ``fn(*batch)`` for each batch."""
+    if not batches:
+        raise ValueError("batch_statistics needs at least one batch")
+    statistics = OutputStatistics()
+    progress = Progress(sum(int(batch[0].shape[0]) for batch in batches), description)
+    for batch in batches:
+        statistics.add(fn(*batch))
+        progress.advance(int(batch[0].shape[0]))
+    return statistics.result()
+
+
+class OutputStatistics:
+    """Per-output running moments of the chunks a callable returns (sums on the device,
+    merged in float64)."""
+
+    def __init__(self) -> None:
+        self.accumulators: list[RunningMoments] = []
+
+    def add(self, outputs: Any) -> list[Any]:
+        """Fold in one chunk's output(s); returns them as a list of float32 tensors."""
+        import keras
+
+        outputs = [keras.ops.cast(y, "float32") for y in _as_list(outputs)]
+        if not self.accumulators:
+            self.accumulators = [RunningMoments() for _ in outputs]
+        for acc, y in zip(self.accumulators, outputs):
+            chunk_mean = keras.ops.mean(y)
+            m2 = keras.ops.sum(keras.ops.square(y - chunk_mean))
+            acc.add(int(np.prod(y.shape)), float(keras.ops.convert_to_numpy(chunk_mean)),
+                    float(keras.ops.convert_to_numpy(m2)))
+        return outputs
+
+    def result(self) -> list[tuple[float, float]]:
+        return [(float(acc.mean), float(acc.variance)) for acc in self.accumulators]
+
+
+class Progress:
+    """A ``keras.utils.Progbar`` that appears once the run has taken PROGRESS_AFTER_S."""
+
+    def __init__(self, total: int, description: str) -> None:
+        self.total, self.description, self.done = total, description, 0
+        self.started, self.bar = time.perf_counter(), None
+
+    def advance(self, rows: int) -> None:
+        import keras
+
+        self.done = min(self.total, self.done + rows)
+        if (self.bar is None and self.done < self.total
+                and time.perf_counter() - self.started > PROGRESS_AFTER_S):
+            print(f"{self.description}: {self.total} samples")
+            self.bar = keras.utils.Progbar(self.total, unit_name="sample")
+        if self.bar is not None:
+            self.bar.update(self.done, finalize=self.done >= self.total)

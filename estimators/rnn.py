@@ -16,17 +16,19 @@ written) on seeded Gaussian sequences in training mode. Every output of the call
 (mean, var). Every sequence gives many output elements, so far fewer sequences than
 ``recurrent_monte_carlo_samples`` suffice: enough for :data:`OUTPUT_ELEMENTS`
 elements of the main output, between :data:`MIN_SEQUENCES` and :data:`MAX_SEQUENCES`.
+A recurrent layer fed directly by another one's sequences runs on that layer's
+Monte Carlo output (kept when it fits in CHUNK_BYTES), not on iid Gaussian
+sequences: its input is correlated over time, and the iid assumption would miss it.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import keras
 import numpy as np
 
-from autoinit_sym.monte_carlo import CHUNK_BYTES, gaussian_statistics
+from autoinit_sym.monte_carlo import CHUNK_BYTES, batch_statistics, gaussian_statistics
 
 from .base import MONTE_CARLO, LayerOutputDistributionEstimator, PendingWeight
 from .registry import estimates
@@ -35,24 +37,10 @@ OUTPUT_ELEMENTS = 200_000
 """Output elements per estimate; the measured relative standard error of the variance is
 below 1% (see tests/test_rnn.py)."""
 
-MIN_SEQUENCES = 64
+MIN_SEQUENCES = 256
 MAX_SEQUENCES = 1024
 DEFAULT_TIMESTEPS = 16
 """Sequence length used when the model leaves the time dimension unknown (None)."""
-
-
-@dataclass
-class SequenceSource:
-    """How to draw realistic input sequences for a recurrent layer: ``produce`` maps iid
-    Gaussian inputs (``shapes``, ``means``, ``vars``) to the sequence (or the tuple of
-    layer inputs). A recurrent layer fed directly by another one's sequences samples
-    through the upstream clone, so its input keeps its correlation over time, which
-    iid Gaussian sequences would miss."""
-
-    produce: Callable[..., Any]
-    shapes: list[tuple[int, ...]]
-    means: list[float]
-    vars: list[float]
 
 
 def _first(outputs: Any) -> Any:
@@ -111,40 +99,44 @@ class RecurrentEstimator(LayerOutputDistributionEstimator):
         sequences = min(self.weight_init_config.recurrent_monte_carlo_samples,
                         MAX_SEQUENCES,
                         max(MIN_SEQUENCES, math.ceil(OUTPUT_ELEMENTS / row_elements)))
-        upstream = self._upstream_source() if len(shapes) == 1 else None
-        if upstream is None:
-            source = SequenceSource(lambda *inputs: inputs, shapes, list(means_in), list(vars_in))
-        else:
-            source = SequenceSource(lambda *inputs: (upstream.produce(*inputs),), upstream.shapes,
-                                    upstream.means, upstream.vars)
+        upstream = self._upstream_samples() if len(shapes) == 1 else None
+        captured: list[Any] | None = [] if getattr(self.layer, "return_sequences", False) else None
 
         def run(*inputs):
-            return self._call(clone, source.produce(*inputs))
+            outputs = self._call(clone, inputs)
+            if captured is not None:
+                captured.append(_first(outputs))
+            return outputs
 
-        row_bytes = 4 * (sum(int(np.prod(s)) for s in source.shapes + shapes) + row_elements)
-        stats = gaussian_statistics(run, source.shapes, source.means, source.vars, sequences,
-                                    chunk_size=max(1, CHUNK_BYTES // row_bytes),
-                                    seed=self.context.seed_for(self.layer.name, "recurrent"),
-                                    description=f"AutoInit: {self.layer.name}")
-        if getattr(self.layer, "return_sequences", False):
-            self._record_source(SequenceSource(lambda *inputs: _first(run(*inputs)), source.shapes,
-                                               source.means, source.vars))
+        description = f"AutoInit: {self.layer.name}"
+        if upstream is None:
+            row_bytes = 4 * (sum(int(np.prod(s)) for s in shapes) + row_elements)
+            stats = gaussian_statistics(run, shapes, means_in, vars_in, sequences,
+                                        chunk_size=max(1, CHUNK_BYTES // row_bytes),
+                                        seed=self.context.seed_for(self.layer.name, "recurrent"),
+                                        description=description)
+        else:
+            stats = batch_statistics(run, [(batch,) for batch in upstream], description)
+        if captured and sum(4 * int(np.prod(y.shape)) for y in captured) <= CHUNK_BYTES:
+            self._record_samples(captured)
         return stats if len(stats) > 1 else stats[0]
 
-    def _sources(self) -> dict[int, "SequenceSource"]:
-        if not hasattr(self.context, "sequence_sources"):
-            self.context.sequence_sources = {}
-        return self.context.sequence_sources
+    def _samples(self) -> dict[int, list[Any]]:
+        if not hasattr(self.context, "sequence_samples"):
+            self.context.sequence_samples = {}
+        return self.context.sequence_samples
 
-    def _upstream_source(self) -> "SequenceSource | None":
-        """The recorded source of this call's input sequence, when a recurrent layer made it."""
+    def _upstream_samples(self) -> list[Any] | None:
+        """Output sequences kept from the Monte Carlo run of the recurrent layer that made
+        this call's input, if any: sampling through them keeps the input's correlation
+        over time, which iid Gaussian sequences would miss."""
         tensors = list(getattr(self.node, "input_tensors", None) or [])
-        return self._sources().get(id(tensors[0])) if len(tensors) == 1 else None
+        return self._samples().get(id(tensors[0])) if len(tensors) == 1 else None
 
-    def _record_source(self, source: "SequenceSource") -> None:
+    def _record_samples(self, batches: list[Any]) -> None:
         tensors = list(getattr(self.node, "output_tensors", None) or [])
         if tensors:
-            self._sources()[id(tensors[0])] = source
+            self._samples()[id(tensors[0])] = batches
 
     @staticmethod
     def _call(layer: Any, inputs: tuple) -> Any:

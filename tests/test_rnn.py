@@ -167,7 +167,7 @@ def test_recurrent_layer_fed_by_another_samples_through_it():
     context = EstimationContext()
     mean1, var1 = RecurrentEstimator(first, context, [(None, T, F)], None, first._inbound_nodes[0]
                                      ).estimate([0.0], [1.0])
-    assert len(context.sequence_sources) == 1
+    assert len(context.sequence_samples) == 1
     mean2, var2 = RecurrentEstimator(second, context, [(None, T, 16)], None, second._inbound_nodes[0]
                                      ).estimate([mean1], [var1])
     write_pending(context.pending.values(), "truncated_normal", False, context.seed_for)
