@@ -110,10 +110,13 @@ class LayerOutputDistributionEstimator:
             hold constant call arguments (e.g. the 2.0 in ``keras.ops.multiply(x, 2.0)``).
 
     Subclasses set ``method`` (one of :data:`METHODS`) to say how they obtained
-    their result; it is recorded in the estimates.
+    their result; it is recorded in the estimates. Where the method depends on the
+    layer's settings, the optional class attribute ``method_label`` says so in words
+    for the generated supported-layers table (e.g. ``"exact; closed_form with normalize=True"``).
     """
 
     method: str = EXACT
+    method_label: str | None = None
 
     def __init__(self, layer: Any, context: EstimationContext | None = None,
                  input_shapes: Sequence[tuple] | None = None,
