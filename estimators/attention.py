@@ -1,21 +1,21 @@
 """Attention layers: MultiHeadAttention, GroupQueryAttention, Attention, AdditiveAttention.
 
-Every attention output is a mix o = sum_j a_j v_j of n value vectors with softmax
-weights a over the n keys. For one query the logits over the keys are treated as iid
-N(., logit_var) (inputs independent Gaussian, training mode), and the values as
-independent of the weights with mean m_v and variance v_v, so
+Every attention output is a mix o = sum_j a_j v_j of n values with softmax weights a
+over the n keys (training mode). For one query the logits over the keys are treated
+as iid N(., logit_var), so Q = E[sum_j a_j^2] = n Var(s) + 1/n follows from the
+softmax statistics (:mod:`softmax`); a causal mask averages Q over queries that see
+1..n keys. The values split into a part common to all keys (from the input's mean,
+and from components that earlier attention layers made equal at every position) and
+a part that varies with the key; only the latter is averaged down by the mix
+(:func:`mix_statistics`). Attention dropout at rate p scales Q by 1/(1 - p). When the
+values are (partly) the keys, the weights favour keys aligned with the query, which
+Stein's lemma turns into an extra term (:func:`selection_term`).
 
-    E[o] = m_v,   Var(o) = v_v E[sum_j a_j^2] + m_v^2 Var(sum_j a_j),
-
-with E[sum_j a_j^2] = n Var(s) + 1/n from :func:`softmax.softmax_statistics`.
-Attention dropout at rate p keeps the mean and multiplies E[sum a_j^2] by 1/(1 - p);
-then Var(sum_j a_j) = E[sum a_j^2] p / (1 - p) (zero without dropout). A causal mask
-gives query i only i keys: the variance is averaged over the queries.
-
-Projection layers (MultiHeadAttention, GroupQueryAttention) are initialized through
-the weighted-layer rule of their EinsumDense sublayers: query, key and value
-projections for unit variance (so the logits q.k / sqrt(key_dim) have unit variance
-for zero-mean projections), the output projection for signal_variance given the mix.
+MultiHeadAttention and GroupQueryAttention are initialized through the weighted-layer
+rule of their EinsumDense sublayers: query, key and value projections for unit
+variance (so the logits q.k / sqrt(key_dim) have unit variance), the output
+projection for signal_variance given the mix. An unknown key length counts as
+``rnn.DEFAULT_TIMESTEPS``.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ import numpy as np
 from .base import LayerOutputDistributionEstimator
 from .registry import estimates
 from .rnn import DEFAULT_TIMESTEPS
-from .softmax import softmax_statistics
+from .softmax import mean_sum_of_squares
 
 CAUSAL_POINTS = 12
 """Key counts (log-spaced) at which a causal mask's E[sum a^2] is evaluated, then interpolated."""
@@ -38,19 +38,13 @@ HERMITE_NODES = 64
 """Gauss-Hermite nodes for the expectation over the query in additive (tanh) scores."""
 
 
-def _softmax_square_sum(logit_var: float, n: int) -> tuple[float, str]:
-    """E[sum_j a_j^2] over n keys, and how the softmax variance was obtained."""
-    _, variance, method = softmax_statistics(0.0, logit_var, n)
-    return n * variance + 1.0 / n, method
-
-
 def causal_square_sum(logit_var: float, length: int) -> tuple[float, str]:
     """E[sum_j a_j^2] averaged over queries i = 1..length that see i keys each.
 
     n * E[sum a^2] is smooth in log n, so it is evaluated at CAUSAL_POINTS log-spaced
     key counts and interpolated linearly in log n in between."""
     points = np.unique(np.round(np.geomspace(1, length, CAUSAL_POINTS)).astype(int))
-    values, methods = zip(*(_softmax_square_sum(logit_var, int(n)) for n in points))
+    values, methods = zip(*(mean_sum_of_squares(logit_var, int(n)) for n in points))
     keys = np.arange(1, length + 1)
     scaled = np.interp(np.log(keys), np.log(points), np.asarray(values) * points)
     return float(np.mean(scaled / keys)), methods[-1]
@@ -58,7 +52,7 @@ def causal_square_sum(logit_var: float, length: int) -> tuple[float, str]:
 
 def square_sum(logit_var: float, n: int, causal: bool = False) -> tuple[float, str]:
     """E[sum_j a_j^2] for n keys (averaged over the queries under a causal mask)."""
-    return causal_square_sum(logit_var, n) if causal else _softmax_square_sum(logit_var, n)
+    return causal_square_sum(logit_var, n) if causal else mean_sum_of_squares(logit_var, n)
 
 
 def mix_statistics(value_mean: float, value_var: float, squares: float, dropout: float = 0.0,

@@ -143,10 +143,11 @@ def softmax_statistics(mean: float, var: float, n: int, log: bool = False) -> tu
     return _cached(int(n), rounded, bool(log))
 
 
-def mean_sum_of_squares(var: float, n: int) -> float:
-    """E[sum_j s_j^2] = n E[s^2] = n Var(s) + 1/n for a softmax over n iid N(., var) logits."""
-    _, variance, _ = softmax_statistics(0.0, var, n)
-    return n * variance + 1.0 / n
+def mean_sum_of_squares(var: float, n: int) -> tuple[float, str]:
+    """E[sum_j s_j^2] = n Var(s) + 1/n for a softmax over n iid N(., var) logits, and
+    how Var(s) was obtained."""
+    _, variance, method = softmax_statistics(0.0, var, n)
+    return n * variance + 1.0 / n, method
 
 
 def axis_size(shape: tuple, axis: int | tuple[int, ...], name: str) -> int:

@@ -64,10 +64,10 @@ def test_shift_invariance_and_reproducibility():
 
 def test_mean_sum_of_squares_is_between_uniform_and_one_hot():
     for var in (0.0, 1.0, 100.0):
-        value = mean_sum_of_squares(var, 16)
+        value, _ = mean_sum_of_squares(var, 16)
         assert 1 / 16 - 1e-12 <= value <= 1.0
-    assert mean_sum_of_squares(0.0, 16) == pytest.approx(1 / 16)
-    assert mean_sum_of_squares(400.0, 16) > 0.8  # nearly one-hot
+    assert mean_sum_of_squares(0.0, 16)[0] == pytest.approx(1 / 16)
+    assert mean_sum_of_squares(400.0, 16)[0] > 0.8  # nearly one-hot
 
 
 @pytest.mark.parametrize("args, message", [
