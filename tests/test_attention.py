@@ -139,3 +139,17 @@ def test_position_shared_fraction_through_a_residual_stream():
     assert attention.position_shared_fraction(x, table) == 0.0
     assert attention.position_shared_fraction(stream, table) == pytest.approx(0.2)
     assert attention.position_shared_fraction(projected, table) == pytest.approx(0.2)
+
+
+@pytest.mark.parametrize("axes", [None, (2,), (1, 2)])
+def test_multi_head_attention_over_several_axes(axes):
+    layer = keras.layers.MultiHeadAttention(4, 16, attention_axes=axes)
+    x = keras.Input((4, 6, F))
+    layer(x, x)
+    context = EstimationContext()
+    estimator = lookup(layer)(layer, context, [(None, 4, 6, F)] * 2, [(None, 4, 6, F)],
+                              layer._inbound_nodes[0])
+    assert estimator.estimate([0.0] * 2, [1.0] * 2) == pytest.approx((0.0, 1.0))
+    write_pending(context.pending.values(), "truncated_normal", False, context.seed_for)
+    xs = np.random.default_rng(0).normal(0, 1, (BATCH, 4, 6, F)).astype("float32")
+    assert 0.8 <= np.asarray(layer(xs, xs, training=True)).var() <= 1.25
