@@ -38,7 +38,7 @@ MAX_ROWS = 200_000       # rows drawn at most
 MAX_DRAWS = 30_000_000   # lognormal draws at most (rows * (n - 1))
 CHUNK_DRAWS = 2_000_000  # lognormal draws per chunk (16 MB of float64)
 SMALL_VAR = 1e-4         # below this logit variance the first-order expansion is exact to ~1e-4
-GRID_STEP = 0.02         # spline step in L for the conditional terms (relative error < 1e-3)
+GRID_STEP = 0.02         # spline step in L (times max(1, sd)) for the conditional terms
 
 
 def _moments(name: str):
@@ -71,10 +71,12 @@ Terms = Callable[[np.ndarray, float, int], tuple[np.ndarray, np.ndarray, float]]
 def _interpolated(terms: Terms, L: np.ndarray, var: float, n: int
                   ) -> tuple[np.ndarray, np.ndarray, float]:
     """``terms`` at the points ``L``, by a cubic spline through its values on a grid of
-    step GRID_STEP spanning them (the terms are smooth in L; the moment engine then runs
-    on a few hundred points instead of every sample)."""
-    lo, hi = math.floor(L.min() / GRID_STEP) - 2, math.ceil(L.max() / GRID_STEP) + 2
-    grid = np.arange(lo, hi + 1) * GRID_STEP
+    step GRID_STEP * max(1, sd) spanning them (the terms are Gaussian-smoothed sigmoids,
+    smooth in L on that scale; the moment engine then runs on a few hundred points
+    instead of every sample)."""
+    step = GRID_STEP * max(1.0, math.sqrt(var))
+    lo, hi = math.floor(L.min() / step) - 2, math.ceil(L.max() / step) + 2
+    grid = np.arange(lo, hi + 1) * step
     first, second, center = terms(grid, var, n)
     return CubicSpline(grid, first)(L), CubicSpline(grid, second)(L), center
 
