@@ -151,7 +151,7 @@ def plot(results: dict, settings: Settings, out_dir: Path) -> str:
         axes[0][0].plot(row["layers"], row["init_s"], "r*", ms=10)
         axes[0][0].annotate(f"{row['model']} (x{row['ratio']:.2f} build)", (row["layers"], row["init_s"]),
                             fontsize=7, xytext=(4, -10), textcoords="offset points")
-    axes[0][0].legend(fontsize=7, loc="upper left")
+    axes[0][0].legend(fontsize=7, loc="lower right")
     return save(fig, out_dir, "init_cost.png")
 
 

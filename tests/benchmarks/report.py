@@ -204,8 +204,9 @@ def render(results_dir: Path, base: Path = REPO) -> str:
         f"({', '.join(sorted({d['preset'] for d in docs.values()}))} preset, {first['created'][:10]}, "
         f"{machine['usable_cpus']} CPUs, load {'n/a' if not machine['load_average'] else round(machine['load_average'][0], 1)}"
         f" at start, Python {machine['python']}, Keras {versions.get('keras')}, TensorFlow "
-        f"{versions.get('tensorflow')}). Every figure is a ratio or an error measured within one run "
-        "on a shared machine.",
+        f"{versions.get('tensorflow')}; wall time {sum(d['duration_s'] for d in docs.values()) / 60:.1f} min, "
+        f"CPU time {sum(d.get('cpu_s', 0) for d in docs.values()) / 60:.1f} min). Every figure is a "
+        "ratio or an error measured within one run on a shared machine.",
         "",
     ]
     for name, doc in docs.items():

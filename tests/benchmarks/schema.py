@@ -3,7 +3,8 @@
 A result file ``results/<benchmark>.json`` holds::
 
     {"benchmark": str, "schema_version": 1, "preset": "tiny" | "quick" | "full",
-     "created": ISO-8601 UTC, "duration_s": float, "machine": {...}, "settings": {...},
+     "created": ISO-8601 UTC, "duration_s": float (wall), "cpu_s": float (this process, all
+     threads), "machine": {...}, "settings": {...},
      "results": {<table>: [row, ...], ...}, "headline": {figure: number, ...},
      "plots": [PNG file names next to the JSON]}
 
@@ -22,7 +23,7 @@ from .environment import describe_machine
 SCHEMA_VERSION = 1
 PRESET_NAMES = ("tiny", "quick", "full")
 TOP_LEVEL = {"benchmark": str, "schema_version": int, "preset": str, "created": str,
-             "duration_s": (int, float), "machine": dict, "settings": dict, "results": dict,
+             "duration_s": (int, float), "cpu_s": (int, float), "machine": dict, "settings": dict, "results": dict,
              "headline": dict, "plots": list}
 
 TABLES: dict[str, dict[str, tuple[str, ...]]] = {
@@ -76,7 +77,8 @@ def make_result(benchmark: str, preset: str, settings: dict, results: dict, head
     doc = _jsonable({
         "benchmark": benchmark, "schema_version": SCHEMA_VERSION, "preset": preset,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "duration_s": round(duration_s, 3), "machine": describe_machine(), "settings": settings,
+        "duration_s": round(duration_s, 3), "cpu_s": round(time.process_time(), 3),
+        "machine": describe_machine(), "settings": settings,
         "results": results, "headline": headline, "plots": plots,
     })
     validate(doc)
