@@ -13,8 +13,7 @@ from autoinit_sym.weights import TRUNCATED_STD, ZeroMeanFixedScale
 
 
 @pytest.fixture(autouse=True)
-def fresh_names():
-    keras.backend.clear_session()
+def seeded():
     keras.utils.set_random_seed(0)
 
 

@@ -10,8 +10,7 @@ from autoinit_sym.measure import measure
 
 
 @pytest.fixture(autouse=True)
-def fresh_names():
-    keras.backend.clear_session()
+def seeded():
     keras.utils.set_random_seed(0)
 
 
