@@ -224,6 +224,9 @@ class AutoInit:
             if _settled(context.shared_input_stats, combined):
                 break
             context.shared_input_stats = combined
+        else:
+            logger.warning("the combined input statistics of shared layers did not settle in %d "
+                           "passes; using the last pass", MAX_PASSES)
         for op, calls in shared.items():
             for call in calls:
                 estimates[call.key].init_means_in, estimates[call.key].init_vars_in = combined[op]
@@ -244,7 +247,12 @@ class AutoInit:
             else:
                 estimator = self._estimator(call, context, warned)
                 before = {k: id(p) for k, p in context.pending.items()}
-                pairs = _as_pairs(estimator.estimate(means_in, vars_in), len(call.outputs), call.key)
+                try:
+                    result = estimator.estimate(means_in, vars_in)
+                except Exception as err:
+                    err.add_note(f"while estimating layer call {call.key!r} ({type(call.operation).__name__})")
+                    raise
+                pairs = _as_pairs(result, len(call.outputs), call.key)
                 method = getattr(estimator, "method", "exact")
                 weights = {p.variable.path: p.stddev for k, p in context.pending.items()
                            if before.get(k) != id(p)}
