@@ -35,6 +35,13 @@ def test_sequential_keys_in_layer_order():
     assert_tracks(model, estimates)
 
 
+def test_sequential_built_without_an_input_layer():
+    model = keras.Sequential([keras.layers.Dense(64, activation="relu", name="a"), keras.layers.Dense(8, name="b")])
+    model.build((None, 16))
+    _, estimates = AutoInit().initialize_model(model, return_estimates=True)
+    assert list(estimates) == ["a", "b"] and estimates["b"].means_in == [estimates["a"].mean]
+
+
 def test_unbuilt_sequential_is_a_clear_error():
     with pytest.raises(ValueError, match="not built"):
         AutoInit().initialize_model(keras.Sequential([keras.layers.Dense(4)]))
