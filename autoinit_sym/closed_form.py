@@ -2,14 +2,18 @@
 
 For X ~ N(mu, sigma**2) and f piecewise (between numeric breakpoints) a finite sum of
 c * x**n * exp(a*x), ``derive(expr, x)`` gives E[f(X)] and E[f(X)**2] exactly: with
-x = mu + sigma*z each term becomes sum_k binom(n, k) mu**(n-k) sigma**k * z**k exp(a*x),
-and E[z**k exp(a*X); lo < X < hi] is a truncated Gaussian moment
-(``gaussian_integrals.truncated_moments``).  f**2 is of the same form.
+x = mu + sigma*z each term becomes a sum of z**k * exp(a*x), and E[z**k exp(a*X); lo < X < hi]
+is a truncated Gaussian moment (``gaussian_integrals.truncated_moments``).  f**2 is of the
+same form.  ``mean_expr`` / ``second_moment_expr`` are these formulas in exp and erfc.
 
-The variance is never formed as E[f**2] - E[f]**2.  With P the piece holding mu,
-g(x) = f(x) - f_P(mu) is again piecewise exp-polynomial, and on P its polynomial part
-starts at z**1, so Var = E[g**2] - E[g]**2 keeps full relative precision for narrow
-inputs (relu at mu=50, var=1e-8).  The compiled variance picks P from mu at run time.
+What is compiled is an equal but float-safe arrangement of the same sums:
+- polynomial parts are expanded at a breakpoint, where their Taylor coefficients are exact;
+- a piece far out in a tail is expanded at its near endpoint (``one_sided_moment``);
+- c*exp(a*x) - c (elu) and exp(a*x) - exp(a*mu) use series primitives when a*sigma is small;
+- the variance is never E[f**2] - E[f]**2: with P the piece holding mu, g = f - f_P(mu) is
+  again piecewise exp-polynomial and on P starts at z**1, so Var = E[g**2] - E[g]**2 keeps
+  full relative precision for narrow inputs (relu at mu=50, var=1e-8).  One branch per P,
+  each run only where mu falls in P.
 """
 from __future__ import annotations
 

@@ -14,6 +14,11 @@ M_0 is written with three SymPy functions (``gauss_exp_below``, ``gauss_exp_abov
 ``gauss_exp_between``) whose NumPy versions in ``NUMPY_FUNCTIONS`` never form
 inf*0: in a tail they use exp(a*c - t_c**2/2) * erfcx(.), whose exponent has no
 cancellation; ``.rewrite(sympy.erfc)`` turns them into plain exp/erfc formulas.
+
+Three more primitives serve the float-safe arrangement in ``closed_form``:
+``gauss_tail_moment`` (moments of a piece far out in a tail, by Laplace's continued
+fraction, used through ``one_sided_moment``), ``gauss_expm1`` and ``gauss_expm1_centered``
+(E[exp(a*X) - 1] and E[exp(a*X) - exp(a*mu)] on an interval, by a series when a*sigma is small).
 """
 from __future__ import annotations
 
