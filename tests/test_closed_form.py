@@ -24,6 +24,7 @@ ACTIVATIONS = {
     "elu": P((x, x > 0), (sp.exp(x) - 1, True)),
     "selu": SELU_SCALE * P((x, x > 0), (SELU_ALPHA * (sp.exp(x) - 1), True)),
     "celu_2": sp.Max(0, x) + sp.Min(0, 2 * (sp.exp(x / 2) - 1)),
+    "celu_10": P((x, x > 0), (10 * (sp.exp(x / 10) - 1), True)),  # exp(x/10) - 1 cancels if unpaired
     "hard_sigmoid": P((0, x < -sp.Rational(5, 2)), (1, x > sp.Rational(5, 2)), (x / 5 + HALF, True)),
     "hard_silu": x * sp.Min(1, sp.Max(0, (x + 3) / 6)),
     "hard_tanh": sp.Min(1, sp.Max(-1, x)),
@@ -42,6 +43,7 @@ NARROW_GRID = [(0.0, 1.0), (-1.3, 0.04), (2.5, 25.0), (0.7, 0.01)]
 EXTREMES = {  # (mu, var) far off centre, very narrow, very wide
     "relu": [(50.0, 1e-4), (50.0, 1e-8), (-100.0, 1e6)],
     "elu": [(-100.0, 1e6), (-1.0, 1e-8)],
+    "celu_10": [(0.0, 1e-8), (-0.5, 1e-8)],
     "relu6": [(6.0, 1e-6)],
     "hard_silu": [(3.0, 1e-8)],
     "exponential": [(5.0, 1e-8), (-30.0, 20.0)],
