@@ -257,10 +257,11 @@ def _accumulate(terms: Dict[Tuple[int, sp.Expr], sp.Expr], key: Tuple[int, sp.Ex
 
 def _compile(expr: sp.Expr) -> Callable:
     """lambdify over (MU, SIGMA) with the tail-safe NumPy functions and common subexpressions
-    (printed without sorting terms, which is most of the printing time)."""
+    (found and printed without sorting terms, which is most of the compile time)."""
     printer = SciPyPrinter({"order": "none", "fully_qualified_modules": False, "inline": True,
                             "allow_unknown_functions": True, "user_functions": {}})
-    return sp.lambdify((MU, SIGMA), expr, modules=_MODULES, cse=True, printer=printer)
+    return sp.lambdify((MU, SIGMA), expr, modules=_MODULES, printer=printer,
+                       cse=lambda expr: sp.cse(expr, order="none", list=False))
 
 
 def _evaluate(function: Callable, mu, var) -> np.ndarray:
