@@ -3,8 +3,8 @@
 ``split_pieces(expr, x)`` finds the breakpoints of every switch in the expression (Max,
 Min, Abs, Heaviside, sign, Piecewise conditions; inner switches first) by solving for x,
 then on each interval between consecutive breakpoints replaces every switch by its
-active branch and expands the result into terms.  It returns None when the expression is not of that form
-(tanh, sigmoid, softplus, ...), so the caller can fall back to quadrature.
+active branch and expands the result into terms.  It returns None when the expression is
+not of that form (tanh, sigmoid, softplus, ...), so the caller can fall back to quadrature.
 Conditions are read almost everywhere: what happens at a single point (Heaviside(0),
 sign(0)) has no weight under a Gaussian and is ignored.
 """
