@@ -181,12 +181,13 @@ def plot(summary: list[dict], settings: Settings, out_dir: Path) -> str:
             ax.bar(xs, means, width, yerr=errors, capsize=2, label=init,
                    color=INIT_COLORS.get(init))
         ax.set_xticks(range(len(settings.activations)), settings.activations)
-        ax.set_ylim(0, 1.05)
-        ax.axhline(0.1, color="black", lw=0.6, ls=":")
+        ax.set_ylim(0, 1.18)
+        ax.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
+        ax.axhline(0.1, color="black", lw=0.6, ls=":", label="chance")
         depth = settings.mlp_depth if architecture == "mlp" else settings.cnn_depth
         ax.set_title(f"{architecture.upper()}, {depth} layers, {settings.epochs} epochs, digits")
         ax.set_ylabel("test accuracy (bars: min-max over seeds)")
-    axes[0][-1].legend(loc="lower right", fontsize=8)
+    axes[0][0].legend(loc="upper center", ncol=5, fontsize=7, frameon=False)
     return save(fig, out_dir, "training.png")
 
 

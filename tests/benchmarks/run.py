@@ -3,7 +3,8 @@
 
 Each benchmark runs in its own Python process (a clean first use of the moment engine,
 memory figures not inflated by earlier benchmarks) and writes ``results/<name>.json`` and
-its PNG plots; the markdown summary is then rendered from all result files by ``report.py``.
+its PNG plots; ``report.py`` then renders ``results/summary.md`` from all result files (and,
+with ``--update-readme``, the README's benchmark section).
 """
 from __future__ import annotations
 
@@ -72,7 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     if len(names) > 1 or args.update_readme:
         from benchmarks import report
 
-        report.main(["--results", str(args.out)] + (["--update-readme"] if args.update_readme else []))
+        report.main(["--results", str(args.out), "-o", str(args.out / "summary.md")])
+        if args.update_readme:
+            report.main(["--results", str(args.out), "--update-readme"])
     return 1 if failed else 0
 
 
