@@ -40,7 +40,7 @@ GRID = np.unique(np.concatenate([
 
 
 def test_registry_holds_exactly_the_elementwise_keras_activations():
-    assert set(activations.names()) == KERAS_NAMES
+    assert {n for n in activations.names() if activations.get(n).builtin} == KERAS_NAMES
     for name in KERAS_NAMES:
         assert callable(getattr(keras.activations, name))
 
