@@ -104,63 +104,81 @@ def _length(shape: tuple, axes: tuple[int, ...]) -> int:
     return int(np.prod([DEFAULT_TIMESTEPS if s is None else s for s in sizes]))
 
 
-POSITION_WISE = (
-    keras.layers.LayerNormalization, keras.layers.BatchNormalization, keras.layers.RMSNormalization,
-    keras.layers.Dropout, keras.layers.GaussianNoise, keras.layers.GaussianDropout,
-    keras.layers.Activation, keras.layers.ReLU, keras.layers.Identity, keras.layers.Rescaling,
-)
-"""Layers that act on each position separately: a component shared by all positions stays shared."""
-
+NORMALIZATIONS = (keras.layers.LayerNormalization, keras.layers.BatchNormalization,
+                  keras.layers.RMSNormalization)
+ELEMENTWISE = (keras.layers.Dropout, keras.layers.GaussianNoise, keras.layers.GaussianDropout,
+               keras.layers.Identity)
+NONLINEAR = (keras.layers.Activation, keras.layers.ReLU, keras.layers.LeakyReLU, keras.layers.ELU)
 PROJECTIONS = (keras.layers.Dense, keras.layers.EinsumDense)
-"""Position-wise projections: they also turn their input's mean into per-channel offsets."""
-
-SUMS = (keras.layers.Add, keras.layers.Average, keras.layers.Subtract)
+SUMS = (keras.layers.Add, keras.layers.Subtract)
 
 
-def _projection_input_moments(tensor: Any, signal_variance: float) -> tuple[float, float]:
-    """(mean, var) of a projection's input when AutoInit fixes it: the output of a
-    projection with a fused activation f is f(N(0, signal_variance)); otherwise (0, 1)."""
-    history = getattr(tensor, "_keras_history", None)
-    producer = history.operation if history is not None else None
-    activation = getattr(producer, "activation", None)
-    if isinstance(producer, PROJECTIONS) and activation is not None:
-        from .activations import activation_statistics
+def correlated_activation(fn: Any, mean: float, var: float, fraction: float
+                          ) -> tuple[float, float, float]:
+    """(shared fraction, mean, var) of f(z) at two positions whose inputs z ~ N(mean, var)
+    share the fraction ``fraction`` of their variance (correlation rho = fraction):
+    Cov(f(z_1), f(z_2)) / Var(f(z)) by two-dimensional Gauss-Hermite quadrature. A
+    nonlinearity keeps less correlation than it receives (its higher Hermite terms go as
+    rho^k)."""
+    nodes, weights = np.polynomial.hermite_e.hermegauss(HERMITE_NODES)
+    weights = weights / weights.sum()
+    rho, std = min(max(fraction, 0.0), 1.0), math.sqrt(var)
+    u, w = np.meshgrid(nodes, nodes, indexing="ij")
+    pair = np.stack([mean + std * u, mean + std * (rho * u + math.sqrt(1.0 - rho**2) * w)])
+    values = np.asarray(keras.ops.convert_to_numpy(fn(keras.ops.convert_to_tensor(pair, "float32"))),
+                        dtype=np.float64)
+    joint = np.outer(weights, weights)
+    f_mean = float(np.sum(joint * values[0]))
+    f_var = float(np.sum(joint * (values[0] - f_mean) ** 2))
+    covariance = float(np.sum(joint * (values[0] - f_mean) * (values[1] - f_mean)))
+    return (covariance / f_var if f_var > 0 else 0.0), f_mean, f_var
 
-        mean, var, _ = activation_statistics(activation, 0.0, signal_variance)
-        return mean, var
-    return 0.0, 1.0
 
-
-def position_shared_fraction(tensor: Any, table: dict[int, float], signal_variance: float = 1.0
-                             ) -> float:
-    """Fraction of ``tensor``'s variance common to all sequence positions of a sample.
+def position_sharing(tensor: Any, table: dict[int, tuple[float, float]], signal_variance: float = 1.0
+                     ) -> tuple[float, float, float]:
+    """(shared fraction, mean, variance) of ``tensor``: the fraction of its variance common
+    to all sequence positions of a sample, and its nominal statistics.
 
     Attention outputs are partly the same at every query (an average over the same
-    values), and residual streams carry that on; independence across positions, the
-    AutoInit assumption, does not hold there. Attention estimators record their output
-    fraction in ``table``; upstream of a tensor it is carried unchanged through
-    position-wise layers, through sums as the average over the branches (AutoInit gives
-    every branch variance signal_variance), and through projections with the input's
-    mean m added as a shared offset: (m^2 + fraction var) / (m^2 + var). Anything else
-    counts as independent across positions (0)."""
-    if id(tensor) in table:
-        return table[id(tensor)]
+    values), and residual streams carry that on, so independence across positions (the
+    AutoInit assumption) does not hold there. Attention estimators record (fraction,
+    mean, var) of their outputs in ``table``. Upstream of a tensor: normalizations and
+    dropout/noise layers keep the fraction (a normalization resets the statistics to
+    (0, 1)); a sum weights its branches' fractions by their variances; a projection
+    turns its input's mean m into per-channel offsets shared by all positions,
+    (m^2 + fraction var) / (m^2 + var), and its pre-activation has what AutoInit gives
+    it, N(0, signal_variance); activations pass it on as :func:`correlated_activation`
+    says. Anything else counts as independent across positions, with statistics
+    (0, signal_variance)."""
+    key = id(tensor)
+    if key in table:
+        return table[key]
     history = getattr(tensor, "_keras_history", None)
-    fraction = 0.0
-    if history is not None:
-        operation = history.operation
-        inputs = list(operation._inbound_nodes[history.node_index].input_tensors)
-        if inputs and isinstance(operation, SUMS):
-            fraction = float(np.mean([position_shared_fraction(t, table, signal_variance)
-                                      for t in inputs]))
-        elif inputs and isinstance(operation, POSITION_WISE):
-            fraction = position_shared_fraction(inputs[0], table, signal_variance)
-        elif inputs and isinstance(operation, PROJECTIONS):
-            mean, var = _projection_input_moments(inputs[0], signal_variance)
-            inner = position_shared_fraction(inputs[0], table, signal_variance)
-            fraction = (mean**2 + inner * var) / (mean**2 + var)
-    table[id(tensor)] = fraction
-    return fraction
+    operation = history.operation if history is not None else None
+    inputs = list(operation._inbound_nodes[history.node_index].input_tensors) if operation else []
+    result = (0.0, 0.0, signal_variance)
+    if inputs and isinstance(operation, SUMS):
+        branches = [position_sharing(t, table, signal_variance) for t in inputs]
+        total = sum(var for _, _, var in branches)
+        fraction = sum(f * var for f, _, var in branches) / total if total > 0 else 0.0
+        sign = -1.0 if isinstance(operation, keras.layers.Subtract) else 1.0
+        result = (fraction, branches[0][1] + sign * sum(m for _, m, _ in branches[1:]), total)
+    elif inputs and isinstance(operation, NORMALIZATIONS):
+        result = (position_sharing(inputs[0], table, signal_variance)[0], 0.0, 1.0)
+    elif inputs and isinstance(operation, ELEMENTWISE):
+        result = position_sharing(inputs[0], table, signal_variance)
+    elif inputs and isinstance(operation, NONLINEAR):
+        fraction, mean, var = position_sharing(inputs[0], table, signal_variance)
+        result = correlated_activation(operation, mean, var, fraction)
+    elif inputs and isinstance(operation, PROJECTIONS):
+        fraction, mean, var = position_sharing(inputs[0], table, signal_variance)
+        second = mean**2 + var
+        shared = (mean**2 + fraction * var) / second if second > 0 else 0.0
+        activation = getattr(operation, "activation", None)
+        result = (shared, 0.0, signal_variance) if activation is None else correlated_activation(
+            activation, 0.0, signal_variance, shared)
+    table[key] = result
+    return result
 
 
 class _AttentionBase(LayerOutputDistributionEstimator):
@@ -177,10 +195,17 @@ class _AttentionBase(LayerOutputDistributionEstimator):
         key = stats[2] if len(stats) > 2 else value
         return {"query": query, "value": value, "key": key}
 
-    def _shared_table(self) -> dict[int, float]:
-        if not hasattr(self.context, "position_shared"):
-            self.context.position_shared = {}
-        return self.context.position_shared
+    def _outputs(self, mix: tuple[float, float], squares: float, n: int, dropout: float, method: str):
+        self.method = method
+        if len(self.output_shapes) < 2:
+            return mix
+        scores = weight_statistics(squares, n, dropout if self.scores_after_dropout else 0.0)
+        return [mix, scores]
+
+    def _shared_table(self) -> dict[int, tuple[float, float, float]]:
+        if not hasattr(self.context, "position_sharing"):
+            self.context.position_sharing = {}
+        return self.context.position_sharing
 
     def shared_fractions(self) -> tuple[float, float]:
         """Position-shared variance fractions of the (value, key) inputs (0 without a node)."""
@@ -191,21 +216,13 @@ class _AttentionBase(LayerOutputDistributionEstimator):
         value = tensors[1] if len(tensors) > 1 else tensors[0]
         key = tensors[2] if len(tensors) > 2 else value
         scale = self.signal_variance
-        return (position_shared_fraction(value, table, scale),
-                position_shared_fraction(key, table, scale))
+        return (position_sharing(value, table, scale)[0], position_sharing(key, table, scale)[0])
 
-    def record_shared(self, fraction: float) -> None:
-        """Record the position-shared fraction of this call's first output."""
+    def record_shared(self, fraction: float, output: tuple[float, float]) -> None:
+        """Record the position-shared fraction and (mean, var) of this call's first output."""
         tensors = list(getattr(self.node, "output_tensors", None) or [])
         if tensors:
-            self._shared_table()[id(tensors[0])] = fraction
-
-    def _outputs(self, mix: tuple[float, float], squares: float, n: int, dropout: float, method: str):
-        self.method = method
-        if len(self.output_shapes) < 2:
-            return mix
-        scores = weight_statistics(squares, n, dropout if self.scores_after_dropout else 0.0)
-        return [mix, scores]
+            self._shared_table()[id(tensors[0])] = (fraction, *output)
 
 
 def varying_fraction(mean: float, var: float) -> float:
@@ -259,7 +276,7 @@ class MultiHeadAttentionEstimator(_AttentionBase):
         dropout = self.dropout_rate()
         mean, var = mix_statistics(v_mean, v_var * varying, squares, dropout,
                                    v_var * (1.0 - varying), selection)
-        self.record_shared(shared_output_fraction(v_var * (1.0 - varying), v_var * varying, n, var))
+        shared = shared_output_fraction(v_var * (1.0 - varying), v_var * varying, n, var)
         gate = self.gate()
         if gate is not None:
             g_mean, g_var = self._project(gate, unit, inputs["query"])
@@ -268,7 +285,9 @@ class MultiHeadAttentionEstimator(_AttentionBase):
         out_shape = None if query_shape is None else tuple(query_shape[:-1]) + tuple(
             self.layer._output_dense.kernel.shape[:-1])
         out = self.context.estimator_for(self.layer._output_dense, [out_shape])
-        return self._outputs(out.estimate([mean], [var]), squares, n, dropout, method)
+        output = out.estimate([mean], [var])
+        self.record_shared(shared, output)
+        return self._outputs(output, squares, n, dropout, method)
 
 
 @estimates(keras.layers.GroupQueryAttention)
@@ -356,8 +375,9 @@ class AttentionEstimator(_AttentionBase):
         v_mean, v_var, _ = inputs["value"]
         mean, var = mix_statistics(v_mean, v_var * (1.0 - value_shared), squares, dropout,
                                    v_var * value_shared, selection_term(squares, k_var * slope_var, aligned))
-        self.record_shared(shared_output_fraction(v_var * value_shared, v_var * (1.0 - value_shared), n, var))
         mix = (mean + aligned * (1.0 - squares) * k_var * slope_mean, var)
+        self.record_shared(shared_output_fraction(v_var * value_shared, v_var * (1.0 - value_shared),
+                                                  n, var), mix)
         return self._outputs(mix, squares, n, dropout, method)
 
 

@@ -130,15 +130,23 @@ def test_estimates_are_reproducible():
     assert stds(0) == stds(0)
 
 
-def test_position_shared_fraction_through_a_residual_stream():
+def test_position_sharing_through_residual_streams():
     x = keras.Input((T, F))
     attended = keras.layers.MultiHeadAttention(2, 8)(x, x)
-    stream = keras.layers.LayerNormalization()(keras.layers.Add()([x, attended]))
-    projected = keras.layers.Dense(F)(stream)
-    table = {id(attended): 0.4}
-    assert attention.position_shared_fraction(x, table) == 0.0
-    assert attention.position_shared_fraction(stream, table) == pytest.approx(0.2)
-    assert attention.position_shared_fraction(projected, table) == pytest.approx(0.2)
+    post_norm = keras.layers.LayerNormalization()(keras.layers.Add()([x, attended]))
+    projected = keras.layers.Dense(F)(post_norm)
+    hidden = keras.layers.Dense(F, activation="relu")(post_norm)
+    after_relu = keras.layers.Dense(F)(hidden)
+    pre_norm = keras.layers.Add()([keras.layers.Add()([x, x]), attended])  # variances 2 and 1
+    table = {id(attended): (0.4, 0.0, 1.0)}
+    assert attention.position_sharing(x, table) == (0.0, 0.0, 1.0)
+    assert attention.position_sharing(post_norm, table) == pytest.approx((0.2, 0.0, 1.0))
+    assert attention.position_sharing(projected, table)[0] == pytest.approx(0.2)
+    # relu keeps less than the 0.2 it receives; its mean m becomes shared offsets m^2
+    kept, m, v = attention.correlated_activation(keras.activations.relu, 0.0, 1.0, 0.2)
+    assert kept < 0.2 and m == pytest.approx(1 / math.sqrt(2 * math.pi), rel=0.01)
+    assert attention.position_sharing(after_relu, table)[0] == pytest.approx((m**2 + kept * v) / (m**2 + v))
+    assert attention.position_sharing(pre_norm, table) == pytest.approx((0.4 / 3, 0.0, 3.0))
 
 
 @pytest.mark.parametrize("axes", [None, (2,), (1, 2)])
@@ -153,3 +161,13 @@ def test_multi_head_attention_over_several_axes(axes):
     write_pending(context.pending.values(), "truncated_normal", False, context.seed_for)
     xs = np.random.default_rng(0).normal(0, 1, (BATCH, 4, 6, F)).astype("float32")
     assert 0.8 <= np.asarray(layer(xs, xs, training=True)).var() <= 1.25
+
+
+@pytest.mark.parametrize("rho", [0.0, 0.3, 0.8])
+def test_correlated_relu_matches_the_arc_cosine_kernel(rho):
+    theta = math.acos(rho)
+    joint = (math.sin(theta) + (math.pi - theta) * math.cos(theta)) / (2 * math.pi)
+    mean, var = 1 / math.sqrt(2 * math.pi), 0.5 - 1 / (2 * math.pi)
+    fraction, m, v = attention.correlated_activation(keras.activations.relu, 0.0, 1.0, rho)
+    assert (m, v) == pytest.approx((mean, var), rel=0.01)  # Gauss-Hermite across a kink: ~0.5%
+    assert fraction == pytest.approx((joint - mean**2) / var, abs=0.01)
