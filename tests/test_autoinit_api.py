@@ -238,3 +238,23 @@ def test_unknown_layer_that_cannot_be_probed_passes_through_and_says_so(caplog):
     assert "No LayerOutputDistributionEstimator found for layer double. A probe is impossible" in caplog.text
     assert estimates["double"].method == "pass_through"
     assert tuple(estimates["double"]) == (0.0, 1.0)
+
+
+class Failing(keras.layers.Layer):
+    """Declares its output shape (so Keras never runs it symbolically) and fails on real tensors."""
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def call(self, x):
+        raise RuntimeError("no eager calls")
+
+
+def test_unknown_layer_whose_probe_fails_passes_through_and_says_so(caplog):
+    inputs = keras.Input((8,))
+    model = keras.Model(inputs, keras.layers.Dense(8, name="d")(Failing(name="failing")(inputs)))
+    with caplog.at_level(logging.WARNING):
+        _, estimates = AutoInit(input_data_var=2.0).initialize_model(model, return_estimates=True)
+    assert "Probing layer failing failed" in caplog.text and "no eager calls" in caplog.text
+    assert estimates["failing"].method == "pass_through"
+    assert tuple(estimates["failing"]) == (0.0, 2.0)
