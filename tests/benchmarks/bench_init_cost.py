@@ -4,7 +4,9 @@ For each model: ``build_s`` = best time of ``type(model).from_config(config)`` a
 warm-up; ``init_s`` = best time of ``AutoInit().initialize_model(model)`` on a built model
 (``init_cold_s`` = its first call); ``estimate_s`` = the estimation walk alone (graph + walk,
 no weight writes); ``ratio`` = init_s / build_s; ``extra_rss_mb`` = peak resident memory
-added during one initialization (RSS, so TensorFlow's own allocations count).
+added during one initialization (RSS, so TensorFlow's own allocations count, but memory
+freed earlier and reused does not show); ``traced_peak_mb`` = peak of the Python/NumPy
+allocations made during one initialization (tracemalloc, in a separate untimed call).
 Models: keras.applications (weights=None), a recurrent text model, and synthetic Dense
 stacks of growing depth (fixed width) and growing width (fixed depth).
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import gc
+import tracemalloc
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -78,11 +81,16 @@ def measure_model(model: Any, repeats: int) -> dict:
     gc.collect()
     with PeakResidentMemory() as init_memory:
         AutoInit().initialize_model(model)
+    tracemalloc.start()
+    AutoInit().initialize_model(model)
+    traced_peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
     return {
         "layers": len(model.layers), "params": int(model.count_params()),
         "build_s": build_s, "init_s": init_s, "init_cold_s": init_cold_s, "estimate_s": estimate_s,
         "ratio": init_s / build_s, "cold_ratio": init_cold_s / build_s,
         "extra_rss_mb": _mb(init_memory.extra_bytes), "build_extra_rss_mb": _mb(build_memory.extra_bytes),
+        "traced_peak_mb": _mb(traced_peak),
         "methods": dict(Counter(e.method for e in estimates.values())),
     }
 
@@ -115,6 +123,7 @@ def headline(results: dict) -> dict:
     for row in results["applications"] + results["recurrent"]:
         out[f"ratio_{row['model']}"] = row["ratio"]
         out[f"extra_rss_mb_{row['model']}"] = row["extra_rss_mb"]
+        out[f"traced_peak_mb_{row['model']}"] = row["traced_peak_mb"]
     rows = results["synthetic"]
     deepest = max(rows, key=lambda r: (r["layers"], -r["params"]))
     shallowest = min(rows, key=lambda r: (r["layers"], r["params"]))

@@ -43,6 +43,10 @@ def _seconds(x: float) -> str:
     return f"{x * 1000:.1f} ms" if x < 1 else f"{x:.2f} s"
 
 
+def _megabytes(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.1f} MB"
+
+
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|",
             *("| " + " | ".join(row) + " |" for row in rows)]
@@ -101,15 +105,16 @@ def render_init_cost(doc: dict, results_dir: Path, base: Path) -> list[str]:
         "",
         "`ratio` = AutoInit `initialize_model` time / `Model.from_config` time for the same model "
         "(both best of repeats after a warm-up, same run); `cold` = the first initialize call; "
-        "memory = peak extra resident memory during one initialization.",
+        "extra RSS = peak resident memory added during one initialization; traced peak = peak of "
+        "the Python/NumPy allocations it makes (tracemalloc).",
         "",
     ]
     lines += _table(["model", "layers", "params", "Keras build", "AutoInit", "ratio", "cold ratio",
-                     "estimation walk", "extra RSS"],
+                     "estimation walk", "extra RSS", "traced peak"],
                     [[r["model"], str(r["layers"]), f"{r['params']:,}", _seconds(r["build_s"]),
                       _seconds(r["init_s"]), _times(r["ratio"]), _times(r["cold_ratio"]),
-                      _seconds(r["estimate_s"]),
-                      "n/a" if r["extra_rss_mb"] is None else f"{r['extra_rss_mb']:.0f} MB"] for r in named])
+                      _seconds(r["estimate_s"]), _megabytes(r["extra_rss_mb"]),
+                      _megabytes(r["traced_peak_mb"])] for r in named])
     syn, s = res["synthetic"], doc["settings"]
     lines += ["", f"Synthetic Dense stacks ({len(syn)} shapes): ratio between "
               f"{_times(min(r['ratio'] for r in syn))} and {_times(max(r['ratio'] for r in syn))}. "
@@ -186,6 +191,37 @@ def render_training(doc: dict, results_dir: Path, base: Path) -> list[str]:
     return lines + _image(doc, results_dir, base, "test accuracy")
 
 
+def headlines(docs: dict[str, dict]) -> list[str]:
+    """The few figures a reader needs first, one bullet per benchmark present."""
+    out = []
+    if "moments" in docs:
+        h = docs["moments"]["headline"]
+        out.append(f"- Moments of {h['activations']} activations: worst relative error "
+                   f"{_err(h['worst_rel_err_moderate'])} (moderate grid) and {_err(h['worst_rel_err_extreme'])} "
+                   f"(extreme grid) against mpmath; per pair at least {_times(h.get('min_speedup_closed_form'))} "
+                   f"(closed form) and {_times(h.get('min_speedup_quadrature'))} (quadrature) faster than "
+                   "two scipy.quad calls.")
+    if "init_cost" in docs:
+        res = docs["init_cost"]["results"]
+        out.append("- AutoInit time / Keras build time: " + ", ".join(
+            f"{r['model']} {_times(r['ratio'])} (extra RSS {_megabytes(r['extra_rss_mb'])})"
+            for r in res["applications"] + res["recurrent"]) + ".")
+    if "signal" in docs:
+        rows = docs["signal"]["results"]["networks"]
+        out.append("- Last-layer variance of deep unnormalized nets (target 1): AutoInit "
+                   f"{min(r['autoinit_var'][-1] for r in rows):.2g} to {max(r['autoinit_var'][-1] for r in rows):.2g}, "
+                   f"Keras default {min(r['default_var'][-1] for r in rows):.2g} to "
+                   f"{max(r['default_var'][-1] for r in rows):.2g}.")
+    if "training" in docs:
+        h = docs["training"]["headline"]
+        inits = [i for i in INIT_LABELS if f"mean_accuracy_{i}" in h]
+        out.append("- Digits test accuracy, mean over networks and activations: " + ", ".join(
+            f"{INIT_LABELS[i]} {h[f'mean_accuracy_{i}']:.3f}" for i in inits)
+            + (f"; AutoInit best or within 1 point in {h['autoinit_best_or_within_1pt']} of "
+               f"{h['cells']} rows." if "cells" in h else "."))
+    return out
+
+
 RENDERERS = {"moments": render_moments, "init_cost": render_init_cost, "signal": render_signal,
              "training": render_training}
 
@@ -209,6 +245,7 @@ def render(results_dir: Path, base: Path = REPO) -> str:
         "ratio or an error measured within one run on a shared machine.",
         "",
     ]
+    lines += headlines(docs) + [""]
     for name, doc in docs.items():
         lines += RENDERERS[name](doc, results_dir, base) + [""]
     return "\n".join(lines).rstrip() + "\n"

@@ -58,17 +58,16 @@ def main(argv: list[str] | None = None) -> int:
     names = parse_names(args.only)
     failed = []
     for name in names:
-        start = time.perf_counter()
-        print(f"[bench] {name} ({preset}) ...", flush=True)
         if args.in_process or len(names) == 1:
+            start = time.perf_counter()
+            print(f"[bench] {name} ({preset}) ...", flush=True)
             run_one(name, preset, args.out)
-            code = 0
-        else:
-            code = subprocess.call([sys.executable, __file__, "--preset", preset, "--only", name,
-                                    "--out", str(args.out)])
-        status = "ok" if code == 0 else f"FAILED (exit {code})"
-        print(f"[bench] {name}: {status} in {time.perf_counter() - start:.1f} s", flush=True)
+            print(f"[bench] {name}: ok in {time.perf_counter() - start:.1f} s", flush=True)
+            continue
+        code = subprocess.call([sys.executable, __file__, "--preset", preset, "--only", name,
+                                "--out", str(args.out)])
         if code:
+            print(f"[bench] {name}: FAILED (exit {code})", flush=True)
             failed.append(name)
     if len(names) > 1 or args.update_readme:
         from benchmarks import report
