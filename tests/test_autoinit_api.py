@@ -258,3 +258,13 @@ def test_unknown_layer_whose_probe_fails_passes_through_and_says_so(caplog):
     assert "Probing layer failing failed" in caplog.text and "no eager calls" in caplog.text
     assert estimates["failing"].method == "pass_through"
     assert tuple(estimates["failing"]) == (0.0, 2.0)
+
+
+def test_json_with_custom_objects_and_estimators():
+    source = doubling_model().to_json()
+    with pytest.raises(ValueError, match="config is malformed"):
+        AutoInit().initialize_model(source)
+    model, estimates = AutoInit(custom_distribution_estimators={Doubling: DoublingEstimator}).initialize_model(
+        source, return_estimates=True, custom_objects={"Doubling": Doubling})
+    assert isinstance(model.get_layer("double"), Doubling)
+    assert estimates["double"].method == "exact" and estimates["double"].var == pytest.approx(4.0)
