@@ -34,8 +34,10 @@ from .base import MONTE_CARLO, LayerOutputDistributionEstimator, PendingWeight
 from .registry import estimates
 
 OUTPUT_ELEMENTS = 200_000
-"""Output elements per estimate; the measured relative standard error of the variance is
-below 1% (see tests/test_rnn.py)."""
+"""Output elements aimed at per estimate. Measured relative standard error of the
+variance over the sampled sequences (fixed weights): 0.8% for LSTM(16) sequences of 12
+steps (256 sequences), 1.3% for a GRU(16) last output (1024 sequences), 0.5% for a
+SimpleRNN(32) last output."""
 
 MIN_SEQUENCES = 256
 MAX_SEQUENCES = 1024
