@@ -26,7 +26,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from .base import LayerOutputDistributionEstimator
+from .base import MONTE_CARLO, LayerOutputDistributionEstimator
 from .registry import estimates
 from .rnn import DEFAULT_TIMESTEPS
 from .softmax import mean_sum_of_squares
@@ -184,6 +184,7 @@ def position_sharing(tensor: Any, table: dict[int, tuple[float, float]], signal_
 class _AttentionBase(LayerOutputDistributionEstimator):
     """Shared plumbing: which inputs are query/value/key, key count, call flags, outputs."""
 
+    method = MONTE_CARLO  # the softmax variance's; each call records its own
     scores_after_dropout = True  # whether returned attention scores include dropout
 
     def _inputs(self, means_in, vars_in) -> dict[str, tuple[float, float, tuple]]:

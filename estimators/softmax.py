@@ -167,6 +167,8 @@ class SoftmaxEstimator(LayerOutputDistributionEstimator):
     """Softmax layer over ``axis``: mean 1/n (n = size of the softmax axes only); variance
     by :func:`softmax_statistics`. Inputs iid Gaussian; a mask is ignored."""
 
+    method = MONTE_CARLO  # typical; each call records how it was obtained (exact, quadrature)
+
     def estimate(self, means_in, vars_in):
         if not self.input_shapes:
             raise ValueError(f"Softmax layer {self.layer.name!r}: input shape unknown")
