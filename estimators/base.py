@@ -141,11 +141,13 @@ class LayerOutputDistributionEstimator:
         raise NotImplementedError
 
     def set_initializer(self, variable: Any, stddev: float, attr: str | None = None,
-                        fan_in: float | None = None) -> None:
+                        fan_in: float | None = None, owner: Any = None) -> None:
         """Schedule ``variable`` to be redrawn with mean 0 and standard deviation ``stddev``
-        in the configured distribution; ``attr`` names the layer's initializer attribute
-        (e.g. ``"kernel_initializer"``) to update so that the saved config matches."""
-        self.context.pending[id(variable)] = PendingWeight(self.layer, variable, float(stddev), attr, fan_in)
+        in the configured distribution; ``attr`` names the initializer attribute
+        (e.g. ``"kernel_initializer"``) to update so that the saved config matches, on
+        ``owner`` (default: this estimator's layer; e.g. a recurrent layer's cell)."""
+        owner = self.layer if owner is None else owner
+        self.context.pending[id(variable)] = PendingWeight(owner, variable, float(stddev), attr, fan_in)
 
 
 Estimator = LayerOutputDistributionEstimator
