@@ -44,8 +44,10 @@ class Settings:
 PRESETS = {
     "tiny": Settings(applications=(), depths=(2, 4), widths=(8,), sweep_width=8, sweep_depth=2,
                      rnn_length=8, rnn_units=4, repeats=1),
-    "quick": Settings(applications=("ResNet50",), depths=(2, 8, 32, 128), widths=(16, 128, 1024)),
-    "full": Settings(applications=("ResNet50", "MobileNetV2", "EfficientNetB0", "DenseNet121"),
+    "quick": Settings(applications=("ResNet50", "MobileNetV2", "EfficientNetB0", "DenseNet121"),
+                      depths=(2, 8, 32, 128), widths=(16, 128, 1024)),
+    "full": Settings(applications=("ResNet50", "MobileNetV2", "EfficientNetB0", "DenseNet121",
+                                   "ConvNeXtTiny", "InceptionV3", "Xception", "VGG16"),
                      depths=(2, 8, 32, 128, 256), widths=(16, 64, 256, 1024, 2048), repeats=3),
 }
 
@@ -156,11 +158,10 @@ def plot(results: dict, settings: Settings, out_dir: Path) -> str:
         ax.set_ylabel("seconds (best of repeats)")
         ax.set_title(title, fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
-    for row in results["applications"] + results["recurrent"]:
-        axes[0][0].plot(row["layers"], row["init_s"], "r*", ms=10)
-        axes[0][0].annotate(f"{row['model']} (x{row['ratio']:.2f} build)", (row["layers"], row["init_s"]),
-                            fontsize=7, xytext=(4, -10), textcoords="offset points")
-    axes[0][0].legend(fontsize=7, loc="lower right")
+    for row, marker in zip(results["applications"] + results["recurrent"], "*PDXvp^<>h"):
+        axes[0][0].plot(row["layers"], row["init_s"], marker, color="#d62728", ms=8, ls="none",
+                        label=f"{row['model']}: AutoInit = {row['ratio']:.2f} x build")
+    axes[0][0].legend(fontsize=6.5, loc="lower right")
     return save(fig, out_dir, "init_cost.png")
 
 

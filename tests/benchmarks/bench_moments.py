@@ -99,13 +99,13 @@ def accuracy(m, mus: np.ndarray, variances: np.ndarray) -> dict:
               "unresolvable_violations": 0, "bad_values": 0}
     for mu, var, gm, gv in zip(mus, variances, got_mean, got_var):
         ref_mean, ref_var = reference(m.expr, float(mu), float(var))
-        if not (math.isfinite(ref_mean) and math.isfinite(ref_var) and math.isfinite(ref_mean ** 2 + ref_var)):
+        if not (math.isfinite(ref_mean) and math.isfinite(ref_var) and math.isfinite(ref_mean * ref_mean + ref_var)):
             counts["skipped_overflow"] += 1
             continue
         counts["points"] += 1
         counts["bad_values"] += int(not (math.isfinite(gm) and math.isfinite(gv) and gv >= 0))
         candidates = {"mean": _error(gm, ref_mean)}
-        level = RESOLVABLE * (ref_var + ref_mean ** 2)
+        level = RESOLVABLE * (ref_var + ref_mean * ref_mean)
         if ref_var >= level:
             candidates["var"] = _error(gv, ref_var)
         else:
