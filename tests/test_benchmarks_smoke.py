@@ -62,6 +62,8 @@ def test_signal_figures(results):
         n = len(row["layers"])
         assert n and len(row["default_var"]) == len(row["autoinit_var"]) == len(row["predicted_var"]) == n
         assert all(v > 0 for v in row["autoinit_var"] + row["default_var"])
+        assert len(row["autoinit_var_by_seed"]) == len(row["seeds"])
+        assert row["autoinit_var"] == pytest.approx(row["autoinit_var_by_seed"][0])  # one draw
 
 
 def test_training_figures(results):

@@ -5,7 +5,7 @@ Activation layer, then Dropout/SpatialDropout2D), fed N(0, 1) noise in training 
 (dropout active). The variance of every weighted layer's output (pre-activation) is
 measured with ``autoinit_sym.measure.measure`` for the same architecture initialized by
 Keras's defaults (glorot_uniform, zero bias) and by AutoInit, next to AutoInit's
-prediction. AutoInit aims at variance 1 at every depth; default initialization drifts
+prediction, for several weight draws (summarized by their geometric mean). AutoInit aims at variance 1 at every depth; default initialization drifts
 geometrically (the AutoInit paper's signal-propagation figure).
 """
 from __future__ import annotations
@@ -34,12 +34,12 @@ class Settings:
     cnn_size: int = 16
     dropout: float = 0.2
     samples: int = 256
-    seed: int = 0
+    seeds: tuple[int, ...] = (0, 1, 2)   # weight draws
 
 
 PRESETS = {
     "tiny": Settings(activations=("relu",), architectures=("mlp", "cnn"), mlp_depth=3, mlp_width=8,
-                     cnn_depth=2, cnn_filters=4, cnn_size=6, samples=32),
+                     cnn_depth=2, cnn_filters=4, cnn_size=6, samples=32, seeds=(0,)),
     "quick": Settings(activations=("relu", "tanh", "selu", "gelu", "silu", "sigmoid"),
                       architectures=("mlp", "cnn"), mlp_depth=30, mlp_width=128, cnn_depth=20,
                       cnn_filters=32),
@@ -61,26 +61,40 @@ def build(settings: Settings, architecture: str, activation: str):
     raise ValueError(f"unknown architecture {architecture!r}; valid: 'mlp', 'cnn'")
 
 
-def propagate(settings: Settings, architecture: str, activation: str) -> dict:
-    """Measured weighted-layer variances for default init and AutoInit, and AutoInit's predictions."""
+def one_draw(settings: Settings, architecture: str, activation: str, seed: int) -> tuple[list, dict, dict, dict]:
+    """Weighted-layer names, measured statistics under default init and AutoInit, AutoInit's estimates."""
     import keras
 
     from autoinit_sym import AutoInit
     from autoinit_sym.measure import measure
 
-    keras.utils.set_random_seed(settings.seed)
+    keras.utils.set_random_seed(seed)
     model = build(settings, architecture, activation)
     weighted = [layer.name for layer in model.layers if layer.name.startswith(WEIGHTED_PREFIXES)]
-    default = measure(model, 0.0, 1.0, samples=settings.samples, seed=settings.seed)
-    _, estimates = AutoInit(weight_init_config={"seed": settings.seed}).initialize_model(
-        model, return_estimates=True)
-    autoinit = measure(model, 0.0, 1.0, samples=settings.samples, seed=settings.seed)
+    default = measure(model, 0.0, 1.0, samples=settings.samples, seed=seed)
+    _, estimates = AutoInit(weight_init_config={"seed": seed}).initialize_model(model, return_estimates=True)
+    autoinit = measure(model, 0.0, 1.0, samples=settings.samples, seed=seed)
     keras.backend.clear_session()
+    return weighted, default, autoinit, estimates
+
+
+def _geometric_mean(values: list[float]) -> float:
+    return math.exp(sum(math.log(v) for v in values) / len(values)) if min(values) > 0 else 0.0
+
+
+def propagate(settings: Settings, architecture: str, activation: str) -> dict:
+    """Per weighted layer: measured variance (geometric mean over weight draws, and each draw)
+    under default init and AutoInit, and AutoInit's prediction (first draw)."""
+    draws = [one_draw(settings, architecture, activation, seed) for seed in settings.seeds]
+    weighted, _, _, estimates = draws[0]
+    by_seed = {init: [[stats[k][1] for k in weighted] for stats in (d[index] for d in draws)]
+               for init, index in (("default", 1), ("autoinit", 2))}
     return {"activation": activation, "architecture": architecture, "dropout": settings.dropout,
-            "layers": weighted, "default_var": [default[k][1] for k in weighted],
-            "autoinit_var": [autoinit[k][1] for k in weighted],
-            "predicted_var": [estimates[k].var for k in weighted],
-            "autoinit_mean": [autoinit[k][0] for k in weighted]}
+            "layers": weighted, "seeds": list(settings.seeds),
+            "default_var": [_geometric_mean(list(v)) for v in zip(*by_seed["default"])],
+            "autoinit_var": [_geometric_mean(list(v)) for v in zip(*by_seed["autoinit"])],
+            "default_var_by_seed": by_seed["default"], "autoinit_var_by_seed": by_seed["autoinit"],
+            "predicted_var": [estimates[k].var for k in weighted]}
 
 
 def _log_gap(measured: list[float], target: list[float]) -> list[float]:
@@ -113,8 +127,13 @@ def plot(rows: list[dict], settings: Settings, out_dir: Path) -> str:
     for index, row in enumerate(rows):
         ax = axes[index // cols][index % cols]
         depth = range(1, len(row["layers"]) + 1)
-        ax.plot(depth, row["default_var"], "-", color=INIT_COLORS["keras_default"], label="Keras default")
-        ax.plot(depth, row["autoinit_var"], "-", color=INIT_COLORS["autoinit"], lw=2, label="AutoInit")
+        for init, key, label in (("keras_default", "default_var", "Keras default"),
+                                 ("autoinit", "autoinit_var", "AutoInit")):
+            draws = row[f"{key}_by_seed"]
+            ax.fill_between(depth, [min(v) for v in zip(*draws)], [max(v) for v in zip(*draws)],
+                            color=INIT_COLORS[init], alpha=0.25, lw=0)
+            ax.plot(depth, row[key], "-", color=INIT_COLORS[init], lw=2 if init == "autoinit" else 1.2,
+                    label=label)
         ax.plot(depth, row["predicted_var"], "--", color="black", lw=0.8, label="AutoInit predicted")
         ax.set_yscale("log")
         ax.set_title(f"{row['architecture'].upper()}, {row['activation']}", fontsize=9)
@@ -130,7 +149,8 @@ def plot(rows: list[dict], settings: Settings, out_dir: Path) -> str:
         axes[index // cols][index % cols].axis("off")
     axes[0][0].legend(fontsize=7)
     fig.suptitle(f"Variance of each weighted layer's output, N(0, 1) input, dropout {settings.dropout}, "
-                 "training mode", fontsize=10)
+                 f"training mode; lines: geometric mean over {len(settings.seeds)} weight draws, "
+                 "bands: min-max", fontsize=10)
     return save(fig, out_dir, "signal.png")
 
 

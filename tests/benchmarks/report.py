@@ -145,7 +145,8 @@ def render_signal(doc: dict, results_dir: Path, base: Path) -> list[str]:
         f"Dense stacks ({s['mlp_depth']} x {s['mlp_width']}) and plain CNNs ({s['cnn_depth']} conv "
         f"layers of {s['cnn_filters']} filters), each weighted layer followed by the activation and "
         f"dropout {s['dropout']}, N(0, 1) input, training mode, {s['samples']} samples. Variance of "
-        "the last weighted layer's output; AutoInit targets 1. Median |log(measured / predicted)| "
+        f"the last weighted layer's output, geometric mean over {len(s['seeds'])} weight draws; "
+        "AutoInit targets 1. Median |log(measured / predicted)| "
         f"over all weighted layers: {h['median_abs_log_measured_over_predicted']:.3f} "
         f"(max {h['max_abs_log_measured_over_predicted']:.2f}).",
         "",
