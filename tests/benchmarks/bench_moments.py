@@ -48,7 +48,7 @@ PRESETS = {
     "tiny": Settings(moderate_mu=2, moderate_var=2, extreme_mu=(-100.0, 100.0), extreme_var=2,
                      pairs=1000, quad_pairs=3, repeats=1, names=("relu", "tanh")),
     "quick": Settings(moderate_mu=4, moderate_var=3, extreme_mu=(-100.0, -20.0, -1.0, 0.0, 2.0, 100.0),
-                      extreme_var=4, quad_pairs=10),
+                      extreme_var=4, quad_pairs=20, repeats=5),
     "full": Settings(moderate_mu=13, moderate_var=9,
                      extreme_mu=(-100.0, -50.0, -20.0, -5.0, -1.0, -0.1, 0.0, 0.1, 1.0, 5.0, 20.0, 50.0, 100.0),
                      extreme_var=15, quad_pairs=100, repeats=5),
