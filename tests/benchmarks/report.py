@@ -94,6 +94,9 @@ def render_moments(doc: dict, results_dir: Path, base: Path) -> list[str]:
                       f"{_err(r['moderate']['max_rel_err_mean'])} / {_err(r['moderate']['max_rel_err_var'])}",
                       f"{_err(r['extreme']['max_rel_err_mean'])} / {_err(r['extreme']['max_rel_err_var'])}",
                       _times(r["cost"]["speedup"]), _seconds(r["first_use_s"])] for r in rows])
+    lines += ["", "For contrast (quoted from issue 2, not measured here): the reference implementation "
+              "integrates with scipy.quad over TensorFlow calls, reaches about 1e-8, and returns "
+              "(0, 0) for relu at mu = 50, var = 1e-4."]
     return lines + [""] + _image(doc, results_dir, base, "moment accuracy and speed")
 
 
@@ -122,6 +125,9 @@ def render_init_cost(doc: dict, results_dir: Path, base: Path) -> list[str]:
                         f"width {s['sweep_width']}")
               + _growth([r for r in syn if r["depth"] == s["sweep_depth"]], "params",
                         f"depth {s['sweep_depth']}"), ""]
+    lines += ["For contrast (quoted from issue 3, not measured here): the reference implementation "
+              "takes about 14× the build time and about 3 GB on ResNet50, sampling pooling layers by "
+              "Monte Carlo.", ""]
     return lines + _image(doc, results_dir, base, "initialization cost vs layers and parameters")
 
 
