@@ -16,7 +16,7 @@ so that a saved config describes the weights.
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import keras
 import numpy as np
@@ -101,14 +101,29 @@ class ZeroMeanFixedScale(keras.constraints.Constraint):
         return {"std": self.std}
 
 
-def write_pending(pending: Iterable[Any], distribution: str, constrain: bool, seed_for: Any) -> None:
-    """Draw and assign every :class:`estimators.base.PendingWeight`; update the layers'
-    initializer (and, with ``constrain``, constraint) attributes to match."""
+def _seed(pending: Any, seed_for: Callable[..., int]) -> int:
+    return seed_for(pending.layer.name, pending.variable.path)
+
+
+def draw(pending: Any, distribution: str, seed_for: Callable[..., int]) -> np.ndarray:
+    """The values a :class:`estimators.base.PendingWeight` will be written with: its
+    variable's shape and dtype, seeded by ``seed_for(owner name, variable path)``.
+    The one place that fixes the seed convention, so that estimators which run a
+    layer with its pending weights (recurrent Monte Carlo) see exactly these values."""
+    variable = pending.variable
+    shape = tuple(int(d) for d in variable.shape)
+    return sample(distribution, pending.stddev, shape, _seed(pending, seed_for), variable.dtype)
+
+
+def write_pending(pending: Iterable[Any], distribution: str, constrain: bool,
+                  seed_for: Callable[..., int]) -> None:
+    """Draw (:func:`draw`) and assign every :class:`estimators.base.PendingWeight`; update
+    the owners' initializer (and, with ``constrain``, constraint) attributes to match."""
     for item in pending:
         variable = item.variable
         shape = tuple(int(d) for d in variable.shape)
-        seed = seed_for(item.layer.name, variable.path)
-        variable.assign(sample(distribution, item.stddev, shape, seed, variable.dtype))
+        seed = _seed(item, seed_for)
+        variable.assign(draw(item, distribution, seed_for))
         if item.attr is not None:
             setattr(item.layer, item.attr, keras_initializer(distribution, item.stddev, shape, seed))
         if constrain:

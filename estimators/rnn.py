@@ -9,9 +9,12 @@ preserve the norm of the bounded state; the gates' biases, e.g. LSTM's unit forg
 bias, are design choices). Cells of a StackedRNNCells after the first read a hidden
 state, not the input, and keep their kernels.
 
-Output statistics: no tractable integral, so Monte Carlo through a clone of the
-layer (same config and weights, the scheduled kernels drawn exactly as they will be
-written) on seeded Gaussian sequences in training mode. Every output of the call
+Output statistics: no tractable integral, so Monte Carlo through the layer itself
+on seeded Gaussian sequences in training mode, with the scheduled kernels swapped in
+(drawn by ``weights.draw`` exactly as they will be written) and every variable and
+setting restored afterwards, also on error (:func:`sampling_setup`; building a clone
+from its config cost more than the sampling). On CPU the time loop calls the cell
+directly (:func:`direct_loop`): per-step Python overhead, not arithmetic, is the cost. Every output of the call
 (sequences or last output, and each state with ``return_state``) gets its own
 (mean, var). Every sequence gives many output elements, so far fewer sequences than
 ``recurrent_monte_carlo_samples`` suffice: enough for :data:`OUTPUT_ELEMENTS`
@@ -22,15 +25,18 @@ sequences: its input is correlated over time, and the iid assumption would miss 
 """
 from __future__ import annotations
 
+import inspect
 import math
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 import keras
 import numpy as np
 
 from autoinit_sym.monte_carlo import CHUNK_BYTES, batch_statistics, gaussian_statistics
+from autoinit_sym.weights import draw
 
-from .base import MONTE_CARLO, LayerOutputDistributionEstimator, PendingWeight
+from .base import MONTE_CARLO, LayerOutputDistributionEstimator
 from .registry import estimates
 
 OUTPUT_ELEMENTS = 200_000
@@ -61,10 +67,6 @@ def input_cells(layer: Any) -> list[Any]:
     return [cell] if has_kernel else []
 
 
-def _weight_index(layer: Any) -> dict[int, int]:
-    return {id(v): i for i, v in enumerate(layer.weights)}
-
-
 def _sample_shapes(shapes: list[tuple], name: str) -> list[tuple[int, ...]]:
     """Per-sample shapes (batch dimension dropped); an unknown time axis becomes DEFAULT_TIMESTEPS."""
     out = []
@@ -79,9 +81,81 @@ def _sample_shapes(shapes: list[tuple], name: str) -> list[tuple[int, ...]]:
     return out
 
 
+@contextmanager
+def sampling_setup(layer: Any, values: dict[int, np.ndarray], direct: bool) -> Iterator[None]:
+    """``layer`` itself set up for Monte Carlo, restored on exit whatever happens: the
+    scheduled weights assigned (``values``: id(variable) -> array), its recurrent layers
+    stateless and, with ``direct``, looping over time through :func:`direct_loop`. Every
+    variable of the layer (weights and dropout seed states) gets its saved value back,
+    so the model is left as it was."""
+    variables = list(layer.variables)
+    saved = [keras.ops.convert_to_numpy(v) for v in variables]
+    recurrent = recurrent_layers(layer)
+    stateful = [r.stateful for r in recurrent]
+    replaced: list[Any] = []
+    try:
+        for variable in variables:
+            if id(variable) in values:
+                variable.assign(values[id(variable)])
+        for r in recurrent:
+            r.stateful = False
+            if direct and "inner_loop" not in vars(r):  # leave a user's own loop alone
+                r.inner_loop = direct_loop(r)
+                replaced.append(r)
+        yield
+    finally:
+        for r, was_stateful in zip(recurrent, stateful):
+            r.stateful = was_stateful
+        for r in replaced:
+            del r.inner_loop
+        for variable, value in zip(variables, saved):
+            variable.assign(value)
+
+
+def direct_loop(layer: Any) -> Callable[..., tuple]:
+    """A stand-in for ``layer.inner_loop`` (Keras's time loop, which RNN.call wraps with the
+    initial states, dropout masks and output packing): a plain loop over the time steps
+    calling the cell's ``call`` directly, which skips the per-step layer-call and loop
+    bookkeeping (~30% of a step on CPU). Unmasked inputs only; masked calls go to Keras."""
+    keras_loop, cell = layer.inner_loop, layer.cell
+    takes_training = "training" in inspect.signature(cell.call).parameters
+
+    def inner_loop(sequences, initial_state, mask=None, training=False):
+        if mask is not None:
+            return keras_loop(sequences, initial_state, mask, training=training)
+        steps = keras.ops.unstack(sequences, axis=1)
+        states = list(initial_state) if isinstance(initial_state, (list, tuple)) else [initial_state]
+        outputs = []
+        for step in reversed(steps) if layer.go_backwards else steps:
+            if takes_training:
+                output, states = cell.call(step, states, training=training)
+            else:
+                output, states = cell.call(step, states)
+            states = list(states) if isinstance(states, (list, tuple)) else [states]
+            outputs.append(output)
+        sequence = keras.ops.stack(outputs, axis=1) if layer.return_sequences else outputs[-1]
+        return outputs[-1], sequence, states
+
+    return inner_loop
+
+
+def recurrent_layers(layer: Any) -> list[Any]:
+    """The RNN layers that run the loop: both directions of a Bidirectional, else the layer."""
+    if isinstance(layer, keras.layers.Bidirectional):
+        return [layer.forward_layer, layer.backward_layer]
+    return [layer] if isinstance(layer, keras.layers.RNN) else []
+
+
+def direct_loop_pays() -> bool:
+    """Loop directly only on CPU: on an accelerator Keras's own loop can use the fused
+    cuDNN kernel for LSTM and GRU."""
+    return all(d.split(":")[0].lower() == "cpu" for d in keras.distribution.list_devices())
+
+
 @estimates(keras.layers.RNN, keras.layers.Bidirectional)
 class RecurrentEstimator(LayerOutputDistributionEstimator):
-    """Monte Carlo through a clone of the recurrent layer (see the module docstring).
+    """Monte Carlo through the recurrent layer itself, with the scheduled kernels swapped
+    in and restored afterwards (see the module docstring).
     Inputs: the sequence, then any initial states; all iid Gaussian, training mode."""
 
     method = MONTE_CARLO
@@ -94,10 +168,9 @@ class RecurrentEstimator(LayerOutputDistributionEstimator):
             fan_in = float(np.prod(cell.kernel.shape[:-1]))
             std = math.sqrt(self.signal_variance / (fan_in * second_moment))
             # The owner is the cell: the RNN layer's initializer attributes are read-only views.
-            self.context.pending[id(cell.kernel)] = PendingWeight(
-                cell, cell.kernel, std, "kernel_initializer", fan_in)
+            self.set_initializer(cell.kernel, std, "kernel_initializer", fan_in, owner=cell)
         shapes = _sample_shapes(self.input_shapes, self.layer.name)
-        clone, row_elements = self._clone(shapes)
+        row_elements = self._output_elements(shapes[0])
         sequences = min(self.weight_init_config.recurrent_monte_carlo_samples,
                         MAX_SEQUENCES,
                         max(MIN_SEQUENCES, math.ceil(OUTPUT_ELEMENTS / row_elements)))
@@ -105,20 +178,21 @@ class RecurrentEstimator(LayerOutputDistributionEstimator):
         captured: list[Any] | None = [] if getattr(self.layer, "return_sequences", False) else None
 
         def run(*inputs):
-            outputs = self._call(clone, inputs)
+            outputs = self._call(self.layer, inputs)
             if captured is not None:
                 captured.append(_first(outputs))
             return outputs
 
         description = f"AutoInit: {self.layer.name}"
-        if upstream is None:
-            row_bytes = 4 * (sum(int(np.prod(s)) for s in shapes) + row_elements)
-            stats = gaussian_statistics(run, shapes, means_in, vars_in, sequences,
-                                        chunk_size=max(1, CHUNK_BYTES // row_bytes),
-                                        seed=self.context.seed_for(self.layer.name, "recurrent"),
-                                        description=description)
-        else:
-            stats = batch_statistics(run, [(batch,) for batch in upstream], description)
+        with sampling_setup(self.layer, self._scheduled_values(), direct_loop_pays()):
+            if upstream is None:
+                row_bytes = 4 * (sum(int(np.prod(s)) for s in shapes) + row_elements)
+                stats = gaussian_statistics(run, shapes, means_in, vars_in, sequences,
+                                            chunk_size=max(1, CHUNK_BYTES // row_bytes),
+                                            seed=self.context.seed_for(self.layer.name, "recurrent"),
+                                            description=description)
+            else:
+                stats = batch_statistics(run, [(batch,) for batch in upstream], description)
         if captured and sum(4 * int(np.prod(y.shape)) for y in captured) <= CHUNK_BYTES:
             self._record_samples(captured)
         return stats if len(stats) > 1 else stats[0]
@@ -146,28 +220,16 @@ class RecurrentEstimator(LayerOutputDistributionEstimator):
             return layer(inputs[0], initial_state=list(inputs[1:]), training=True)
         return layer(inputs[0], training=True)
 
-    def _clone(self, shapes: list[tuple[int, ...]]) -> tuple[Any, int]:
-        """A built copy of the layer with its weights and the pending writes; also the
-        number of elements in one sample of its first output."""
-        from autoinit_sym.weights import sample
+    def _scheduled_values(self) -> dict[int, np.ndarray]:
+        """The values every pending write to one of this layer's weights will assign."""
+        owned = {id(v) for v in self.layer.weights}
+        config = self.weight_init_config
+        return {key: draw(pending, config.distribution, self.context.seed_for)
+                for key, pending in self.context.pending.items() if key in owned}
 
-        config = self.layer.get_config()
-        if config.get("stateful"):
-            config["stateful"] = False
-        clone = type(self.layer).from_config(config)
-        batch_shapes = [(None,) + s for s in shapes]
-        clone.build(batch_shapes[0])
-        clone.set_weights(self.layer.get_weights())
-        index = _weight_index(self.layer)
-        for pending in self.context.pending.values():
-            i = index.get(id(pending.variable))
-            if i is None:
-                continue
-            variable = pending.variable
-            values = sample(self.weight_init_config.distribution, pending.stddev,
-                            tuple(variable.shape), self.context.seed_for(pending.layer.name, variable.path))
-            clone.weights[i].assign(values.astype(variable.dtype))
-        output = clone.compute_output_shape(batch_shapes[0])
+    def _output_elements(self, shape: tuple[int, ...]) -> int:
+        """Elements in one sample of the layer's first output."""
+        output = self.layer.compute_output_shape((None,) + shape)
         while isinstance(output[0], (list, tuple)):
             output = output[0]
-        return clone, int(np.prod(output[1:]))
+        return int(np.prod(output[1:]))
