@@ -46,7 +46,7 @@ PRESETS = {
     "full": Settings(activations=("relu", "tanh", "selu", "gelu", "silu", "elu", "sigmoid", "softplus",
                                   "mish", "leaky_relu"),
                      architectures=("mlp", "cnn"), mlp_depth=50, mlp_width=256, cnn_depth=30,
-                     cnn_filters=64, cnn_size=32, samples=1024),
+                     cnn_filters=32, cnn_size=16, samples=512),
 }
 
 
