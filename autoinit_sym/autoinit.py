@@ -18,7 +18,7 @@ import keras
 
 from autoinit_sym.estimates import LayerEstimate
 from autoinit_sym.estimators.base import (EstimationContext, LayerOutputDistributionEstimator,
-                                          WeightInitConfig)
+                                          WeightInitConfig, carried_shared)
 from autoinit_sym.graph import Call, ModelGraph, build_graph
 from autoinit_sym.probe import ProbeEstimator, missing_estimator_warning, probe_impossible
 from autoinit_sym.weights import write_pending
@@ -130,6 +130,30 @@ def _as_pairs(result: Any, outputs: int, key: str) -> list[tuple[float, float]]:
     return checked
 
 
+def _shared_outputs(estimator: Any, vars_in: list[float], shared_in: list[float],
+                    pairs: list[tuple[float, float]]) -> list[float]:
+    """The position-shared variance of each output: what the estimator set in ``shared_out``
+    (one value for all outputs, or one per output), else :func:`carried_shared`; clipped to
+    [0, var] of its output."""
+    given = getattr(estimator, "shared_out", None)
+    if given is None:
+        values = [carried_shared(vars_in, shared_in, var) for _, var in pairs]
+    elif isinstance(given, (list, tuple)):
+        if len(given) != len(pairs):
+            raise ValueError(f"{type(estimator).__name__} set shared_out to {given!r}; expected "
+                             f"one value per output ({len(pairs)})")
+        values = list(given)
+    else:
+        values = [given] * len(pairs)
+    checked = []
+    for value, (_, var) in zip(values, pairs):
+        value = float(value)
+        if not math.isfinite(value):
+            raise ValueError(f"{type(estimator).__name__} set a non-finite shared_out {given!r}")
+        checked.append(min(max(value, 0.0), var))
+    return checked
+
+
 def _combined(records: list[LayerEstimate]) -> tuple[list[float], list[float]]:
     """Input statistics pooled over several calls: mean of means, mean of second moments."""
     means, variances = [], []
@@ -234,18 +258,21 @@ class AutoInit:
 
     def _walk(self, graph: ModelGraph, context: WalkContext, means: list[float],
               variances: list[float], warned: set[int]) -> "OrderedDict[str, LayerEstimate]":
-        stats = {slot: (m, v) for slot, m, v in zip(graph.inputs, means, variances)}
+        """One pass in topological order; each slot holds (mean, var, shared), model inputs
+        with shared 0 (positions independent)."""
+        stats = {slot: (m, v, 0.0) for slot, m, v in zip(graph.inputs, means, variances)}
         method_of: dict[int, str] = {}
         estimates: OrderedDict[str, LayerEstimate] = OrderedDict()
         for call in graph.calls:
-            means_in = [stats[s][0] for s in call.inputs]
-            vars_in = [stats[s][1] for s in call.inputs]
+            means_in, vars_in, shared_in = ([stats[s][i] for s in call.inputs] for i in range(3))
             if call.submodel:
-                pairs = [stats[s] for s in call.outputs]
+                pairs = [stats[s][:2] for s in call.outputs]
+                shared_out = [stats[s][2] for s in call.outputs]
                 method = method_of.get(call.outputs[0], "exact")
                 weights: dict[str, float] = {}
             else:
                 estimator = self._estimator(call, context, warned)
+                estimator.shared_in = list(shared_in)
                 before = {k: id(p) for k, p in context.pending.items()}
                 try:
                     result = estimator.estimate(means_in, vars_in)
@@ -253,13 +280,15 @@ class AutoInit:
                     err.add_note(f"while estimating layer call {call.key!r} ({type(call.operation).__name__})")
                     raise
                 pairs = _as_pairs(result, len(call.outputs), call.key)
+                shared_out = _shared_outputs(estimator, vars_in, shared_in, pairs)
                 method = getattr(estimator, "method", "exact")
                 weights = {p.variable.path: p.stddev for k, p in context.pending.items()
                            if before.get(k) != id(p)}
-                stats.update(zip(call.outputs, pairs))
+                stats.update((slot, (m, v, c)) for slot, (m, v), c in zip(call.outputs, pairs, shared_out))
                 method_of.update((s, method) for s in call.outputs)
             estimates[call.key] = LayerEstimate(call.key, call.operation.name, method, means_in,
-                                                vars_in, pairs, weights=weights)
+                                                vars_in, pairs, weights=weights, shared_in=shared_in,
+                                                shared_out=shared_out)
         return estimates
 
     @staticmethod

@@ -14,7 +14,9 @@ class LayerEstimate:
     ``estimators.base.METHODS``. For a layer or submodel shared by several call sites,
     ``init_means_in`` / ``init_vars_in`` hold the combined input statistics its
     initializer was derived from (None otherwise). ``weights`` maps each redrawn
-    variable's path to its standard deviation.
+    variable's path to its standard deviation. ``shared_in`` / ``shared_out`` hold the
+    position-shared variance (covariance between two positions of a channel, see
+    ``estimators.base``) of each input and output; ``shared`` reads it like ``var``.
     """
 
     key: str
@@ -26,6 +28,8 @@ class LayerEstimate:
     init_means_in: list[float] | None = None
     init_vars_in: list[float] | None = None
     weights: dict[str, float] = field(default_factory=dict)
+    shared_in: list[float] = field(default_factory=list)
+    shared_out: list[float] = field(default_factory=list)
 
     @property
     def mean(self) -> float | tuple[float, ...]:
@@ -34,6 +38,10 @@ class LayerEstimate:
     @property
     def var(self) -> float | tuple[float, ...]:
         return self.outputs[0][1] if len(self.outputs) == 1 else tuple(v for _, v in self.outputs)
+
+    @property
+    def shared(self) -> float | tuple[float, ...]:
+        return self.shared_out[0] if len(self.shared_out) == 1 else tuple(self.shared_out)
 
     def __iter__(self) -> Iterator:
         return iter((self.mean, self.var))

@@ -22,6 +22,8 @@ IDENTITY = ("linear", "identity", None)
 SOFTMAX = ("softmax", "log_softmax")
 AXIS_WISE = ("sparsemax",)  # not elementwise and no rule yet
 HERMITE_POINTS = 201
+SHARED_HERMITE_POINTS = 64
+"""Gauss-Hermite nodes over the position-shared offset in :func:`activation_shared`."""
 
 
 def activation_name(activation: Any) -> str | None:
@@ -67,6 +69,35 @@ def activation_statistics(activation: Any, mean: float, var: float, axis_size: i
     except (KeyError, ValueError, TypeError) as err:
         raise ValueError(f"activation {name!r} is not known to the moment engine ({err})") from err
     return float(engine.mean(mean, var)), float(engine.variance(mean, var)), engine.method
+
+
+def activation_shared(activation: Any, mean: float, var: float, shared: float, var_out: float,
+                      **params: Any) -> float:
+    """Position-shared variance of f(x) for x = mean + a + e, a ~ N(0, shared) common to all
+    positions of a channel, e ~ N(0, var - shared) independent: two positions share a, so
+    Cov = Var_a(g(a)) with g(a) = E_e[f(mean + a + e)] (the moment engine's mean at
+    (mean + a, var - shared)), by Gauss-Hermite over a. Identity keeps ``shared``; a function
+    the engine does not know (softmax, glu, custom) keeps the fraction shared / var.
+    ``var_out`` is Var f(x), the limit as shared -> var."""
+    if var <= 0 or shared <= 0 or var_out <= 0:
+        return 0.0
+    if shared >= var * (1.0 - 1e-9):
+        return var_out
+    if not is_keras_activation(activation):
+        return var_out * shared / var
+    name = activation_name(activation)
+    if name in IDENTITY:
+        return float(shared)
+    if name in SOFTMAX + AXIS_WISE or name == "glu":
+        return var_out * shared / var
+    from autoinit_sym import moments
+
+    engine = moments(name, **params)
+    nodes, weights = np.polynomial.hermite_e.hermegauss(SHARED_HERMITE_POINTS)
+    weights = weights / weights.sum()
+    conditional = np.asarray(engine.mean(mean + math.sqrt(shared) * nodes, var - shared), dtype=np.float64)
+    centre = float(weights @ conditional)
+    return min(max(float(weights @ (conditional - centre) ** 2), 0.0), var_out)
 
 
 def _softmax(name: str, mean: float, var: float, axis_size: int | None) -> tuple[float, float, str]:
@@ -119,6 +150,7 @@ class ActivationEstimator(LayerOutputDistributionEstimator):
     def estimate(self, means_in, vars_in):
         mean, var, self.method = activation_statistics(
             self.layer.activation, means_in[0], vars_in[0], axis_size=_last_axis(self.input_shapes))
+        self.shared_out = activation_shared(self.layer.activation, means_in[0], vars_in[0], self.shared(), var)
         return mean, var
 
 
@@ -129,9 +161,10 @@ class ReLUEstimator(LayerOutputDistributionEstimator):
     def estimate(self, means_in, vars_in):
         layer = self.layer
         max_value = None if layer.max_value is None else float(layer.max_value)
-        mean, var, self.method = activation_statistics(
-            "relu", means_in[0], vars_in[0], negative_slope=float(layer.negative_slope),
-            max_value=max_value, threshold=float(layer.threshold))
+        params = dict(negative_slope=float(layer.negative_slope), max_value=max_value,
+                      threshold=float(layer.threshold))
+        mean, var, self.method = activation_statistics("relu", means_in[0], vars_in[0], **params)
+        self.shared_out = activation_shared("relu", means_in[0], vars_in[0], self.shared(), var, **params)
         return mean, var
 
 
@@ -140,8 +173,10 @@ class LeakyReLUEstimator(LayerOutputDistributionEstimator):
     """LeakyReLU(negative_slope): closed form."""
 
     def estimate(self, means_in, vars_in):
-        mean, var, self.method = activation_statistics(
-            "leaky_relu", means_in[0], vars_in[0], negative_slope=float(self.layer.negative_slope))
+        slope = float(self.layer.negative_slope)
+        mean, var, self.method = activation_statistics("leaky_relu", means_in[0], vars_in[0], negative_slope=slope)
+        self.shared_out = activation_shared("leaky_relu", means_in[0], vars_in[0], self.shared(), var,
+                                            negative_slope=slope)
         return mean, var
 
 
@@ -150,8 +185,9 @@ class ELUEstimator(LayerOutputDistributionEstimator):
     """ELU(alpha): closed form."""
 
     def estimate(self, means_in, vars_in):
-        mean, var, self.method = activation_statistics(
-            "elu", means_in[0], vars_in[0], alpha=float(self.layer.alpha))
+        alpha = float(self.layer.alpha)
+        mean, var, self.method = activation_statistics("elu", means_in[0], vars_in[0], alpha=alpha)
+        self.shared_out = activation_shared("elu", means_in[0], vars_in[0], self.shared(), var, alpha=alpha)
         return mean, var
 
 

@@ -5,11 +5,13 @@ over the n keys (training mode). For one query the logits over the keys are trea
 as iid N(., logit_var), so Q = E[sum_j a_j^2] = n Var(s) + 1/n follows from the
 softmax statistics (:mod:`softmax`); a causal mask averages Q over queries that see
 1..n keys. The values split into a part common to all keys (from the input's mean,
-and from components that earlier attention layers made equal at every position) and
-a part that varies with the key; only the latter is averaged down by the mix
+and the input's position-shared variance that the walk tracks, ``shared_in``, see
+``estimators.base``) and a part that varies with the key; only the latter is averaged down by the mix
 (:func:`mix_statistics`). Attention dropout at rate p scales Q by 1/(1 - p). When the
 values are (partly) the keys, the weights favour keys aligned with the query, which
-Stein's lemma turns into an extra term (:func:`selection_term`).
+Stein's lemma turns into an extra term (:func:`selection_term`). The output's shared
+variance is the common part plus about 1/n of the varying one
+(:func:`shared_output_fraction`).
 
 MultiHeadAttention and GroupQueryAttention are initialized through the weighted-layer
 rule of their EinsumDense sublayers: query, key and value projections for unit
@@ -104,83 +106,6 @@ def _length(shape: tuple, axes: tuple[int, ...]) -> int:
     return int(np.prod([DEFAULT_TIMESTEPS if s is None else s for s in sizes]))
 
 
-NORMALIZATIONS = (keras.layers.LayerNormalization, keras.layers.BatchNormalization,
-                  keras.layers.RMSNormalization)
-ELEMENTWISE = (keras.layers.Dropout, keras.layers.GaussianNoise, keras.layers.GaussianDropout,
-               keras.layers.Identity)
-NONLINEAR = (keras.layers.Activation, keras.layers.ReLU, keras.layers.LeakyReLU, keras.layers.ELU)
-PROJECTIONS = (keras.layers.Dense, keras.layers.EinsumDense)
-SUMS = (keras.layers.Add, keras.layers.Subtract)
-
-
-def correlated_activation(fn: Any, mean: float, var: float, fraction: float
-                          ) -> tuple[float, float, float]:
-    """(shared fraction, mean, var) of f(z) at two positions whose inputs z ~ N(mean, var)
-    share the fraction ``fraction`` of their variance (correlation rho = fraction):
-    Cov(f(z_1), f(z_2)) / Var(f(z)) by two-dimensional Gauss-Hermite quadrature. A
-    nonlinearity keeps less correlation than it receives (its higher Hermite terms go as
-    rho^k)."""
-    nodes, weights = np.polynomial.hermite_e.hermegauss(HERMITE_NODES)
-    weights = weights / weights.sum()
-    rho, std = min(max(fraction, 0.0), 1.0), math.sqrt(var)
-    u, w = np.meshgrid(nodes, nodes, indexing="ij")
-    pair = np.stack([mean + std * u, mean + std * (rho * u + math.sqrt(1.0 - rho**2) * w)])
-    values = np.asarray(keras.ops.convert_to_numpy(fn(keras.ops.convert_to_tensor(pair, "float32"))),
-                        dtype=np.float64)
-    joint = np.outer(weights, weights)
-    f_mean = float(np.sum(joint * values[0]))
-    f_var = float(np.sum(joint * (values[0] - f_mean) ** 2))
-    covariance = float(np.sum(joint * (values[0] - f_mean) * (values[1] - f_mean)))
-    return (covariance / f_var if f_var > 0 else 0.0), f_mean, f_var
-
-
-def position_sharing(tensor: Any, table: dict[int, tuple[float, float]], signal_variance: float = 1.0
-                     ) -> tuple[float, float, float]:
-    """(shared fraction, mean, variance) of ``tensor``: the fraction of its variance common
-    to all sequence positions of a sample, and its nominal statistics.
-
-    Attention outputs are partly the same at every query (an average over the same
-    values), and residual streams carry that on, so independence across positions (the
-    AutoInit assumption) does not hold there. Attention estimators record (fraction,
-    mean, var) of their outputs in ``table``. Upstream of a tensor: normalizations and
-    dropout/noise layers keep the fraction (a normalization resets the statistics to
-    (0, 1)); a sum weights its branches' fractions by their variances; a projection
-    turns its input's mean m into per-channel offsets shared by all positions,
-    (m^2 + fraction var) / (m^2 + var), and its pre-activation has what AutoInit gives
-    it, N(0, signal_variance); activations pass it on as :func:`correlated_activation`
-    says. Anything else counts as independent across positions, with statistics
-    (0, signal_variance)."""
-    key = id(tensor)
-    if key in table:
-        return table[key]
-    history = getattr(tensor, "_keras_history", None)
-    operation = history.operation if history is not None else None
-    inputs = list(operation._inbound_nodes[history.node_index].input_tensors) if operation else []
-    result = (0.0, 0.0, signal_variance)
-    if inputs and isinstance(operation, SUMS):
-        branches = [position_sharing(t, table, signal_variance) for t in inputs]
-        total = sum(var for _, _, var in branches)
-        fraction = sum(f * var for f, _, var in branches) / total if total > 0 else 0.0
-        sign = -1.0 if isinstance(operation, keras.layers.Subtract) else 1.0
-        result = (fraction, branches[0][1] + sign * sum(m for _, m, _ in branches[1:]), total)
-    elif inputs and isinstance(operation, NORMALIZATIONS):
-        result = (position_sharing(inputs[0], table, signal_variance)[0], 0.0, 1.0)
-    elif inputs and isinstance(operation, ELEMENTWISE):
-        result = position_sharing(inputs[0], table, signal_variance)
-    elif inputs and isinstance(operation, NONLINEAR):
-        fraction, mean, var = position_sharing(inputs[0], table, signal_variance)
-        result = correlated_activation(operation, mean, var, fraction)
-    elif inputs and isinstance(operation, PROJECTIONS):
-        fraction, mean, var = position_sharing(inputs[0], table, signal_variance)
-        second = mean**2 + var
-        shared = (mean**2 + fraction * var) / second if second > 0 else 0.0
-        activation = getattr(operation, "activation", None)
-        result = (shared, 0.0, signal_variance) if activation is None else correlated_activation(
-            activation, 0.0, signal_variance, shared)
-    table[key] = result
-    return result
-
-
 class _AttentionBase(LayerOutputDistributionEstimator):
     """Shared plumbing: which inputs are query/value/key, key count, call flags, outputs."""
 
@@ -203,27 +128,13 @@ class _AttentionBase(LayerOutputDistributionEstimator):
         scores = weight_statistics(squares, n, dropout if self.scores_after_dropout else 0.0)
         return [mix, scores]
 
-    def _shared_table(self) -> dict[int, tuple[float, float, float]]:
-        if not hasattr(self.context, "position_sharing"):
-            self.context.position_sharing = {}
-        return self.context.position_sharing
-
-    def shared_fractions(self) -> tuple[float, float]:
-        """Position-shared variance fractions of the (value, key) inputs (0 without a node)."""
-        tensors = list(getattr(self.node, "input_tensors", None) or [])
-        if not tensors:
-            return 0.0, 0.0
-        table = self._shared_table()
-        value = tensors[1] if len(tensors) > 1 else tensors[0]
-        key = tensors[2] if len(tensors) > 2 else value
-        scale = self.signal_variance
-        return (position_sharing(value, table, scale)[0], position_sharing(key, table, scale)[0])
-
-    def record_shared(self, fraction: float, output: tuple[float, float]) -> None:
-        """Record the position-shared fraction and (mean, var) of this call's first output."""
-        tensors = list(getattr(self.node, "output_tensors", None) or [])
-        if tensors:
-            self._shared_table()[id(tensors[0])] = (fraction, *output)
+    def shared_fractions(self, vars_in: list[float]) -> tuple[float, float]:
+        """Position-shared variance fractions of the (value, key) inputs, from the walk's
+        ``shared_in`` (0 when called without it)."""
+        fractions = [min(self.shared(i) / v, 1.0) if v > 0 else 0.0 for i, v in enumerate(vars_in)]
+        value = fractions[1] if len(fractions) > 1 else fractions[0]
+        key = fractions[2] if len(fractions) > 2 else value
+        return value, key
 
 
 def varying_fraction(mean: float, var: float) -> float:
@@ -267,7 +178,7 @@ class MultiHeadAttentionEstimator(_AttentionBase):
         v_mean, v_var = self._project(self.layer._value_dense, unit, inputs["value"])
         key_shape = inputs["key"][2] or (None, None)
         n = _length(key_shape, self.attention_axes())
-        value_shared, key_shared = self.shared_fractions()
+        value_shared, key_shared = self.shared_fractions(vars_in)
         logit_var = (q_var + q_mean**2) * k_var * varying_fraction(*inputs["key"][:2]) * (1.0 - key_shared)
         squares, method = square_sum(logit_var, n, _flag(self.node, "use_causal_mask"))
         features = float(self.layer._key_dense.kernel.shape[0])
@@ -286,8 +197,9 @@ class MultiHeadAttentionEstimator(_AttentionBase):
         out_shape = None if query_shape is None else tuple(query_shape[:-1]) + tuple(
             self.layer._output_dense.kernel.shape[:-1])
         out = self.context.estimator_for(self.layer._output_dense, [out_shape])
+        out.shared_in = [shared * var]
         output = out.estimate([mean], [var])
-        self.record_shared(shared, output)
+        self.shared_out = out.shared_out
         return self._outputs(output, squares, n, dropout, method)
 
 
@@ -366,7 +278,7 @@ class AttentionEstimator(_AttentionBase):
         if k_shape is None or q_shape is None or q_shape[-1] is None:
             raise ValueError(f"{type(self.layer).__name__} {self.layer.name!r}: input shapes unknown")
         n = _length(k_shape, (1,))
-        value_shared, key_shared = self.shared_fractions()
+        value_shared, key_shared = self.shared_fractions(vars_in)
         k_var = k_var * (1.0 - key_shared)
         logit_var, slope_mean, slope_var = self.logit_terms(q_mean, q_var, k_mean, k_var,
                                                             int(q_shape[-1]))
@@ -377,8 +289,8 @@ class AttentionEstimator(_AttentionBase):
         mean, var = mix_statistics(v_mean, v_var * (1.0 - value_shared), squares, dropout,
                                    v_var * value_shared, selection_term(squares, k_var * slope_var, aligned))
         mix = (mean + aligned * (1.0 - squares) * k_var * slope_mean, var)
-        self.record_shared(shared_output_fraction(v_var * value_shared, v_var * (1.0 - value_shared),
-                                                  n, var), mix)
+        self.shared_out = var * shared_output_fraction(v_var * value_shared, v_var * (1.0 - value_shared),
+                                                       n, var)
         return self._outputs(mix, squares, n, dropout, method)
 
 

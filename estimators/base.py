@@ -2,9 +2,20 @@
 
 An estimator maps the (mean, variance) of each input of one layer call to the
 (mean, variance) of its output, assuming every element of an input is Gaussian
-with those statistics and independent of the others (the AutoInit assumption).
-Weighted layers additionally schedule new weights through :meth:`set_initializer`;
+with those statistics and independent of the others (the AutoInit assumption), except
+for one tracked correlation, described below. Weighted layers additionally schedule new weights through :meth:`set_initializer`;
 nothing is written to the model until the whole walk has succeeded.
+
+Position-shared variance: besides (mean, var) the walk keeps, per tensor, ``shared`` =
+the covariance between two distinct spatial/sequence positions of the same channel
+(0 <= shared <= var): x = mean + a + e with a ~ N(0, shared) common to all positions of
+a channel and e ~ N(0, var - shared) independent across positions. Weighted layers turn
+an input mean into such per-channel offsets, attention mixes the same values into every
+query, spatial dropout masks whole channels; pooling cannot average it away. Before
+``estimate`` the walk sets ``estimator.shared_in`` (one value per input); an estimator
+that knows its output's shared variance sets ``self.shared_out`` (a float, or a list per
+output) inside ``estimate``; otherwise :func:`carried_shared` applies. ``estimate`` keeps
+returning only ``(mean, var)``, so estimators written for the reference work unchanged.
 """
 from __future__ import annotations
 
@@ -117,6 +128,10 @@ class LayerOutputDistributionEstimator:
 
     method: str = EXACT
     method_label: str | None = None
+    shared_in: Sequence[float] = ()
+    """Position-shared variance of each input (set by the walk; empty when called directly)."""
+    shared_out: float | Sequence[float] | None = None
+    """Position-shared variance of the output(s), set by ``estimate`` when the rule knows it."""
 
     def __init__(self, layer: Any, context: EstimationContext | None = None,
                  input_shapes: Sequence[tuple] | None = None,
@@ -140,6 +155,10 @@ class LayerOutputDistributionEstimator:
         """Return ``(mean, var)`` of the output, or a list of such pairs for several outputs."""
         raise NotImplementedError
 
+    def shared(self, index: int = 0) -> float:
+        """Position-shared variance of input ``index`` (0 when the walk did not say)."""
+        return float(self.shared_in[index]) if index < len(self.shared_in) else 0.0
+
     def set_initializer(self, variable: Any, stddev: float, attr: str | None = None,
                         fan_in: float | None = None, owner: Any = None) -> None:
         """Schedule ``variable`` to be redrawn with mean 0 and standard deviation ``stddev``
@@ -148,6 +167,16 @@ class LayerOutputDistributionEstimator:
         ``owner`` (default: this estimator's layer; e.g. a recurrent layer's cell)."""
         owner = self.layer if owner is None else owner
         self.context.pending[id(variable)] = PendingWeight(owner, variable, float(stddev), attr, fan_in)
+
+
+def carried_shared(vars_in: Sequence[float], shared_in: Sequence[float], var_out: float) -> float:
+    """The default rule: the output keeps its inputs' shared fraction,
+    var_out * sum(shared_in) / sum(vars_in) (variance-weighted over several inputs),
+    clipped to [0, var_out]."""
+    total = float(sum(vars_in))
+    if total <= 0 or var_out <= 0:
+        return 0.0
+    return min(max(var_out * float(sum(shared_in)) / total, 0.0), var_out)
 
 
 Estimator = LayerOutputDistributionEstimator

@@ -3,6 +3,11 @@
 Inputs are independent Gaussians with one (mean, var) each, except that the *same*
 tensor passed twice (``Add()([x, x])``) is recognized from the node and treated as
 perfectly correlated (2x, not the sum of two independent copies).
+
+Position-shared variance c_i of each input (see ``estimators.base``): linear merges
+combine it like the variance (independent branches); a product of independent inputs
+shares prod (c_i + m_i^2) - prod m_i^2; concatenating channels makes each input's mean
+a per-channel offset. Maximum/Minimum keep the variance-weighted shared fraction.
 """
 from __future__ import annotations
 
@@ -80,17 +85,24 @@ class LinearMergeEstimator(_Merge):
             coefficients = [1.0 / n] * n
         else:
             coefficients = [1.0] * n
-        return linear_moments(coefficients, means_in, vars_in, self.groups(n))
+        groups = self.groups(n)
+        self.shared_out = linear_moments(coefficients, means_in, [self.shared(i) for i in range(n)], groups)[1]
+        return linear_moments(coefficients, means_in, vars_in, groups)
 
 
 @estimates(keras.layers.Multiply)
 class MultiplyEstimator(_Merge):
-    """Product of independent inputs: mean m1 m2, var (v1 + m1^2)(v2 + m2^2) - m1^2 m2^2 (iterated)."""
+    """Product of independent inputs: mean m1 m2, var (v1 + m1^2)(v2 + m2^2) - m1^2 m2^2 (iterated);
+    shared (c1 + m1^2)(c2 + m2^2) - m1^2 m2^2 (the default rule when a tensor repeats)."""
 
     method = EXACT
 
     def estimate(self, means_in, vars_in):
-        return product_moments(means_in, vars_in, self.groups(len(means_in)))
+        groups = self.groups(len(means_in))
+        if all(len(g) == 1 for g in groups):
+            self.shared_out = float(np.prod([self.shared(i) + m * m for i, m in enumerate(means_in)])
+                                    - np.prod([m * m for m in means_in]))
+        return product_moments(means_in, vars_in, groups)
 
 
 @estimates(keras.layers.Maximum, keras.layers.Minimum)
@@ -112,13 +124,21 @@ class ExtremumEstimator(_Merge):
 @estimates(keras.layers.Concatenate)
 class ConcatenateEstimator(LayerOutputDistributionEstimator):
     """Mixture weighted by each input's size along the concat axis:
-    mean sum w_i m_i, E[x^2] = sum w_i (v_i + m_i^2)."""
+    mean sum w_i m_i, E[x^2] = sum w_i (v_i + m_i^2). Along the channel (last) axis each
+    input's mean becomes a per-channel offset: shared sum w_i (c_i + m_i^2) - mean^2; along
+    another axis the positions of one input share c_i: shared sum w_i c_i."""
 
     method = EXACT
 
     def estimate(self, means_in, vars_in):
-        return mixture_moments(concat_weights(self.input_shapes, self.layer.axis, len(means_in)),
-                               means_in, vars_in)
+        weights = concat_weights(self.input_shapes, self.layer.axis, len(means_in))
+        shared = [self.shared(i) for i in range(len(means_in))]
+        rank = len(self.input_shapes[0]) if self.input_shapes and self.input_shapes[0] is not None else None
+        if rank is None or self.layer.axis % rank == rank - 1:
+            self.shared_out = mixture_moments(weights, means_in, shared)[1]
+        else:
+            self.shared_out = float(np.average(shared, weights=weights))
+        return mixture_moments(weights, means_in, vars_in)
 
 
 def concat_weights(shapes: Sequence[Sequence[int | None]], axis: int, count: int) -> list[float]:

@@ -5,6 +5,13 @@ Inputs are independent Gaussian elements with one (mean, var); training mode (ba
 statistics). Per-channel parameters (gamma/beta, scale/offset, adapted mean/variance)
 are averaged over their positions: the output statistics are those of the mixture over
 channels, as a measurement over the whole tensor sees them.
+
+Position-shared variance c (see ``estimators.base``): an affine map a x + b per channel
+shares avg(a^2) c + Var_channels(a m + b) (:func:`affine_shared`). BatchNormalization in
+training mode subtracts each channel's batch mean, which removes per-channel offsets;
+assuming those dominate the shared part before it (they do after weighted layers), its
+output shares only Var_channels(beta). Layer/Group normalization standardize each
+sample's positions separately and keep the input's shared fraction c / var.
 """
 from __future__ import annotations
 
@@ -28,6 +35,13 @@ def affine_moments(scale: Any, offset: Any, mean: float, var: float) -> tuple[fl
     a, b = np.broadcast_arrays(np.asarray(scale, dtype=float), np.asarray(offset, dtype=float))
     centres = a * mean + b
     return float(centres.mean()), float((a ** 2).mean() * var + centres.var())
+
+
+def affine_shared(scale: Any, offset: Any, mean: float, shared: float) -> float:
+    """Position-shared variance of ``scale * x + offset`` (per-channel arrays) for x with mean
+    ``mean`` and shared variance ``shared``: avg(scale^2) shared + Var_channels(scale mean + offset)."""
+    a, b = np.broadcast_arrays(np.asarray(scale, dtype=float), np.asarray(offset, dtype=float))
+    return float((a ** 2).mean() * shared + (a * mean + b).var())
 
 
 def standardized_second_moment(n: int | None, var: float, epsilon: float) -> tuple[float, str]:
@@ -97,6 +111,9 @@ class _Standardizing(LayerOutputDistributionEstimator):
     """gamma * (x - m) / sqrt(s^2 + eps) + beta with m, s^2 the statistics over the reduction set:
     output mean avg(beta), var avg(gamma^2) * E[s^2/(s^2+eps)] + Var_channels(beta)."""
 
+    keeps_shared = True
+    """Whether the input's shared fraction survives (False: per-channel offsets removed)."""
+
     def reduction_size(self) -> int | None:
         raise NotImplementedError
 
@@ -112,15 +129,18 @@ class _Standardizing(LayerOutputDistributionEstimator):
         shape = self.parameter_shape()
         gamma = _parameter(self.layer, self.layer.scale, "gamma", "gamma_initializer", 1.0, shape)
         beta = _parameter(self.layer, self.layer.center, "beta", "beta_initializer", 0.0, shape)
+        fraction = self.shared() / vars_in[0] if self.keeps_shared and vars_in[0] > 0 else 0.0
+        self.shared_out = affine_shared(gamma, beta, 0.0, ratio * fraction)
         return affine_moments(gamma, beta, 0.0, ratio)
 
 
 @estimates(keras.layers.BatchNormalization)
 class BatchNormalizationEstimator(_Standardizing):
     """Training mode, batch statistics over batch (and spatial) positions of unknown count:
-    mean avg(beta), var avg(gamma^2) var/(var+eps) + Var(beta)."""
+    mean avg(beta), var avg(gamma^2) var/(var+eps) + Var(beta); shared Var(beta) (offsets removed)."""
 
     method = CLOSED_FORM
+    keeps_shared = False
 
     def reduction_size(self) -> int | None:
         return None
@@ -144,6 +164,7 @@ class LayerNormalizationEstimator(_Standardizing):
         self.method = CLOSED_FORM
         inv = 1.0 / math.sqrt(vars_in[0] + self.layer.epsilon)
         gamma = _parameter(self.layer, True, "gamma", "gamma_initializer", 1.0, self.parameter_shape())
+        self.shared_out = affine_shared(gamma * inv, 0.0, means_in[0], self.shared())
         return affine_moments(gamma * inv, 0.0, means_in[0], vars_in[0])
 
 
@@ -208,9 +229,9 @@ class NormalizationEstimator(LayerOutputDistributionEstimator):
         layer = self.layer
         m, v = (np.asarray(keras.ops.convert_to_numpy(t), dtype=float) for t in (layer.mean, layer.variance))
         sd = np.maximum(np.sqrt(v), keras.config.epsilon())
-        if layer.invert:
-            return affine_moments(sd, m, means_in[0], vars_in[0])
-        return affine_moments(1.0 / sd, -m / sd, means_in[0], vars_in[0])
+        scale, offset = (sd, m) if layer.invert else (1.0 / sd, -m / sd)
+        self.shared_out = affine_shared(scale, offset, means_in[0], self.shared())
+        return affine_moments(scale, offset, means_in[0], vars_in[0])
 
 
 @estimates(keras.layers.Rescaling)
@@ -222,4 +243,5 @@ class RescalingEstimator(LayerOutputDistributionEstimator):
     def estimate(self, means_in, vars_in):
         scale, offset = (np.asarray(keras.ops.convert_to_numpy(t), dtype=float)
                          for t in (self.layer.scale, self.layer.offset))
+        self.shared_out = affine_shared(scale, offset, means_in[0], self.shared())
         return affine_moments(scale, offset, means_in[0], vars_in[0])

@@ -2,10 +2,14 @@
 
 Every output position pools k independent N(mean, var) inputs, k depending on the
 position where windows are cut by the border (padding="same" pools only the real
-elements; adaptive windows differ in size). Per position: average -> (mean, var/k);
-max -> (mean + sd E[M_k], var Var[M_k]) with M_k the max of k iid N(0, 1)
+elements; adaptive windows differ in size). The part c of the variance shared by all
+positions of a channel (``shared_in``, see ``estimators.base``) is common to the whole
+window and cannot be pooled away: with x_i = mean + a + e_i, a ~ N(0, c),
+e_i iid N(0, var - c), per position average -> (mean, c + (var - c)/k);
+max -> (mean + sd E[M_k], c + sd^2 Var[M_k]), sd^2 = var - c, M_k the max of k iid N(0, 1)
 (:func:`autoinit_sym.order_statistics.max_of_iid_normal_moments`). The output statistics
-are the mixture over output positions, computed from the actual input shape.
+are the mixture over output positions, computed from the actual input shape; every
+output keeps the shared offset a, so its shared variance is c (global pooling too).
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ from autoinit_sym.order_statistics import max_of_iid_normal_moments
 
 from .base import EXACT, QUADRATURE, LayerOutputDistributionEstimator
 from .registry import estimates
+
 
 def window_sizes(n: int, pool: int, stride: int, padding: str) -> np.ndarray:
     """Number of real input elements in each output window along one axis.
@@ -57,8 +62,7 @@ def pooled_moments(mean: float, var: float, ks: np.ndarray, weights: np.ndarray,
 
     ``shared`` is the part of ``var`` common to every position of a channel (a per-channel
     offset b ~ N(0, shared), the rest independent across positions); pooling cannot average
-    it: average -> var shared + (var - shared)/k, max -> b + max of k of the rest. The graph
-    walk does not track it yet, so the estimators pass 0 (every element independent)."""
+    it: average -> var shared + (var - shared)/k, max -> b + max of k of the rest."""
     varying = var - shared
     if mode == "average":
         return mean, float(shared + varying * (weights @ (1.0 / ks)))
@@ -92,7 +96,9 @@ class _Pooling(LayerOutputDistributionEstimator):
 
     def estimate(self, means_in, vars_in):
         ks, weights = pooled_counts(self.axis_window_sizes(self.spatial_shape()))
-        return pooled_moments(means_in[0], vars_in[0], ks, weights, self.mode)
+        shared = min(self.shared(), vars_in[0])
+        self.shared_out = shared
+        return pooled_moments(means_in[0], vars_in[0], ks, weights, self.mode, shared)
 
 
 class _Windowed(_Pooling):

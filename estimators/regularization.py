@@ -2,6 +2,9 @@
 GaussianNoise, AlphaDropout, ActivityRegularization.
 
 Exact for an input element with mean m and variance v (the noise is independent of it).
+Position-shared variance c (covariance between two positions of a channel): noise drawn
+per element leaves it as the kept fraction scales it; a spatial dropout mask is common to
+the whole channel, so it scales the positions' common second moment (c + m^2).
 """
 from __future__ import annotations
 
@@ -9,6 +12,8 @@ import keras
 
 from .base import EXACT, LayerOutputDistributionEstimator
 from .registry import estimates
+
+_SPATIAL = (keras.layers.SpatialDropout1D, keras.layers.SpatialDropout2D, keras.layers.SpatialDropout3D)
 
 # SELU constants that AlphaDropout uses for its dropped value alpha' = -alpha * scale.
 _SELU_ALPHA = 1.6732632423543772848170429916717
@@ -25,21 +30,27 @@ def inverted_dropout_moments(mean: float, var: float, rate: float) -> tuple[floa
 @estimates(keras.layers.Dropout, keras.layers.GaussianDropout)
 class DropoutEstimator(LayerOutputDistributionEstimator):
     """Dropout / SpatialDropout* (kept units scaled by 1/(1-rate); a spatial mask has the same
-    per-element law) and GaussianDropout: mean m, var (v + m^2)/(1 - rate) - m^2."""
+    per-element law) and GaussianDropout: mean m, var (v + m^2)/(1 - rate) - m^2. Shared
+    variance: c with masks per element (E[d_p d_q] = 1 for p != q); (c + m^2)/(1 - rate) - m^2
+    with SpatialDropout's mask per channel."""
 
     method = EXACT
 
     def estimate(self, means_in, vars_in):
-        return inverted_dropout_moments(means_in[0], vars_in[0], float(self.layer.rate))
+        mean, rate = means_in[0], float(self.layer.rate)
+        self.shared_out = (inverted_dropout_moments(mean, self.shared(), rate)[1]
+                           if isinstance(self.layer, _SPATIAL) else self.shared())
+        return inverted_dropout_moments(mean, vars_in[0], rate)
 
 
 @estimates(keras.layers.GaussianNoise)
 class GaussianNoiseEstimator(LayerOutputDistributionEstimator):
-    """x + N(0, stddev^2): mean m, var v + stddev^2."""
+    """x + N(0, stddev^2): mean m, var v + stddev^2; shared variance unchanged (noise per element)."""
 
     method = EXACT
 
     def estimate(self, means_in, vars_in):
+        self.shared_out = self.shared()
         return means_in[0], vars_in[0] + float(self.layer.stddev) ** 2
 
 
@@ -58,6 +69,7 @@ class AlphaDropoutEstimator(LayerOutputDistributionEstimator):
         alpha_p = -_SELU_ALPHA * _SELU_SCALE
         a = ((1 - rate) * (1 + rate * alpha_p ** 2)) ** -0.5
         b = -a * alpha_p * rate
+        self.shared_out = (a * (1 - rate)) ** 2 * self.shared()  # kept at both positions
         mixed_mean = (1 - rate) * mean + rate * alpha_p
         mixed_var = (1 - rate) * var + rate * (1 - rate) * (mean - alpha_p) ** 2
         return a * mixed_mean + b, a * a * mixed_var

@@ -3,6 +3,8 @@ ZeroPadding*, Resizing, and the TimeDistributed wrapper.
 
 Rearranging, repeating or cropping iid elements leaves each element's law unchanged;
 zero padding and interpolation change the mixture over output positions exactly.
+The position-shared variance (see ``estimators.base``) keeps its fraction (the default
+rule), except where noted.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from .base import EXACT, LayerOutputDistributionEstimator
 from .registry import estimates
 
 
-@estimates(keras.layers.Flatten, keras.layers.Reshape, keras.layers.Permute, keras.layers.RepeatVector,
+@estimates(keras.layers.Flatten, keras.layers.Reshape, keras.layers.Permute,
            keras.layers.Cropping1D, keras.layers.Cropping2D, keras.layers.Cropping3D,
            keras.layers.UpSampling1D, keras.layers.UpSampling3D)
 class RearrangingEstimator(LayerOutputDistributionEstimator):
@@ -27,16 +29,27 @@ class RearrangingEstimator(LayerOutputDistributionEstimator):
         return means_in[0], vars_in[0]
 
 
+@estimates(keras.layers.RepeatVector)
+class RepeatVectorEstimator(RearrangingEstimator):
+    """Every output position is the same input vector: (mean, var) unchanged, all of var shared."""
+
+    def estimate(self, means_in, vars_in):
+        self.shared_out = vars_in[0]
+        return means_in[0], vars_in[0]
+
+
 @estimates(keras.layers.ZeroPadding1D, keras.layers.ZeroPadding2D, keras.layers.ZeroPadding3D)
 class ZeroPaddingEstimator(LayerOutputDistributionEstimator):
     """A fraction p of the output positions is zero: mean m (1-p), E[x^2] = (v + m^2)(1-p),
-    with 1 - p = (input elements) / (output elements) per sample."""
+    with 1 - p = (input elements) / (output elements) per sample. Two positions are both real
+    with probability ~(1-p)^2: shared (1-p)^2 c (the zeros' fixed pattern is not shared)."""
 
     method = EXACT
 
     def estimate(self, means_in, vars_in):
         kept = _elements(self.input_shapes[0]) / _elements(self._output_shape())
         mean, var = means_in[0], vars_in[0]
+        self.shared_out = kept ** 2 * self.shared()
         return mean * kept, (var + mean ** 2) * kept - (mean * kept) ** 2
 
     def _output_shape(self) -> tuple:
@@ -141,6 +154,7 @@ class TimeDistributedEstimator(LayerOutputDistributionEstimator):
 
             warning = missing_estimator_warning(self.layer.layer.name, True)
             return probe_instead(self, means_in, vars_in, warning)
+        inner.shared_in = self.shared_in
         result = inner.estimate(means_in, vars_in)
-        self.method = inner.method
+        self.method, self.shared_out = inner.method, inner.shared_out
         return result

@@ -6,6 +6,13 @@ s^2 independent of the inputs has E[z] = E[b] and Var(z) = fan_in s^2 E[x^2] + V
 AutoInit sets s^2 = signal_variance / (fan_in E[x^2]) with E[x^2] = var + mean^2,
 then passes N(E[b], signal_variance + Var(b)) through the layer's activation.
 
+Position-shared variance (see ``estimators.base``): for an input x = m + a + e with
+Cov(x_p, x_q) = c between distinct positions, one output channel's sum at positions p, q
+shares the same weights, so Cov(z_p, z_q) = fan_in s^2 (m^2 + c) + Var(b)
+= signal_variance (m^2 + c) / E[x^2] + Var(b): an input mean becomes a per-channel
+offset common to all positions. That pre-activation sharing goes through the
+activation by :func:`activations.activation_shared`.
+
 A layer called at several sites is scaled from its combined input statistics
 (E[x^2] averaged over the calls), which the walk supplies through
 ``context.shared_input_stats`` (id(layer) -> (means, vars)); each call's own
@@ -21,7 +28,7 @@ import numpy as np
 
 from autoinit_sym.weights import TRUNCATED_STD
 
-from .activations import activation_statistics
+from .activations import activation_shared, activation_statistics
 from .base import EXACT, LayerOutputDistributionEstimator
 
 
@@ -71,9 +78,11 @@ class WeightedLayerEstimator(LayerOutputDistributionEstimator):
         self.schedule_weights(scale_second)
         bias_mean, bias_var = self.bias_statistics()
         pre_var = self.signal_variance * call_second / scale_second + bias_var
+        pre_shared = self.signal_variance * (means_in[0] ** 2 + self.shared()) / scale_second + bias_var
         axis_size = self.output_shapes[0][-1] if self.output_shapes else None  # softmax: last axis
-        mean, var, self.method = activation_statistics(
-            getattr(self.layer, "activation", None), bias_mean, pre_var, axis_size=axis_size)
+        activation = getattr(self.layer, "activation", None)
+        mean, var, self.method = activation_statistics(activation, bias_mean, pre_var, axis_size=axis_size)
+        self.shared_out = activation_shared(activation, bias_mean, pre_var, min(pre_shared, pre_var), var)
         return mean, var
 
     def scale_statistics(self, means_in: list[float], vars_in: list[float]) -> tuple[list, list]:

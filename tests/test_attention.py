@@ -131,22 +131,28 @@ def test_estimates_are_reproducible():
 
 
 def test_position_sharing_through_residual_streams():
+    """The walk carries the attention output's shared variance through residual sums,
+    normalization and projections (the rules of estimators.base)."""
+    from autoinit_sym import AutoInit
+
     x = keras.Input((T, F))
-    attended = keras.layers.MultiHeadAttention(2, 8)(x, x)
-    post_norm = keras.layers.LayerNormalization()(keras.layers.Add()([x, attended]))
-    projected = keras.layers.Dense(F)(post_norm)
-    hidden = keras.layers.Dense(F, activation="relu")(post_norm)
-    after_relu = keras.layers.Dense(F)(hidden)
-    pre_norm = keras.layers.Add()([keras.layers.Add()([x, x]), attended])  # variances 2 and 1
-    table = {id(attended): (0.4, 0.0, 1.0)}
-    assert attention.position_sharing(x, table) == (0.0, 0.0, 1.0)
-    assert attention.position_sharing(post_norm, table) == pytest.approx((0.2, 0.0, 1.0))
-    assert attention.position_sharing(projected, table)[0] == pytest.approx(0.2)
-    # relu keeps less than the 0.2 it receives; its mean m becomes shared offsets m^2
-    kept, m, v = attention.correlated_activation(keras.activations.relu, 0.0, 1.0, 0.2)
-    assert kept < 0.2 and m == pytest.approx(1 / math.sqrt(2 * math.pi), rel=0.01)
-    assert attention.position_sharing(after_relu, table)[0] == pytest.approx((m**2 + kept * v) / (m**2 + v))
-    assert attention.position_sharing(pre_norm, table) == pytest.approx((0.4 / 3, 0.0, 3.0))
+    attended = keras.layers.MultiHeadAttention(2, 8, name="mha")(x, x)
+    post_norm = keras.layers.LayerNormalization(name="norm")(keras.layers.Add(name="add")([x, attended]))
+    projected = keras.layers.Dense(F, name="projected")(post_norm)
+    hidden = keras.layers.Dense(F, activation="relu", name="hidden")(post_norm)
+    after_relu = keras.layers.Dense(F, name="after_relu")(hidden)
+    model = keras.Model(x, [projected, after_relu])
+    _, est = AutoInit().initialize_model(model, return_estimates=True)
+    fraction = est["mha"].shared / est["mha"].var
+    assert 0.0 < fraction < 1.0
+    added = (est["mha"].shared) / (1.0 + est["mha"].var)
+    assert est["add"].shared / est["add"].var == pytest.approx(added)
+    assert est["norm"].shared / est["norm"].var == pytest.approx(added)
+    assert est["projected"].shared == pytest.approx(added, rel=1e-6)
+    # relu keeps less than the fraction it receives; its mean m becomes shared offsets m^2
+    (m, v), kept = est["hidden"], est["hidden"].shared
+    assert m == pytest.approx(1 / math.sqrt(2 * math.pi)) and kept < added * v
+    assert est["after_relu"].shared == pytest.approx((m**2 + kept) / (m**2 + v))
 
 
 @pytest.mark.parametrize("axes", [None, (2,), (1, 2)])
@@ -165,9 +171,11 @@ def test_multi_head_attention_over_several_axes(axes):
 
 @pytest.mark.parametrize("rho", [0.0, 0.3, 0.8])
 def test_correlated_relu_matches_the_arc_cosine_kernel(rho):
+    """Cov(relu(z_1), relu(z_2)) for unit Gaussians of correlation rho (the arc-cosine kernel)
+    equals the activation rule's shared variance for shared = rho."""
+    from autoinit_sym.estimators.activations import activation_shared
+
     theta = math.acos(rho)
     joint = (math.sin(theta) + (math.pi - theta) * math.cos(theta)) / (2 * math.pi)
     mean, var = 1 / math.sqrt(2 * math.pi), 0.5 - 1 / (2 * math.pi)
-    fraction, m, v = attention.correlated_activation(keras.activations.relu, 0.0, 1.0, rho)
-    assert (m, v) == pytest.approx((mean, var), rel=0.01)  # Gauss-Hermite across a kink: ~0.5%
-    assert fraction == pytest.approx((joint - mean**2) / var, abs=0.01)
+    assert activation_shared("relu", 0.0, 1.0, rho, var) == pytest.approx(joint - mean**2, abs=2e-4)
