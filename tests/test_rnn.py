@@ -7,7 +7,8 @@ import pytest
 from keras import layers
 
 from autoinit_sym.estimators.base import EstimationContext, WeightInitConfig
-from autoinit_sym.estimators.rnn import DEFAULT_TIMESTEPS, RecurrentEstimator, input_cells
+from autoinit_sym.estimators.rnn import (DEFAULT_TIMESTEPS, RecurrentEstimator, input_cells,
+                                         recurrent_layers, sampling_setup)
 from autoinit_sym.weights import write_pending
 
 T, F, BATCH = 12, 8, 512
@@ -184,3 +185,84 @@ def test_missing_shapes_are_reported():
     layer(keras.Input((T, F)))
     with pytest.raises(ValueError, match="unknown non-time"):
         RecurrentEstimator(layer, EstimationContext(), [(None, T, None)]).estimate([0.0], [1.0])
+
+
+def _state(layer):
+    return [keras.ops.convert_to_numpy(v) for v in layer.variables]
+
+
+@pytest.mark.parametrize("make", [
+    lambda: layers.LSTM(8, dropout=0.3, recurrent_dropout=0.2, return_sequences=True, return_state=True),
+    lambda: layers.GRU(8, go_backwards=True, return_state=True),
+    lambda: layers.RNN(layers.StackedRNNCells([layers.GRUCell(8), layers.SimpleRNNCell(4)]), return_sequences=True),
+    lambda: layers.Bidirectional(layers.SimpleRNN(8, return_sequences=True, dropout=0.2), merge_mode="ave"),
+    lambda: layers.ConvLSTM1D(3, 3, padding="same", return_sequences=True),
+])
+def test_direct_loop_matches_the_keras_loop(make):
+    """Same weights and dropout seed state: the direct cell loop gives Keras's outputs."""
+    layer = make()
+    shape = (T, 10, 3) if isinstance(layer, layers.ConvLSTM1D) else (T, F)
+    layer(keras.Input(shape))
+    x = np.random.default_rng(0).normal(0, 1, (16,) + shape).astype("float32")
+    before = _state(layer)
+    with sampling_setup(layer, {}, direct=False):
+        expected = measure_outputs(layer, x)
+    with sampling_setup(layer, {}, direct=True):
+        assert all("inner_loop" in vars(r) for r in recurrent_layers(layer))
+        got = measure_outputs(layer, x)
+    for e, g in zip(expected, got, strict=True):
+        np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-6)
+    assert all(np.array_equal(a, b) for a, b in zip(before, _state(layer)))
+
+
+def measure_outputs(layer, x):
+    out = layer(x, training=True)
+    return [np.asarray(y) for y in (out if isinstance(out, (list, tuple)) else [out])]
+
+
+def test_estimate_leaves_the_layer_untouched():
+    """Weights, dropout seed states and settings are back after estimating; nothing is
+    written until write_pending."""
+    layer = layers.Bidirectional(layers.LSTM(8, dropout=0.2, return_sequences=True))
+    layer(keras.Input((T, F)))
+    before = _state(layer)
+    context = EstimationContext()
+    RecurrentEstimator(layer, context, [(None, T, F)]).estimate([0.0], [1.0])
+    assert all(np.array_equal(a, b) for a, b in zip(before, _state(layer)))
+    assert not any("inner_loop" in vars(r) for r in recurrent_layers(layer))
+    write_pending(context.pending.values(), "truncated_normal", False, context.seed_for)
+    assert not np.array_equal(before[0], np.asarray(layer.forward_layer.cell.kernel))
+
+
+def test_estimate_failure_restores_the_layer():
+    layer = layers.GRU(8, stateful=True)
+    layer(keras.Input((T, F), batch_size=4))
+    before = _state(layer)
+    estimator = RecurrentEstimator(layer, EstimationContext(), [(4, T, F)])
+    seen = []
+
+    def failing(run_layer, inputs):
+        seen.append((run_layer.stateful, keras.ops.convert_to_numpy(run_layer.cell.kernel)))
+        raise RuntimeError("boom")
+
+    estimator._call = failing
+    with pytest.raises(RuntimeError, match="boom"):
+        estimator.estimate([0.0], [1.0])
+    assert seen and seen[0][0] is False  # stateless while sampling ...
+    assert not np.array_equal(seen[0][1], before[0])  # ... with the scheduled kernel
+    assert layer.stateful and "inner_loop" not in vars(layer)
+    assert all(np.array_equal(a, b) for a, b in zip(before, _state(layer)))
+
+
+def test_sampled_kernel_is_the_written_kernel():
+    layer = layers.SimpleRNN(8)
+    layer(keras.Input((T, F)))
+    context = EstimationContext(config=WeightInitConfig(seed=3))
+    estimator = RecurrentEstimator(layer, context, [(None, T, F)])
+    kernels = []
+    original = estimator._call
+    estimator._call = lambda run_layer, inputs: kernels.append(keras.ops.convert_to_numpy(run_layer.cell.kernel)) or original(
+        run_layer, inputs)
+    estimator.estimate([0.0], [1.0])
+    write_pending(context.pending.values(), "truncated_normal", False, context.seed_for)
+    assert np.array_equal(kernels[0], np.asarray(layer.cell.kernel))
