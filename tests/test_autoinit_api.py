@@ -9,7 +9,8 @@ import pytest
 from autoinit_sym import AutoInit
 from autoinit_sym.estimators import LayerOutputDistributionEstimator
 from autoinit_sym.measure import measure
-from autoinit_sym.weights import TRUNCATED_STD, ZeroMeanFixedScale
+from autoinit_sym.estimators.base import EstimationContext, PendingWeight, WeightInitConfig
+from autoinit_sym.weights import TRUNCATED_STD, ZeroMeanFixedScale, draw, write_pending
 
 
 @pytest.fixture(autouse=True)
@@ -164,6 +165,23 @@ def test_seed_gives_the_same_weights_and_estimates():
         np.testing.assert_array_equal(a, b)
     assert runs[0][1] == runs[1][1]
     assert not np.allclose(runs[0][0][0], runs[2][0][0])
+
+
+@pytest.mark.parametrize("distribution", ["truncated_normal", "untruncated_normal", "uniform", "orthogonal"])
+def test_draw_is_exactly_what_write_pending_assigns(distribution):
+    """draw() holds the seed convention: seed_for(owner name, variable path)."""
+    layer = keras.layers.Dense(16, name="drawn_dense")
+    layer.build((None, 8))
+    pending = PendingWeight(layer, layer.kernel, 0.25)
+    seed_for = EstimationContext(config=WeightInitConfig(seed=4)).seed_for
+    values = draw(pending, distribution, seed_for)
+    assert values.shape == (8, 16) and values.dtype == np.float32
+    np.testing.assert_array_equal(values, draw(pending, distribution, seed_for))
+    other_owner = keras.layers.Dense(16, name="drawn_cell")  # e.g. a recurrent layer's cell
+    assert not np.array_equal(values, draw(PendingWeight(other_owner, layer.kernel, 0.25), distribution, seed_for))
+    assert not np.array_equal(values, draw(pending, distribution, EstimationContext().seed_for))
+    write_pending([pending], distribution, False, seed_for)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer.kernel), values)
 
 
 def test_constrained_weights_keep_their_scale_and_reload(tmp_path):
