@@ -258,13 +258,13 @@ class AutoInit:
 
     def _walk(self, graph: ModelGraph, context: WalkContext, means: list[float],
               variances: list[float], warned: set[int]) -> "OrderedDict[str, LayerEstimate]":
-        """One pass in topological order; each slot holds (mean, var, shared), model inputs
-        with shared 0 (positions independent)."""
-        stats = {slot: (m, v, 0.0) for slot, m, v in zip(graph.inputs, means, variances)}
+        """One pass in topological order; each slot holds (mean, var, shared, origin), model
+        inputs with shared 0 (positions independent) and no origin (see estimators.base)."""
+        stats = {slot: (m, v, 0.0, None) for slot, m, v in zip(graph.inputs, means, variances)}
         method_of: dict[int, str] = {}
         estimates: OrderedDict[str, LayerEstimate] = OrderedDict()
         for call in graph.calls:
-            means_in, vars_in, shared_in = ([stats[s][i] for s in call.inputs] for i in range(3))
+            means_in, vars_in, shared_in, origin_in = ([stats[s][i] for s in call.inputs] for i in range(4))
             if call.submodel:
                 pairs = [stats[s][:2] for s in call.outputs]
                 shared_out = [stats[s][2] for s in call.outputs]
@@ -272,7 +272,7 @@ class AutoInit:
                 weights: dict[str, float] = {}
             else:
                 estimator = self._estimator(call, context, warned)
-                estimator.shared_in = list(shared_in)
+                estimator.shared_in, estimator.origin_in = list(shared_in), list(origin_in)
                 before = {k: id(p) for k, p in context.pending.items()}
                 try:
                     result = estimator.estimate(means_in, vars_in)
@@ -284,7 +284,8 @@ class AutoInit:
                 method = getattr(estimator, "method", "exact")
                 weights = {p.variable.path: p.stddev for k, p in context.pending.items()
                            if before.get(k) != id(p)}
-                stats.update((slot, (m, v, c)) for slot, (m, v), c in zip(call.outputs, pairs, shared_out))
+                origin = getattr(estimator, "origin_out", None)
+                stats.update((slot, (m, v, c, origin)) for slot, (m, v), c in zip(call.outputs, pairs, shared_out))
                 method_of.update((s, method) for s in call.outputs)
             estimates[call.key] = LayerEstimate(call.key, call.operation.name, method, means_in,
                                                 vars_in, pairs, weights=weights, shared_in=shared_in,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import keras
@@ -100,6 +101,50 @@ def activation_shared(activation: Any, mean: float, var: float, shared: float, v
     return min(max(float(weights @ (conditional - centre) ** 2), 0.0), var_out)
 
 
+NON_DECREASING = frozenset({"relu", "relu6", "leaky_relu", "elu", "selu", "celu", "softplus", "sigmoid",
+                            "hard_sigmoid", "tanh", "hard_tanh", "softsign", "exponential"})
+"""Keras activations f with f(x) <= f(y) for x <= y (with their default parameters)."""
+NON_NEGATIVE = frozenset({"relu", "relu6", "softplus", "sigmoid", "hard_sigmoid", "exponential"})
+"""Keras activations with f >= 0 everywhere (so a zero next to f values never wins a max)."""
+
+
+@dataclass(frozen=True)
+class ActivationOutput:
+    """A tensor that is scale * f(z) elementwise: z ~ N(mean, var) with position-shared
+    variance ``shared``, f the non-decreasing activation ``name`` with ``params``, and scale
+    a non-negative factor per channel with E[scale] = 1, E[scale^2] = ``scale_second``
+    (spatial dropout). The max over a window is then scale * f(max z)."""
+
+    name: str
+    params: tuple[tuple[str, Any], ...]
+    mean: float
+    var: float
+    shared: float
+    non_negative: bool
+    scale_second: float = 1.0
+
+    def engine(self) -> Any:
+        from autoinit_sym import moments
+
+        return moments(self.name, **dict(self.params))
+
+
+def activation_output(activation: Any, mean: float, var: float, shared: float,
+                      **params: Any) -> ActivationOutput | None:
+    """The :class:`ActivationOutput` of a non-decreasing Keras activation applied to
+    N(mean, var) with shared variance ``shared``; None for any other activation. A ReLU
+    layer is non-decreasing for negative_slope >= 0 and non-negative for negative_slope = 0
+    and threshold >= 0."""
+    if var <= 0 or not is_keras_activation(activation):
+        return None
+    name = activation_name(activation)
+    if name not in NON_DECREASING or min(params.get("negative_slope", 0.0), params.get("alpha", 0.0)) < 0:
+        return None
+    non_negative = name in NON_NEGATIVE and not params.get("negative_slope") and params.get("threshold", 0.0) >= 0
+    return ActivationOutput(name, tuple(sorted(params.items())), float(mean), float(var),
+                            float(min(max(shared, 0.0), var)), non_negative)
+
+
 def _softmax(name: str, mean: float, var: float, axis_size: int | None) -> tuple[float, float, str]:
     if axis_size is None:
         logger.warning("%s over an axis of unknown size: passing its input statistics through "
@@ -151,6 +196,7 @@ class ActivationEstimator(LayerOutputDistributionEstimator):
         mean, var, self.method = activation_statistics(
             self.layer.activation, means_in[0], vars_in[0], axis_size=_last_axis(self.input_shapes))
         self.shared_out = activation_shared(self.layer.activation, means_in[0], vars_in[0], self.shared(), var)
+        self.origin_out = activation_output(self.layer.activation, means_in[0], vars_in[0], self.shared())
         return mean, var
 
 
@@ -165,6 +211,7 @@ class ReLUEstimator(LayerOutputDistributionEstimator):
                       threshold=float(layer.threshold))
         mean, var, self.method = activation_statistics("relu", means_in[0], vars_in[0], **params)
         self.shared_out = activation_shared("relu", means_in[0], vars_in[0], self.shared(), var, **params)
+        self.origin_out = activation_output("relu", means_in[0], vars_in[0], self.shared(), **params)
         return mean, var
 
 
@@ -177,6 +224,8 @@ class LeakyReLUEstimator(LayerOutputDistributionEstimator):
         mean, var, self.method = activation_statistics("leaky_relu", means_in[0], vars_in[0], negative_slope=slope)
         self.shared_out = activation_shared("leaky_relu", means_in[0], vars_in[0], self.shared(), var,
                                             negative_slope=slope)
+        self.origin_out = activation_output("leaky_relu", means_in[0], vars_in[0], self.shared(),
+                                            negative_slope=slope)
         return mean, var
 
 
@@ -188,6 +237,7 @@ class ELUEstimator(LayerOutputDistributionEstimator):
         alpha = float(self.layer.alpha)
         mean, var, self.method = activation_statistics("elu", means_in[0], vars_in[0], alpha=alpha)
         self.shared_out = activation_shared("elu", means_in[0], vars_in[0], self.shared(), var, alpha=alpha)
+        self.origin_out = activation_output("elu", means_in[0], vars_in[0], self.shared(), alpha=alpha)
         return mean, var
 
 

@@ -132,6 +132,12 @@ class LayerOutputDistributionEstimator:
     """Position-shared variance of each input (set by the walk; empty when called directly)."""
     shared_out: float | Sequence[float] | None = None
     """Position-shared variance of the output(s), set by ``estimate`` when the rule knows it."""
+    origin_in: Sequence[Any] = ()
+    """Per input, how it was made elementwise from a Gaussian (an
+    ``activations.ActivationOutput``), or None; set by the walk."""
+    origin_out: Any = None
+    """The output's origin, set by ``estimate`` where it is an activation's output (max
+    pooling uses it: the max of f(z_i) is f(max z_i) for a non-decreasing f)."""
 
     def __init__(self, layer: Any, context: EstimationContext | None = None,
                  input_shapes: Sequence[tuple] | None = None,
@@ -158,6 +164,10 @@ class LayerOutputDistributionEstimator:
     def shared(self, index: int = 0) -> float:
         """Position-shared variance of input ``index`` (0 when the walk did not say)."""
         return float(self.shared_in[index]) if index < len(self.shared_in) else 0.0
+
+    def origin(self, index: int = 0) -> Any:
+        """The elementwise origin of input ``index`` (None when unknown)."""
+        return self.origin_in[index] if index < len(self.origin_in) else None
 
     def set_initializer(self, variable: Any, stddev: float, attr: str | None = None,
                         fan_in: float | None = None, owner: Any = None) -> None:

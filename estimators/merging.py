@@ -7,7 +7,8 @@ perfectly correlated (2x, not the sum of two independent copies).
 Position-shared variance c_i of each input (see ``estimators.base``): linear merges
 combine it like the variance (independent branches); a product of independent inputs
 shares prod (c_i + m_i^2) - prod m_i^2; concatenating channels makes each input's mean
-a per-channel offset. Maximum/Minimum keep the variance-weighted shared fraction.
+a per-channel offset. An input broadcast over the positions (a squeeze-and-excitation
+gate) is shared entirely. Maximum/Minimum keep the variance-weighted shared fraction.
 """
 from __future__ import annotations
 
@@ -69,6 +70,21 @@ class _Merge(LayerOutputDistributionEstimator):
     def groups(self, count: int) -> list[list[int]]:
         return identical_inputs(self.node, count)
 
+    def input_shared(self, vars_in: Sequence[float]) -> list[float]:
+        """Each input's shared variance; all of its variance for an input broadcast over the
+        positions (size 1 on every position axis where the output has more, e.g. a
+        squeeze-and-excitation gate), since every position then sees the same value."""
+        return [v if _broadcast(self.input_shapes[i] if i < len(self.input_shapes) else None,
+                                self.output_shapes[0] if self.output_shapes else None)
+                else self.shared(i) for i, v in enumerate(vars_in)]
+
+
+def _broadcast(shape: Sequence[int | None] | None, out: Sequence[int | None] | None) -> bool:
+    if shape is None or out is None or len(shape) != len(out) or len(shape) < 3:
+        return False
+    positions = list(zip(shape[1:-1], out[1:-1]))
+    return all(s == 1 for s, _ in positions) and any(o is None or o > 1 for _, o in positions)
+
 
 @estimates(keras.layers.Add, keras.layers.Subtract, keras.layers.Average)
 class LinearMergeEstimator(_Merge):
@@ -86,7 +102,7 @@ class LinearMergeEstimator(_Merge):
         else:
             coefficients = [1.0] * n
         groups = self.groups(n)
-        self.shared_out = linear_moments(coefficients, means_in, [self.shared(i) for i in range(n)], groups)[1]
+        self.shared_out = linear_moments(coefficients, means_in, self.input_shared(vars_in), groups)[1]
         return linear_moments(coefficients, means_in, vars_in, groups)
 
 
@@ -100,7 +116,8 @@ class MultiplyEstimator(_Merge):
     def estimate(self, means_in, vars_in):
         groups = self.groups(len(means_in))
         if all(len(g) == 1 for g in groups):
-            self.shared_out = float(np.prod([self.shared(i) + m * m for i, m in enumerate(means_in)])
+            shared = self.input_shared(vars_in)
+            self.shared_out = float(np.prod([c + m * m for c, m in zip(shared, means_in)])
                                     - np.prod([m * m for m in means_in]))
         return product_moments(means_in, vars_in, groups)
 

@@ -10,16 +10,22 @@ max -> (mean + sd E[M_k], c + sd^2 Var[M_k]), sd^2 = var - c, M_k the max of k i
 (:func:`autoinit_sym.order_statistics.max_of_iid_normal_moments`). The output statistics
 are the mixture over output positions, computed from the actual input shape; every
 output keeps the shared offset a, so its shared variance is c (global pooling too).
+
+Max pooling of an activation's output (``origin_in``: s f(z), f non-decreasing, z Gaussian,
+s a per-channel factor) is s f(max z): its moments are E[f(mean + a + sd M_k)] with a and
+M_k independent (:func:`max_of_activation_moments`), not those of a max of Gaussians.
+Zero padding before it keeps this form when f >= 0 (a zero never wins the max); its
+windows are then counted on the padded input (a border window has fewer real elements).
 """
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
 import keras
 import numpy as np
 
-from autoinit_sym.order_statistics import max_of_iid_normal_moments
+from autoinit_sym.order_statistics import max_of_iid_normal_moments, max_of_iid_normal_nodes
 
 from .base import EXACT, QUADRATURE, LayerOutputDistributionEstimator
 from .registry import estimates
@@ -73,6 +79,42 @@ def pooled_moments(mean: float, var: float, ks: np.ndarray, weights: np.ndarray,
     return float(mean + sd * centre), float(shared + varying * (weights @ stats[:, 1] + spread))
 
 
+VARIANCE_FLOOR = 1e-10
+"""Relative variance given to the moment engine where the conditional variance is 0."""
+SHARED_NODES = 32
+"""Gauss-Hermite nodes over the shared offset a in :func:`max_of_activation_moments`."""
+
+
+def max_of_activation_moments(origin: Any, ks: np.ndarray, weights: np.ndarray) -> tuple[float, float, float]:
+    """(mean, var, shared) of s f(max_{i<=k} z_i), mixed over window sizes k (``weights``),
+    z_i = mean + a + sd e_i with a ~ N(0, c) common to the channel, e_i iid N(0, 1),
+    sd^2 = var - c, and s the per-channel scale of ``origin`` (an ``ActivationOutput``).
+
+    Given M_k = max e_i = t the argument is N(mean + sd t, c), so E[f^n] = E_t[E[f^n | t]]
+    with the moment engine's conditional moments and quadrature over M_k's density
+    (:func:`max_of_iid_normal_nodes`). Two windows share a: with G(a) = sum_k w_k E_t f(mean + a + sd t),
+    shared = E[s^2] Var_a(G) + (E[s^2] - 1) E[G]^2."""
+    engine = origin.engine()
+    c = origin.shared
+    floor = VARIANCE_FLOOR * origin.var
+    sd = math.sqrt(max(origin.var - c, 0.0))
+    u, h = np.polynomial.hermite_e.hermegauss(SHARED_NODES)
+    h = h / h.sum()
+    first = second = 0.0
+    per_offset = np.zeros_like(u)
+    for k, w in zip(ks, weights):
+        t, p = max_of_iid_normal_nodes(int(k))
+        centres = origin.mean + sd * t
+        first += w * float(p @ engine.mean(centres, max(c, floor)))
+        second += w * float(p @ engine.second_moment(centres, max(c, floor)))
+        grid = centres[None, :] + math.sqrt(c) * u[:, None]
+        per_offset += w * (np.asarray(engine.mean(grid.ravel(), floor)).reshape(grid.shape) @ p)
+    scale = origin.scale_second
+    spread = float(h @ (per_offset - h @ per_offset) ** 2)
+    shared = scale * spread + (scale - 1.0) * first ** 2
+    return first, max(scale * second - first ** 2, 0.0), shared
+
+
 class _Pooling(LayerOutputDistributionEstimator):
     """Shared rule; subclasses set ``mode`` and say how big the windows are along each axis."""
 
@@ -96,6 +138,10 @@ class _Pooling(LayerOutputDistributionEstimator):
 
     def estimate(self, means_in, vars_in):
         ks, weights = pooled_counts(self.axis_window_sizes(self.spatial_shape()))
+        origin = self.origin()
+        if self.mode == "max" and origin is not None:
+            mean, var, self.shared_out = max_of_activation_moments(origin, ks, weights)
+            return mean, var
         shared = min(self.shared(), vars_in[0])
         self.shared_out = shared
         return pooled_moments(means_in[0], vars_in[0], ks, weights, self.mode, shared)

@@ -8,6 +8,8 @@ the whole channel, so it scales the positions' common second moment (c + m^2).
 """
 from __future__ import annotations
 
+import dataclasses
+
 import keras
 
 from .base import EXACT, LayerOutputDistributionEstimator
@@ -32,14 +34,18 @@ class DropoutEstimator(LayerOutputDistributionEstimator):
     """Dropout / SpatialDropout* (kept units scaled by 1/(1-rate); a spatial mask has the same
     per-element law) and GaussianDropout: mean m, var (v + m^2)/(1 - rate) - m^2. Shared
     variance: c with masks per element (E[d_p d_q] = 1 for p != q); (c + m^2)/(1 - rate) - m^2
-    with SpatialDropout's mask per channel."""
+    with SpatialDropout's mask per channel, which keeps an activation output's origin
+    (a per-channel factor of second moment 1/(1 - rate))."""
 
     method = EXACT
 
     def estimate(self, means_in, vars_in):
         mean, rate = means_in[0], float(self.layer.rate)
-        self.shared_out = (inverted_dropout_moments(mean, self.shared(), rate)[1]
-                           if isinstance(self.layer, _SPATIAL) else self.shared())
+        spatial = isinstance(self.layer, _SPATIAL)
+        self.shared_out = inverted_dropout_moments(mean, self.shared(), rate)[1] if spatial else self.shared()
+        origin = self.origin()
+        if spatial and origin is not None and rate < 1:
+            self.origin_out = dataclasses.replace(origin, scale_second=origin.scale_second / (1.0 - rate))
         return inverted_dropout_moments(mean, vars_in[0], rate)
 
 

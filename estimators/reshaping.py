@@ -42,7 +42,8 @@ class RepeatVectorEstimator(RearrangingEstimator):
 class ZeroPaddingEstimator(LayerOutputDistributionEstimator):
     """A fraction p of the output positions is zero: mean m (1-p), E[x^2] = (v + m^2)(1-p),
     with 1 - p = (input elements) / (output elements) per sample. Two positions are both real
-    with probability ~(1-p)^2: shared (1-p)^2 c (the zeros' fixed pattern is not shared)."""
+    with probability ~(1-p)^2: shared (1-p)^2 c (the zeros' fixed pattern is not shared).
+    The output of an activation with f >= 0 keeps its origin (max pooling's rule)."""
 
     method = EXACT
 
@@ -50,6 +51,8 @@ class ZeroPaddingEstimator(LayerOutputDistributionEstimator):
         kept = _elements(self.input_shapes[0]) / _elements(self._output_shape())
         mean, var = means_in[0], vars_in[0]
         self.shared_out = kept ** 2 * self.shared()
+        origin = self.origin()
+        self.origin_out = origin if origin is not None and origin.non_negative else None
         return mean * kept, (var + mean ** 2) * kept - (mean * kept) ** 2
 
     def _output_shape(self) -> tuple:

@@ -9,7 +9,7 @@ then passes N(E[b], signal_variance + Var(b)) through the layer's activation.
 Position-shared variance (see ``estimators.base``): for an input x = m + a + e with
 Cov(x_p, x_q) = c between distinct positions, one output channel's sum at positions p, q
 shares the same weights, so Cov(z_p, z_q) = fan_in s^2 (m^2 + c) + Var(b)
-= signal_variance (m^2 + c) / E[x^2] + Var(b): an input mean becomes a per-channel
+= signal_variance (m^2 + c) / E[x^2] + Var(b) (times ``shared_tap_ratio`` for convolutions): an input mean becomes a per-channel
 offset common to all positions. That pre-activation sharing goes through the
 activation by :func:`activations.activation_shared`.
 
@@ -28,7 +28,7 @@ import numpy as np
 
 from autoinit_sym.weights import TRUNCATED_STD
 
-from .activations import activation_shared, activation_statistics
+from .activations import activation_output, activation_shared, activation_statistics
 from .base import EXACT, LayerOutputDistributionEstimator
 
 
@@ -78,11 +78,14 @@ class WeightedLayerEstimator(LayerOutputDistributionEstimator):
         self.schedule_weights(scale_second)
         bias_mean, bias_var = self.bias_statistics()
         pre_var = self.signal_variance * call_second / scale_second + bias_var
-        pre_shared = self.signal_variance * (means_in[0] ** 2 + self.shared()) / scale_second + bias_var
+        pre_shared = (self.shared_tap_ratio() * self.signal_variance * (means_in[0] ** 2 + self.shared())
+                      / scale_second + bias_var)
         axis_size = self.output_shapes[0][-1] if self.output_shapes else None  # softmax: last axis
         activation = getattr(self.layer, "activation", None)
         mean, var, self.method = activation_statistics(activation, bias_mean, pre_var, axis_size=axis_size)
-        self.shared_out = activation_shared(activation, bias_mean, pre_var, min(pre_shared, pre_var), var)
+        pre_shared = min(pre_shared, pre_var)
+        self.shared_out = activation_shared(activation, bias_mean, pre_var, pre_shared, var)
+        self.origin_out = activation_output(activation, bias_mean, pre_var, pre_shared)
         return mean, var
 
     def scale_statistics(self, means_in: list[float], vars_in: list[float]) -> tuple[list, list]:
@@ -99,6 +102,10 @@ class WeightedLayerEstimator(LayerOutputDistributionEstimator):
     def fan_in(self) -> float:
         """Average number of input elements summed into one output element."""
         raise NotImplementedError
+
+    def shared_tap_ratio(self) -> float:
+        """Fraction of the input's offsets that two output positions share (1 without borders)."""
+        return 1.0
 
     def bias_statistics(self) -> tuple[float, float]:
         """Mean and variance of the bias (0, 0 without one)."""

@@ -16,11 +16,14 @@ from autoinit_sym.graph import build_graph
 from autoinit_sym.supported_layers import END, START, markdown_table, readme_is_current, rows, update_readme
 
 SLOW = pytest.mark.slow
-# Squeeze-and-excitation multiplies every position of a channel by one per-sample gate, and the
-# gates and swish outputs have non-zero means: positions become correlated and channels carry
-# offsets, so the global pools of later blocks see far more variance than var/k.
-SE_CORRELATION = pytest.mark.xfail(reason="squeeze-and-excitation gates correlate positions; estimates assume "
-                                          "independent elements", strict=False)
+# Squeeze-and-excitation multiplies every position of a channel by one per-sample gate: the
+# product's positions share E[g^2] c + m^2 Var(g), which the walk tracks. But the next
+# BatchNormalization is modelled as removing the shared part (it removes per-channel offsets,
+# fixed over samples), while the gate's part varies per sample and survives it; one shared
+# value per tensor cannot tell the two apart, so later squeeze pools see more variance than
+# predicted (median 0.106, p90 0.41; worst block*_se_squeeze 0.66).
+SE_CORRELATION = pytest.mark.xfail(reason="per-sample gate sharing survives BatchNormalization; the walk's one "
+                                          "shared value per tensor treats it as a per-channel offset", strict=False)
 
 
 @pytest.mark.parametrize("name", [

@@ -63,12 +63,16 @@ def plain_cnn(kind: str, activation: str, pooling: bool = False, width: int = 32
 
 
 # A ReLU-family activation has a non-zero mean, so each convolution output channel carries a
-# constant offset mean * sum(kernel) (about a third of its variance after ReLU). Per draw, those
-# offsets are only averaged over the channels, and pooling cannot average them over positions
-# at all: the estimates, which treat every element as independent, miss both effects.
+# constant offset mean * sum(kernel); the walk tracks that position-shared variance (pooling
+# keeps it), and its predictions match the covariance measured between positions through the
+# first five layers. What remains is single-draw scatter: with offsets, the per-channel second
+# moments after ReLU have a coefficient of variation of 1.3-1.8 over 64 channels, so each
+# layer's realized input second moment is off by ~20% per draw and that compounds with depth
+# (log errors +0.5 at the last convolution in each of the three draws measured); the
+# expectation over draws is what AutoInit predicts.
 OFFSET_DRIFT = pytest.mark.xfail(
-    reason="per-channel offsets from a non-zero activation mean: single-draw drift over layers and "
-           "pooling that does not average them (needs a tracked between-channel variance)", strict=False)
+    reason="ReLU channel offsets: per-draw scatter of the channels' second moments compounds over "
+           "depth (median 0.20-0.24, p90 0.43-0.55 over three draws of width 64)", strict=False)
 KINDS = ["conv", "depthwise", "separable", "transpose"]
 
 
@@ -83,10 +87,10 @@ def test_plain_relu_cnn():
     assert_quality(log_errors(plain_cnn("conv", "relu", width=64), samples=64))
 
 
-@OFFSET_DRIFT
-@pytest.mark.parametrize("activation", ["relu", "tanh"])
+@pytest.mark.parametrize("activation", [pytest.param("relu", marks=OFFSET_DRIFT), "tanh"])
 def test_cnn_with_pooling(activation):
-    """Max pooling of tanh outputs has a positive mean too: the layers after it carry offsets."""
+    """Max pooling of tanh outputs has a positive mean too: the layers after it carry offsets,
+    which the global average pooling keeps (position-shared variance)."""
     assert_quality(log_errors(plain_cnn("conv", activation, pooling=True, width=64), samples=64))
 
 

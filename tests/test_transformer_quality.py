@@ -146,10 +146,12 @@ def test_text_model_recurrent_layers_track_measurement(text_run):
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "MaxPooling1D after Conv1D/SpatialDropout1D: the pooling estimator treats pooled "
-    "neighbours as independent, but neighbouring convolution outputs share inputs and "
-    "spatial dropout zeroes whole channels (measured pooled variance ~0.69 vs predicted "
-    "~0.32); the recurrent layers themselves are within 0.2 (test above)"))
+    "the Dense(1) head: one output unit measures only the variance over samples of one draw's "
+    "weighted sum of 16 correlated SimpleRNN features, while the prediction is the expectation "
+    "over draws; a third of the SimpleRNN output's variance is between features, constant over "
+    "samples (0.27 of 0.40 within features), and one 16-weight draw scatters widely (head log "
+    "errors -1.35, -1.08, -1.03, -0.39 over four draws); every other layer is within 0.15, max "
+    "pooling within 0.03 (modelled as ReLU of the max of the pre-activations)"))
 def test_text_model_quality(text_run):
     assert_quality(log_errors(*text_run[:2]))
 
