@@ -74,7 +74,8 @@ def _per_sample_shapes(input_shapes: Sequence[Sequence[int]]) -> list[tuple[int,
 def gaussian_statistics(fn: Callable[..., Any], input_shapes: Sequence[Sequence[int]],
                         means: Sequence[float], variances: Sequence[float], samples: int,
                         seed: int, chunk_size: int | None = None,
-                        description: str = "Monte Carlo") -> list[tuple[float, float]]:
+                        description: str = "Monte Carlo",
+                        statistics: "OutputStatistics | None" = None) -> list[tuple[float, float]]:
     """Mean and variance over all elements of each output of ``fn`` on Gaussian inputs.
 
     Input ``i`` is drawn iid N(means[i], variances[i]) with shape
@@ -91,6 +92,8 @@ def gaussian_statistics(fn: Callable[..., Any], input_shapes: Sequence[Sequence[
         seed: integer seed of the random stream.
         chunk_size: rows per call of ``fn``; None sizes chunks from the memory budget.
         description: label of the progress bar.
+        statistics: an :class:`OutputStatistics` to accumulate into (to read its
+            :meth:`~OutputStatistics.position_shared` afterwards); a fresh one by default.
 
     Returns:
         One ``(mean, var)`` pair per output of ``fn``, as Python floats.
@@ -111,7 +114,8 @@ def gaussian_statistics(fn: Callable[..., Any], input_shapes: Sequence[Sequence[
 
     generator = keras.random.SeedGenerator(int(seed))
     stds = [math.sqrt(float(v)) for v in variances]
-    statistics, progress = OutputStatistics(), Progress(samples, description)
+    statistics = OutputStatistics() if statistics is None else statistics
+    progress = Progress(samples, description)
     size = min(samples, int(chunk_size) if chunk_size else PROBE_SAMPLES)
     while progress.done < samples:
         size = min(size, samples - progress.done)
@@ -127,12 +131,13 @@ def gaussian_statistics(fn: Callable[..., Any], input_shapes: Sequence[Sequence[
 
 
 def batch_statistics(fn: Callable[..., Any], batches: Sequence[Sequence[Any]],
-                     description: str = "Monte Carlo") -> list[tuple[float, float]]:
+                     description: str = "Monte Carlo",
+                     statistics: "OutputStatistics | None" = None) -> list[tuple[float, float]]:
     """Like :func:`gaussian_statistics`, over given input batches (e.g. samples of an
     upstream layer's output kept from an earlier run): ``fn(*batch)`` for each batch."""
     if not batches:
         raise ValueError("batch_statistics needs at least one batch")
-    statistics = OutputStatistics()
+    statistics = OutputStatistics() if statistics is None else statistics
     progress = Progress(sum(int(batch[0].shape[0]) for batch in batches), description)
     for batch in batches:
         statistics.add(fn(*batch))
@@ -142,10 +147,13 @@ def batch_statistics(fn: Callable[..., Any], batches: Sequence[Sequence[Any]],
 
 class OutputStatistics:
     """Per-output running moments of the chunks a callable returns (sums on the device,
-    merged in float64)."""
+    merged in float64); for outputs with position axes (batch, positions..., channels),
+    also the moments of each (sample, channel)'s mean over its positions."""
 
     def __init__(self) -> None:
         self.accumulators: list[RunningMoments] = []
+        self.position_means: list[RunningMoments] = []
+        self.positions: list[int] = []
 
     def add(self, outputs: Any) -> list[Any]:
         """Fold in one chunk's output(s); returns them as a list of float32 tensors."""
@@ -154,15 +162,41 @@ class OutputStatistics:
         outputs = [keras.ops.cast(y, "float32") for y in _as_list(outputs)]
         if not self.accumulators:
             self.accumulators = [RunningMoments() for _ in outputs]
-        for acc, y in zip(self.accumulators, outputs):
-            chunk_mean = keras.ops.mean(y)
-            m2 = keras.ops.sum(keras.ops.square(y - chunk_mean))
-            acc.add(int(np.prod(y.shape)), float(keras.ops.convert_to_numpy(chunk_mean)),
-                    float(keras.ops.convert_to_numpy(m2)))
+            self.position_means = [RunningMoments() for _ in outputs]
+            self.positions = [int(np.prod(y.shape[1:-1])) for y in outputs]
+        for acc, means, y in zip(self.accumulators, self.position_means, outputs):
+            _fold(acc, y)
+            if len(y.shape) > 2:
+                _fold(means, keras.ops.mean(y, axis=tuple(range(1, len(y.shape) - 1))))
         return outputs
 
     def result(self) -> list[tuple[float, float]]:
         return [(float(acc.mean), float(acc.variance)) for acc in self.accumulators]
+
+    def position_shared(self) -> list[float | None]:
+        """Per output, the covariance between two distinct positions of a channel,
+        averaged over position pairs: with P positions, the variance of a (sample,
+        channel)'s position mean is var/P + (P-1)/P * shared, so shared =
+        (P * Var(mean) - var) / (P - 1), clipped to [0, var]. Per-channel mean offsets
+        count as shared. None for outputs without positions (batch, channels)."""
+        out: list[float | None] = []
+        for acc, means, positions in zip(self.accumulators, self.position_means, self.positions):
+            if positions < 2:
+                out.append(None)
+                continue
+            shared = (positions * means.variance - acc.variance) / (positions - 1)
+            out.append(float(min(max(shared, 0.0), acc.variance)))
+        return out
+
+
+def _fold(acc: RunningMoments, y: Any) -> None:
+    """Merge all elements of tensor ``y`` into ``acc``."""
+    import keras
+
+    chunk_mean = keras.ops.mean(y)
+    m2 = keras.ops.sum(keras.ops.square(y - chunk_mean))
+    acc.add(int(np.prod(y.shape)), float(keras.ops.convert_to_numpy(chunk_mean)),
+            float(keras.ops.convert_to_numpy(m2)))
 
 
 class Progress:

@@ -33,10 +33,10 @@ from typing import Any, Callable, Iterator
 import keras
 import numpy as np
 
-from autoinit_sym.monte_carlo import CHUNK_BYTES, batch_statistics, gaussian_statistics
+from autoinit_sym.monte_carlo import CHUNK_BYTES, OutputStatistics, batch_statistics, gaussian_statistics
 from autoinit_sym.weights import draw
 
-from .base import MONTE_CARLO, LayerOutputDistributionEstimator
+from .base import MONTE_CARLO, LayerOutputDistributionEstimator, carried_shared
 from .registry import estimates
 
 OUTPUT_ELEMENTS = 100_000
@@ -179,25 +179,35 @@ class RecurrentEstimator(LayerOutputDistributionEstimator):
                         max(MIN_SEQUENCES, math.ceil(OUTPUT_ELEMENTS / row_elements)))
         upstream = self._upstream_samples() if len(shapes) == 1 else None
         captured: list[Any] | None = [] if getattr(self.layer, "return_sequences", False) else None
+        offset = min(max(self.shared(0), 0.0), vars_in[0]) if upstream is None else 0.0
 
         def run(*inputs):
+            if offset:  # the drawn per-(sample, channel) offset, common to all positions
+                inputs = (inputs[0] + inputs[-1],) + inputs[1:-1]
             outputs = self._call(self.layer, inputs)
             if captured is not None:
                 captured.append(_first(outputs))
             return outputs
 
         description = f"AutoInit: {self.layer.name}"
+        statistics = OutputStatistics()
         with sampling_setup(self.layer, self._scheduled_values(), direct_loop_pays()):
             if upstream is None:
+                variances = [vars_in[0] - offset, *vars_in[1:]] + ([offset] if offset else [])
+                means = list(means_in) + ([0.0] if offset else [])
+                sample_shapes = shapes + ([(1,) * (len(shapes[0]) - 1) + shapes[0][-1:]] if offset else [])
                 row_bytes = 4 * (sum(int(np.prod(s)) for s in shapes) + row_elements)
-                stats = gaussian_statistics(run, shapes, means_in, vars_in, sequences,
+                stats = gaussian_statistics(run, sample_shapes, means, variances, sequences,
                                             chunk_size=max(1, CHUNK_BYTES // row_bytes),
                                             seed=self.context.seed_for(self.layer.name, "recurrent"),
-                                            description=description)
+                                            description=description, statistics=statistics)
             else:
-                stats = batch_statistics(run, [(batch,) for batch in upstream], description)
+                stats = batch_statistics(run, [(batch,) for batch in upstream], description, statistics)
         if captured and sum(4 * int(np.prod(y.shape)) for y in captured) <= CHUNK_BYTES:
             self._record_samples(captured)
+        shared_in = [self.shared(i) for i in range(len(vars_in))]
+        self.shared_out = [carried_shared(vars_in, shared_in, var) if shared is None else shared
+                           for (_, var), shared in zip(stats, statistics.position_shared())]
         return stats if len(stats) > 1 else stats[0]
 
     def _samples(self) -> dict[int, list[Any]]:

@@ -266,3 +266,46 @@ def test_sampled_kernel_is_the_written_kernel():
     estimator.estimate([0.0], [1.0])
     write_pending(context.pending.values(), "truncated_normal", False, context.seed_for)
     assert np.array_equal(kernels[0], np.asarray(layer.cell.kernel))
+
+
+def measured_shared(y):
+    """Covariance between distinct positions of a channel, from the position means."""
+    positions = int(np.prod(y.shape[1:-1]))
+    means = y.mean(axis=tuple(range(1, y.ndim - 1)))
+    return (positions * means.var() - y.var()) / (positions - 1)
+
+
+@pytest.mark.parametrize("make, shape, mean", [
+    (lambda: layers.LSTM(16, return_sequences=True), (T, F), 0.0),
+    (lambda: layers.Bidirectional(layers.GRU(8, return_sequences=True)), (T, F), 1.0),
+    (lambda: layers.ConvLSTM2D(4, 3, padding="same"), (5, 6, 6, 2), 0.5),
+])
+def test_position_shared_input_and_output(make, shape, mean):
+    """Input x = mean + a + e with a per-(sample, channel) offset a ~ N(0, 0.8) common to
+    all positions: the prediction and its shared_out track the real layer on such input."""
+    var, shared, batch = 1.0, 0.8, 2048  # few offsets per sample: measure on more samples
+    keras.utils.set_random_seed(0)  # order-independent weights; seeds 0-5 all pass
+    layer = make()
+    layer(keras.Input(shape))
+    context = EstimationContext()
+    estimator = RecurrentEstimator(layer, context, [(None,) + shape])
+    estimator.shared_in = [shared]
+    predicted_mean, predicted_var = estimator.estimate([mean], [var])
+    write_pending(context.pending.values(), "truncated_normal", False, context.seed_for)
+    rng = np.random.default_rng(1)
+    offset = rng.normal(0, math.sqrt(shared), (batch,) + (1,) * (len(shape) - 1) + shape[-1:])
+    x = (mean + offset + rng.normal(0, math.sqrt(var - shared), (batch,) + shape)).astype("float32")
+    y = np.asarray(layer(x, training=True), dtype=np.float64)
+    assert y.var() == pytest.approx(predicted_var, rel=0.1)
+    assert y.mean() == pytest.approx(predicted_mean, abs=0.05 * math.sqrt(predicted_var) + 0.01)
+    [shared_out] = estimator.shared_out
+    assert shared_out == pytest.approx(measured_shared(y), abs=0.1 * predicted_var)
+
+
+def test_outputs_without_positions_carry_the_input_share():
+    layer = layers.GRU(8, return_state=True)
+    layer(keras.Input((T, F)))
+    estimator = RecurrentEstimator(layer, EstimationContext(), [(None, T, F)])
+    estimator.shared_in = [0.5]
+    outputs = estimator.estimate([0.0], [1.0])
+    assert estimator.shared_out == pytest.approx([0.5 * var for _, var in outputs])
