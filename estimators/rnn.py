@@ -16,12 +16,19 @@ setting restored afterwards, also on error (:func:`sampling_setup`; building a c
 from its config cost more than the sampling). On CPU the time loop calls the cell
 directly (:func:`direct_loop`): per-step Python overhead, not arithmetic, is the
 cost. Every output of the call (sequences or last output, and each state with
-``return_state``) gets its own (mean, var). Every sequence gives many output elements, so far fewer sequences than
-``recurrent_monte_carlo_samples`` suffice: enough for :data:`OUTPUT_ELEMENTS`
-elements of the main output, between :data:`MIN_SEQUENCES` and :data:`MAX_SEQUENCES`.
-A recurrent layer fed directly by another one's sequences runs on that layer's
-Monte Carlo output (kept when it fits in CHUNK_BYTES), not on iid Gaussian
-sequences: its input is correlated over time, and the iid assumption would miss it.
+``return_state``) gets its own (mean, var). Every sequence gives many output
+elements, so far fewer sequences than ``recurrent_monte_carlo_samples`` suffice:
+enough for :data:`OUTPUT_ELEMENTS` elements of the main output, between
+:data:`MIN_SEQUENCES` and :data:`MAX_SEQUENCES`, in one batch.
+
+Correlated inputs: a recurrent layer fed directly by another one's sequences runs on
+that layer's Monte Carlo output (kept when it fits in CHUNK_BYTES), which keeps its
+correlation over time. Otherwise the sequences carry the input's position-shared
+variance c (``shared_in``, see ``estimators.base``): x = mean + a + e with a ~ N(0, c)
+per (sample, channel), common to all time steps. Each output's own shared variance
+(``shared_out``) is measured from its per-(sample, channel) means over positions
+(time, and space for ConvLSTM; channels last); outputs without positions carry the
+input's shared fraction.
 """
 from __future__ import annotations
 
@@ -155,6 +162,17 @@ def direct_loop_pays() -> bool:
     return all(d.split(":")[0].lower() == "cpu" for d in keras.distribution.list_devices())
 
 
+def _with_offset(shapes: list[tuple[int, ...]], means: list[float], variances: list[float],
+                 offset: float) -> tuple[list, list, list]:
+    """Gaussian inputs (shapes, means, variances) for a sequence x = mean + a + e: e iid
+    with variance var - offset, and one more input a ~ N(0, offset) of shape
+    (1, ..., 1, channels), added to the sequence by the caller (channels last)."""
+    if not offset:
+        return shapes, means, variances
+    return ([*shapes, (1,) * (len(shapes[0]) - 1) + shapes[0][-1:]], [*means, 0.0],
+            [variances[0] - offset, *variances[1:], offset])
+
+
 @estimates(keras.layers.RNN, keras.layers.Bidirectional)
 class RecurrentEstimator(LayerOutputDistributionEstimator):
     """Monte Carlo through the recurrent layer itself, with the scheduled kernels swapped
@@ -193,12 +211,9 @@ class RecurrentEstimator(LayerOutputDistributionEstimator):
         statistics = OutputStatistics()
         with sampling_setup(self.layer, self._scheduled_values(), direct_loop_pays()):
             if upstream is None:
-                variances = [vars_in[0] - offset, *vars_in[1:]] + ([offset] if offset else [])
-                means = list(means_in) + ([0.0] if offset else [])
-                sample_shapes = shapes + ([(1,) * (len(shapes[0]) - 1) + shapes[0][-1:]] if offset else [])
                 row_bytes = 4 * (sum(int(np.prod(s)) for s in shapes) + row_elements)
-                stats = gaussian_statistics(run, sample_shapes, means, variances, sequences,
-                                            chunk_size=max(1, CHUNK_BYTES // row_bytes),
+                stats = gaussian_statistics(run, *_with_offset(shapes, means_in, vars_in, offset),
+                                            sequences, chunk_size=max(1, CHUNK_BYTES // row_bytes),
                                             seed=self.context.seed_for(self.layer.name, "recurrent"),
                                             description=description, statistics=statistics)
             else:

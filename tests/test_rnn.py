@@ -194,7 +194,8 @@ def _state(layer):
 @pytest.mark.parametrize("make", [
     lambda: layers.LSTM(8, dropout=0.3, recurrent_dropout=0.2, return_sequences=True, return_state=True),
     lambda: layers.GRU(8, go_backwards=True, return_state=True),
-    lambda: layers.RNN(layers.StackedRNNCells([layers.GRUCell(8), layers.SimpleRNNCell(4)]), return_sequences=True),
+    lambda: layers.RNN(layers.StackedRNNCells([layers.GRUCell(8), layers.SimpleRNNCell(4)]),
+                       return_sequences=True),
     lambda: layers.Bidirectional(layers.SimpleRNN(8, return_sequences=True, dropout=0.2), merge_mode="ave"),
     lambda: layers.ConvLSTM1D(3, 3, padding="same", return_sequences=True),
 ])
@@ -261,8 +262,12 @@ def test_sampled_kernel_is_the_written_kernel():
     estimator = RecurrentEstimator(layer, context, [(None, T, F)])
     kernels = []
     original = estimator._call
-    estimator._call = lambda run_layer, inputs: kernels.append(keras.ops.convert_to_numpy(run_layer.cell.kernel)) or original(
-        run_layer, inputs)
+
+    def spy(run_layer, inputs):
+        kernels.append(keras.ops.convert_to_numpy(run_layer.cell.kernel))
+        return original(run_layer, inputs)
+
+    estimator._call = spy
     estimator.estimate([0.0], [1.0])
     write_pending(context.pending.values(), "truncated_normal", False, context.seed_for)
     assert np.array_equal(kernels[0], np.asarray(layer.cell.kernel))
