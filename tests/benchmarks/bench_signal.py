@@ -42,7 +42,7 @@ PRESETS = {
                      cnn_depth=2, cnn_filters=4, cnn_size=6, samples=32, seeds=(0,)),
     "quick": Settings(activations=("relu", "tanh", "selu", "gelu", "silu", "sigmoid"),
                       architectures=("mlp", "cnn"), mlp_depth=30, mlp_width=128, cnn_depth=20,
-                      cnn_filters=32),
+                      cnn_filters=32, seeds=(0, 1)),
     "full": Settings(activations=("relu", "tanh", "selu", "gelu", "silu", "elu", "sigmoid", "softplus",
                                   "mish", "leaky_relu"),
                      architectures=("mlp", "cnn"), mlp_depth=50, mlp_width=256, cnn_depth=30,

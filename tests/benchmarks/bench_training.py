@@ -41,7 +41,7 @@ PRESETS = {
                      mlp_depth=3, mlp_width=16, cnn_depth=2, cnn_filters=4, epochs=1),
     "quick": Settings(architectures=("mlp", "cnn"), activations=("relu", "tanh", "selu", "gelu"),
                       seeds=(0, 1), mlp_depth=30, mlp_width=64, cnn_depth=10, cnn_filters=16,
-                      epochs=15),
+                      epochs=12),
     "full": Settings(architectures=("mlp", "cnn"),
                      activations=("relu", "tanh", "selu", "gelu", "silu", "elu", "sigmoid"),
                      seeds=(0, 1, 2), mlp_depth=30, mlp_width=64, cnn_depth=16, cnn_filters=32,
