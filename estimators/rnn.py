@@ -95,10 +95,11 @@ def _sample_shapes(shapes: list[tuple], name: str) -> list[tuple[int, ...]]:
 def sampling_setup(layer: Any, values: dict[int, np.ndarray], direct: bool) -> Iterator[None]:
     """``layer`` itself set up for Monte Carlo, restored on exit whatever happens: the
     scheduled weights assigned (``values``: id(variable) -> array), its recurrent layers
-    stateless and, with ``direct``, looping over time through :func:`direct_loop`. Every
-    variable of the layer (weights and dropout seed states) gets its saved value back,
-    so the model is left as it was."""
-    variables = list(layer.variables)
+    stateless and, with ``direct``, looping over time through :func:`direct_loop`. The
+    assigned weights and every non-trainable variable (dropout seed states, anything a
+    training-mode call may update) get their saved values back, so the model is left
+    as it was; the other weights are only read, and are not copied."""
+    variables = [v for v in layer.variables if id(v) in values or not v.trainable]
     saved = [keras.ops.convert_to_numpy(v) for v in variables]
     recurrent = recurrent_layers(layer)
     stateful = [r.stateful for r in recurrent]
