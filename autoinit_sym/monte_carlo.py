@@ -147,10 +147,12 @@ def batch_statistics(fn: Callable[..., Any], batches: Sequence[Sequence[Any]],
 
 class OutputStatistics:
     """Per-output running moments of the chunks a callable returns (sums on the device,
-    merged in float64); for outputs with position axes (batch, positions..., channels),
-    also the moments of each (sample, channel)'s mean over its positions."""
+    merged in float64); with ``positions``, for outputs with position axes (batch,
+    positions..., channels), also the moments of each (sample, channel)'s mean over its
+    positions (read through :meth:`position_shared`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, positions: bool = False) -> None:
+        self.track_positions = positions
         self.accumulators: list[RunningMoments] = []
         self.position_means: list[RunningMoments] = []
         self.positions: list[int] = []
@@ -166,7 +168,7 @@ class OutputStatistics:
             self.positions = [int(np.prod(y.shape[1:-1])) for y in outputs]
         for acc, means, y in zip(self.accumulators, self.position_means, outputs):
             _fold(acc, y)
-            if len(y.shape) > 2:
+            if self.track_positions and len(y.shape) > 2:
                 _fold(means, keras.ops.mean(y, axis=tuple(range(1, len(y.shape) - 1))))
         return outputs
 
@@ -179,6 +181,8 @@ class OutputStatistics:
         channel)'s position mean is var/P + (P-1)/P * shared, so shared =
         (P * Var(mean) - var) / (P - 1), clipped to [0, var]. Per-channel mean offsets
         count as shared. None for outputs without positions (batch, channels)."""
+        if not self.track_positions:
+            raise ValueError("position_shared needs OutputStatistics(positions=True)")
         out: list[float | None] = []
         for acc, means, positions in zip(self.accumulators, self.position_means, self.positions):
             if positions < 2:

@@ -209,7 +209,7 @@ class RecurrentEstimator(LayerOutputDistributionEstimator):
             return outputs
 
         description = f"AutoInit: {self.layer.name}"
-        statistics = OutputStatistics()
+        statistics = OutputStatistics(positions=True)
         with sampling_setup(self.layer, self._scheduled_values(), direct_loop_pays()):
             if upstream is None:
                 row_bytes = 4 * (sum(int(np.prod(s)) for s in shapes) + row_elements)

@@ -119,10 +119,12 @@ def test_bad_arguments_are_rejected(kwargs, message):
 def test_position_shared_variance():
     """x + a with a per-(sample, channel) offset a ~ N(0, 0.5) common to the 8 positions:
     shared 0.5 of var 1.5; an output without positions (batch, channels) has none."""
-    statistics = OutputStatistics()
+    statistics = OutputStatistics(positions=True)
     [(_, var), _] = gaussian_statistics(lambda x, a: [x + a, keras.ops.mean(x, axis=1)], [(8, 4), (1, 4)],
                                         [1.0, 0.0], [1.0, 0.5], samples=4000, seed=0, statistics=statistics)
     shared, none = statistics.position_shared()
     assert var == pytest.approx(1.5, rel=0.03)
     assert shared == pytest.approx(0.5, abs=0.03)
     assert none is None
+    with pytest.raises(ValueError, match="positions=True"):
+        OutputStatistics().position_shared()
