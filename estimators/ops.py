@@ -24,7 +24,7 @@ from scipy import special
 
 from autoinit_sym.order_statistics import clark_max, clark_min
 
-from .activations import activation_statistics
+from .activations import activation_output, activation_shared, activation_statistics
 from .base import CLOSED_FORM, EXACT, LayerOutputDistributionEstimator
 from .merging import concat_weights, linear_moments, mixture_moments, product_moments
 from .normalization import affine_moments
@@ -301,7 +301,8 @@ ACTIVATION_OPS: dict[type, tuple[str, tuple[str, ...]]] = {
 @estimates(*ACTIVATION_OPS)
 class ActivationOp(OpEstimator):
     """Elementwise activation f(x): the moment engine's E[f(X)], Var[f(X)] (closed form or
-    quadrature) through ``activation_statistics``; softmax over the length of its axis."""
+    quadrature) through ``activation_statistics``; softmax over the length of its axis. Its
+    position-shared variance and origin as for the activation layers."""
 
     method_label = "closed_form or quadrature (per activation)"
 
@@ -312,5 +313,8 @@ class ActivationOp(OpEstimator):
         if name in ("softmax", "log_softmax"):
             shape, axis = self.input_shapes[0], self.layer.axis
             axis_size = shape[axis if isinstance(axis, int) else axis[0]]
-        mean, var, self.method = activation_statistics(name, args[0].mean, args[0].var, axis_size, **params)
+        x = args[0]
+        mean, var, self.method = activation_statistics(name, x.mean, x.var, axis_size, **params)
+        self.shared_out = activation_shared(name, x.mean, x.var, self.shared(), var, **params)
+        self.origin_out = activation_output(name, x.mean, x.var, self.shared(), **params)
         return mean, var

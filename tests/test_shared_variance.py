@@ -179,3 +179,46 @@ def test_gate_broadcast_over_positions():
 
     errors = model_log_errors(build, 0.0, 1.0, ["gated", "gap"])
     assert all(abs(e) <= 0.2 for e in errors.values()), errors
+
+
+def test_relu_op_then_max_pooling():
+    """keras.ops.relu in a functional graph: the same shared variance and max-pooling rule as the
+    ReLU layer (offsets from a non-zero input mean, pooled as ReLU of the max)."""
+    def build():
+        inputs = keras.Input((16, 16, 16))
+        x = layers.Conv2D(128, 3, padding="same", name="conv")(inputs)
+        x = layers.MaxPooling2D(2, name="maxpool")(keras.ops.relu(x))
+        return keras.Model(inputs, layers.GlobalAveragePooling2D(name="gap")(x))
+
+    errors = model_log_errors(build, 1.0, 1.0, ["maxpool", "gap"])
+    assert all(abs(e) <= 0.2 for e in errors.values()), errors
+
+
+def test_walk_records_shared_and_keeps_reference_estimators_working():
+    """A reference-style estimator (estimate -> (mean, var) only) gets the default rule; one that
+    sets a wrong number of shared_out values is rejected with a clear error."""
+    from autoinit_sym.estimators.base import LayerOutputDistributionEstimator
+
+    class Doubling(keras.layers.Layer):
+        def call(self, x):
+            return 2.0 * x
+
+    class DoublingEstimator(LayerOutputDistributionEstimator):
+        def estimate(self, means_in, vars_in):
+            return 2.0 * means_in[0], 4.0 * vars_in[0]
+
+    class BadEstimator(DoublingEstimator):
+        def estimate(self, means_in, vars_in):
+            self.shared_out = [0.0, 0.0]
+            return super().estimate(means_in, vars_in)
+
+    keras.backend.clear_session()
+    inputs = keras.Input((8, 4))
+    x = layers.Dense(4, name="dense")(inputs)
+    model = keras.Model(inputs, Doubling(name="double")(x))
+    _, est = AutoInit(input_data_mean=1.0, custom_distribution_estimators={Doubling: DoublingEstimator}
+                      ).initialize_model(model, return_estimates=True)
+    assert est["dense"].shared_in == [0.0] and est["dense"].shared == pytest.approx(0.5)
+    assert est["double"].shared_in == [pytest.approx(0.5)] and est["double"].shared == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="one value per output"):
+        AutoInit(custom_distribution_estimators={Doubling: BadEstimator}).initialize_model(model)
