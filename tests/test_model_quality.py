@@ -65,14 +65,17 @@ def plain_cnn(kind: str, activation: str, pooling: bool = False, width: int = 32
 # A ReLU-family activation has a non-zero mean, so each convolution output channel carries a
 # constant offset mean * sum(kernel); the walk tracks that position-shared variance (pooling
 # keeps it), and its predictions match the covariance measured between positions through the
-# first five layers. What remains is single-draw scatter: with offsets, the per-channel second
-# moments after ReLU have a coefficient of variation of 1.3-1.8 over 64 channels, so each
-# layer's realized input second moment is off by ~20% per draw and that compounds with depth
-# (log errors +0.5 at the last convolution in each of the three draws measured); the
-# expectation over draws is what AutoInit predicts.
+# first five layers. Two effects remain. Single-draw scatter: with offsets, the per-channel
+# second moments after ReLU have a coefficient of variation of 1.3-1.8 over 64 channels, so
+# each layer's realized input second moment is off by ~20% per draw and that compounds with
+# depth (per-draw sd of the log error 0.33-0.48 at the last layers, width 64). And a bias that
+# does not shrink with width: +0.27 at the last convolution (7x7 maps after the strided one)
+# both at width 64 (8 draws) and 192 (4 draws), cause not pinned down (suspected: offsets that
+# differ between border and interior positions of small maps, which one shared value per
+# tensor averages away).
 OFFSET_DRIFT = pytest.mark.xfail(
-    reason="ReLU channel offsets: per-draw scatter of the channels' second moments compounds over "
-           "depth (median 0.20-0.24, p90 0.43-0.55 over three draws of width 64)", strict=False)
+    reason="ReLU channel offsets: per-draw scatter compounding over depth, plus a +0.27 bias at the "
+           "last 7x7 convolution that persists at width 192 (median 0.20-0.24, p90 0.43-0.55)", strict=False)
 KINDS = ["conv", "depthwise", "separable", "transpose"]
 
 
