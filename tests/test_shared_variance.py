@@ -222,3 +222,33 @@ def test_walk_records_shared_and_keeps_reference_estimators_working():
     assert est["double"].shared_in == [pytest.approx(0.5)] and est["double"].shared == pytest.approx(2.0)
     with pytest.raises(ValueError, match="one value per output"):
         AutoInit(custom_distribution_estimators={Doubling: BadEstimator}).initialize_model(model)
+
+
+@pytest.mark.parametrize("activation,rate", [("tanh", 0.0), ("relu", 0.25), ("elu", 0.0)])
+def test_max_of_activation_against_sampling(activation, rate):
+    """s f(max of k z_i), z_i = m + a + e_i sharing a, s a per-channel dropout factor: mean, var,
+    and the covariance of two windows (same a and s), against direct sampling; k = 2 and 4 mixed."""
+    import dataclasses
+
+    from autoinit_sym.estimators.activations import activation_output
+    from autoinit_sym.estimators.pooling import max_of_activation_moments
+
+    mean, var, shared, n = 0.3, 1.5, 0.5, 400_000
+    origin = dataclasses.replace(activation_output(activation, mean, var, shared),
+                                 scale_second=1.0 / (1.0 - rate))
+    rng = np.random.default_rng(1)
+    f = {"tanh": np.tanh, "relu": lambda x: np.maximum(x, 0.0),
+         "elu": lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, 0.0)))}[activation]
+    a = rng.normal(0.0, math.sqrt(shared), n)
+    scale = (rng.random(n) >= rate) / (1.0 - rate)
+    windows = []
+    for _ in range(2):  # two windows, each of 2 or 4 elements
+        sizes = rng.choice([2, 4], n)
+        e = rng.normal(0.0, math.sqrt(var - shared), (n, 4))
+        e[sizes == 2, 2:] = -np.inf
+        windows.append(scale * f(mean + a + e.max(axis=1)))
+    got = max_of_activation_moments(origin, np.array([2, 4]), np.array([0.5, 0.5]))
+    y1, y2 = windows
+    assert got[0] == pytest.approx(y1.mean(), abs=0.01 * y1.std())
+    assert got[1] == pytest.approx(y1.var(), rel=0.02)
+    assert got[2] == pytest.approx(np.cov(y1, y2)[0, 1], rel=0.05, abs=0.01 * y1.var())
