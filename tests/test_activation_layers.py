@@ -19,7 +19,7 @@ LAYERS = {
     "leaky_relu_layer": lambda: keras.layers.LeakyReLU(negative_slope=0.3),
     "elu_layer": lambda: keras.layers.ELU(alpha=0.5),
     "prelu_constant": lambda: keras.layers.PReLU(alpha_initializer=keras.initializers.Constant(0.25)),
-    "prelu_random": lambda: keras.layers.PReLU(alpha_initializer=keras.initializers.RandomUniform(-0.5, 1.0)),
+    "prelu_random": lambda: keras.layers.PReLU(alpha_initializer=keras.initializers.RandomUniform(-0.5, 1.0, seed=0)),
 }
 
 
@@ -48,7 +48,8 @@ def test_activation_layer(activation, stats):
 @pytest.mark.parametrize("name", list(LAYERS))
 def test_parametrized_activation_layers(name, stats):
     """PReLU is predicted from its alpha initializer's distribution; with random alphas
-    the 1000 drawn slopes' own mean deviates from it by ~sd(alpha)/sqrt(1000)."""
+    the 1000 drawn slopes' own mean deviates from it by ~sd(alpha)/sqrt(1000) (seeded, so the
+    draw does not depend on what ran before in the session)."""
     check(LAYERS[name], stats, mean_tol=0.05 if name == "prelu_random" else 0.02)
 
 
