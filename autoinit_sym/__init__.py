@@ -12,9 +12,10 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "moments": "autoinit_sym.moments",
-    "register_activation": "autoinit_sym.moments",
-    "ActivationMoments": "autoinit_sym.moments",
+    "moments": "autoinit_sym.activation_moments",
+    "register_activation": "autoinit_sym.activation_moments",
+    "ActivationMoments": "autoinit_sym.activation_moments",
+    "registered_names": "autoinit_sym.activation_moments",
     "export_table": "autoinit_sym.tables",
     "AutoInit": "autoinit_sym.autoinit",
     "AutoInitVisualizer": "autoinit_sym.visualizer",

@@ -350,7 +350,7 @@ def _cmd_table(args: argparse.Namespace) -> None:
 def _cmd_derive(args: argparse.Namespace) -> None:
     import numpy as np
 
-    from .moments import moments
+    from .activation_moments import moments
 
     m = moments(args.expr, **dict(args.param))
     label = args.name or (m.name if m.name.isidentifier() else "f")

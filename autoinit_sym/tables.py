@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable
 import sympy
 
 from autoinit_sym import activations
-from autoinit_sym.moments import ActivationMoments, moments
+from autoinit_sym.activation_moments import ActivationMoments, moments
 
 FORMATS = ("markdown", "latex", "json", "csv")
 COLUMNS = ("name", "parameters", "definition", "mean", "second_moment", "method",

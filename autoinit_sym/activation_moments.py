@@ -9,8 +9,6 @@ Objects are derived on first use and cached by (activation, parameters).
 from __future__ import annotations
 
 import functools
-import sys
-import types
 import warnings
 from typing import Any
 
@@ -173,17 +171,3 @@ def register_activation(name: str, expr: str | sympy.Expr, **default_params: flo
 def registered_names() -> list[str]:
     """All registered activation names."""
     return activations.names()
-
-
-moments.registered_names = registered_names
-
-
-class _CallableModule(types.ModuleType):
-    """Importing ``autoinit_sym.moments`` makes the package attribute ``moments`` this
-    module; calling it does what the function ``moments`` does, so both spellings work."""
-
-    def __call__(self, activation: str | sympy.Expr, **params: Any) -> ActivationMoments:
-        return moments(activation, **params)
-
-
-sys.modules[__name__].__class__ = _CallableModule
