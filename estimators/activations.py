@@ -191,6 +191,7 @@ def _last_axis(shapes: list[tuple]) -> int | None:
 @estimates(keras.layers.Activation)
 class ActivationEstimator(LayerOutputDistributionEstimator):
     """Activation(f): moments of f(X) (softmax over the last axis)."""
+    method_label = "closed_form or quadrature (per activation; monte_carlo for softmax)"
 
     def estimate(self, means_in, vars_in):
         mean, var, self.method = activation_statistics(
@@ -203,6 +204,7 @@ class ActivationEstimator(LayerOutputDistributionEstimator):
 @estimates(keras.layers.ReLU)
 class ReLUEstimator(LayerOutputDistributionEstimator):
     """ReLU(max_value, negative_slope, threshold): piecewise-linear moments in closed form."""
+    method = CLOSED_FORM
 
     def estimate(self, means_in, vars_in):
         layer = self.layer
@@ -218,6 +220,7 @@ class ReLUEstimator(LayerOutputDistributionEstimator):
 @estimates(keras.layers.LeakyReLU)
 class LeakyReLUEstimator(LayerOutputDistributionEstimator):
     """LeakyReLU(negative_slope): closed form."""
+    method = CLOSED_FORM
 
     def estimate(self, means_in, vars_in):
         slope = float(self.layer.negative_slope)
@@ -232,6 +235,7 @@ class LeakyReLUEstimator(LayerOutputDistributionEstimator):
 @estimates(keras.layers.ELU)
 class ELUEstimator(LayerOutputDistributionEstimator):
     """ELU(alpha): closed form."""
+    method = CLOSED_FORM
 
     def estimate(self, means_in, vars_in):
         alpha = float(self.layer.alpha)
