@@ -13,6 +13,7 @@ import numpy as np
 import sympy
 from scipy import special
 from sympy.parsing.sympy_parser import convert_xor, parse_expr, standard_transformations
+from sympy.printing.numpy import SciPyPrinter
 
 X = sympy.Symbol("x", real=True)
 
@@ -144,12 +145,29 @@ _NUMPY_FUNCTIONS = {
 }
 
 
+class _ProductPowerPrinter(SciPyPrinter):
+    """Prints small integer powers as products: NumPy's ``x**3`` goes through ``pow``
+    (about 20x slower than ``x*x*x`` on float64 arrays), and the quadrature evaluates f
+    at hundreds of nodes per (mu, var) pair."""
+
+    def _print_Pow(self, expr: sympy.Pow, rational: bool = False) -> str:
+        exponent = expr.exp
+        if exponent.is_Integer and 3 <= abs(int(exponent)) <= 8:
+            base = self.parenthesize(expr.base, sympy.printing.precedence.PRECEDENCE["Mul"] + 1)
+            product = "*".join([base] * abs(int(exponent)))
+            return f"({product})" if exponent > 0 else f"(1/({product}))"
+        return super()._print_Pow(expr, rational=rational)
+
+
 def numpy_function(expr: sympy.Expr) -> Callable[[np.ndarray], np.ndarray]:
     """Vectorized float64 f(x) for a numeric expression, overflow-safe for the usual
     activation patterns (softplus, sigmoid, tanh/erf complements); the result is a new
     writable array of x's shape."""
-    compiled = sympy.lambdify(X, _stable_form(expr),
-                              modules=[_NUMPY_FUNCTIONS, "scipy", "numpy"])
+    printer = _ProductPowerPrinter({"fully_qualified_modules": False, "inline": True,
+                                    "allow_unknown_functions": True,
+                                    "user_functions": {name: name for name in _NUMPY_FUNCTIONS}})
+    compiled = sympy.lambdify(X, _stable_form(expr), modules=[_NUMPY_FUNCTIONS, "scipy", "numpy"],
+                              printer=printer)
 
     def f(x: np.ndarray) -> np.ndarray:
         with np.errstate(over="ignore", invalid="ignore", under="ignore"):

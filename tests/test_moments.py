@@ -219,3 +219,14 @@ def test_mean_then_variance_share_one_quadrature_run(monkeypatch):
     m.variance(mu, var + 1.0)
     assert len(calls) == 3
     np.testing.assert_array_equal((mean, variance), m.mean_variance(mu, var))
+
+
+def test_numpy_function_prints_integer_powers_as_products_correctly():
+    """Integer powers are printed as parenthesized products (fast in NumPy); negative
+    powers, powers of sums and of functions must keep their meaning."""
+    from autoinit_sym.expressions import numpy_function
+
+    f = numpy_function(X**3 - 2 / X**4 + (X + 1) ** 5 + sympy.exp(-X) ** 3 + sympy.sqrt(X))
+    x = np.linspace(0.5, 3.0, 7)
+    expected = x**3 - 2 / x**4 + (x + 1) ** 5 + np.exp(-x) ** 3 + np.sqrt(x)
+    np.testing.assert_allclose(f(x), expected, rtol=1e-14)
