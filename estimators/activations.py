@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import keras
 import numpy as np
@@ -145,6 +145,28 @@ def activation_output(activation: Any, mean: float, var: float, shared: float,
                             float(min(max(shared, 0.0), var)), non_negative)
 
 
+class Activated(NamedTuple):
+    """What an activation makes of its input: the output's moments, how they were obtained,
+    its position-shared variance and its :class:`ActivationOutput` origin (or None)."""
+
+    mean: float
+    var: float
+    method: str
+    shared: float
+    origin: ActivationOutput | None
+
+
+def activated(activation: Any, mean: float, var: float, shared: float, axis_size: int | None = None,
+              **params: Any) -> Activated:
+    """f applied to N(mean, var) with position-shared variance ``shared``: moments by
+    :func:`activation_statistics`, shared variance by :func:`activation_shared`, origin by
+    :func:`activation_output` (the one rule every activation layer, op and fused activation uses)."""
+    out_mean, out_var, method = activation_statistics(activation, mean, var, axis_size, **params)
+    return Activated(out_mean, out_var, method,
+                     activation_shared(activation, mean, var, shared, out_var, **params),
+                     activation_output(activation, mean, var, shared, **params))
+
+
 def _softmax(name: str, mean: float, var: float, axis_size: int | None) -> tuple[float, float, str]:
     if axis_size is None:
         logger.warning("%s over an axis of unknown size: passing its input statistics through "
@@ -188,61 +210,58 @@ def _last_axis(shapes: list[tuple]) -> int | None:
     return shapes[0][-1]
 
 
+class _ActivationLayer(LayerOutputDistributionEstimator):
+    """Shared rule of the activation layers: :func:`activated` with the layer's function and
+    parameters (softmax over the last axis); subclasses say which (:meth:`activation`)."""
+
+    def activation(self) -> tuple[Any, dict[str, Any]]:
+        """The activation (function or name) and its Keras parameters."""
+        raise NotImplementedError
+
+    def estimate(self, means_in, vars_in):
+        activation, params = self.activation()
+        mean, var, self.method, self.shared_out, self.origin_out = activated(
+            activation, means_in[0], vars_in[0], self.shared(), _last_axis(self.input_shapes), **params)
+        return mean, var
+
+
 @estimates(keras.layers.Activation)
-class ActivationEstimator(LayerOutputDistributionEstimator):
+class ActivationEstimator(_ActivationLayer):
     """Activation(f): moments of f(X) (softmax over the last axis)."""
     method_label = "closed_form or quadrature (per activation; monte_carlo for softmax)"
 
-    def estimate(self, means_in, vars_in):
-        mean, var, self.method = activation_statistics(
-            self.layer.activation, means_in[0], vars_in[0], axis_size=_last_axis(self.input_shapes))
-        self.shared_out = activation_shared(self.layer.activation, means_in[0], vars_in[0], self.shared(), var)
-        self.origin_out = activation_output(self.layer.activation, means_in[0], vars_in[0], self.shared())
-        return mean, var
+    def activation(self):
+        return self.layer.activation, {}
 
 
 @estimates(keras.layers.ReLU)
-class ReLUEstimator(LayerOutputDistributionEstimator):
+class ReLUEstimator(_ActivationLayer):
     """ReLU(max_value, negative_slope, threshold): piecewise-linear moments in closed form."""
     method = CLOSED_FORM
 
-    def estimate(self, means_in, vars_in):
+    def activation(self):
         layer = self.layer
         max_value = None if layer.max_value is None else float(layer.max_value)
-        params = dict(negative_slope=float(layer.negative_slope), max_value=max_value,
-                      threshold=float(layer.threshold))
-        mean, var, self.method = activation_statistics("relu", means_in[0], vars_in[0], **params)
-        self.shared_out = activation_shared("relu", means_in[0], vars_in[0], self.shared(), var, **params)
-        self.origin_out = activation_output("relu", means_in[0], vars_in[0], self.shared(), **params)
-        return mean, var
+        return "relu", dict(negative_slope=float(layer.negative_slope), max_value=max_value,
+                            threshold=float(layer.threshold))
 
 
 @estimates(keras.layers.LeakyReLU)
-class LeakyReLUEstimator(LayerOutputDistributionEstimator):
+class LeakyReLUEstimator(_ActivationLayer):
     """LeakyReLU(negative_slope): closed form."""
     method = CLOSED_FORM
 
-    def estimate(self, means_in, vars_in):
-        slope = float(self.layer.negative_slope)
-        mean, var, self.method = activation_statistics("leaky_relu", means_in[0], vars_in[0], negative_slope=slope)
-        self.shared_out = activation_shared("leaky_relu", means_in[0], vars_in[0], self.shared(), var,
-                                            negative_slope=slope)
-        self.origin_out = activation_output("leaky_relu", means_in[0], vars_in[0], self.shared(),
-                                            negative_slope=slope)
-        return mean, var
+    def activation(self):
+        return "leaky_relu", dict(negative_slope=float(self.layer.negative_slope))
 
 
 @estimates(keras.layers.ELU)
-class ELUEstimator(LayerOutputDistributionEstimator):
+class ELUEstimator(_ActivationLayer):
     """ELU(alpha): closed form."""
     method = CLOSED_FORM
 
-    def estimate(self, means_in, vars_in):
-        alpha = float(self.layer.alpha)
-        mean, var, self.method = activation_statistics("elu", means_in[0], vars_in[0], alpha=alpha)
-        self.shared_out = activation_shared("elu", means_in[0], vars_in[0], self.shared(), var, alpha=alpha)
-        self.origin_out = activation_output("elu", means_in[0], vars_in[0], self.shared(), alpha=alpha)
-        return mean, var
+    def activation(self):
+        return "elu", dict(alpha=float(self.layer.alpha))
 
 
 @estimates(keras.layers.PReLU)

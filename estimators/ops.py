@@ -24,7 +24,7 @@ from scipy import special
 
 from autoinit_sym.order_statistics import clark_max, clark_min
 
-from .activations import activation_output, activation_shared, activation_statistics
+from .activations import activated
 from .base import CLOSED_FORM, EXACT, LayerOutputDistributionEstimator
 from .merging import concat_weights, linear_moments, mixture_moments, product_moments
 from .normalization import affine_moments
@@ -314,7 +314,6 @@ class ActivationOp(OpEstimator):
             shape, axis = self.input_shapes[0], self.layer.axis
             axis_size = shape[axis if isinstance(axis, int) else axis[0]]
         x = args[0]
-        mean, var, self.method = activation_statistics(name, x.mean, x.var, axis_size, **params)
-        self.shared_out = activation_shared(name, x.mean, x.var, self.shared(), var, **params)
-        self.origin_out = activation_output(name, x.mean, x.var, self.shared(), **params)
+        mean, var, self.method, self.shared_out, self.origin_out = activated(
+            name, x.mean, x.var, self.shared(), axis_size, **params)
         return mean, var

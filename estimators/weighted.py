@@ -28,7 +28,7 @@ import numpy as np
 
 from autoinit_sym.weights import TRUNCATED_STD
 
-from .activations import activation_output, activation_shared, activation_statistics
+from .activations import activated
 from .base import EXACT, LayerOutputDistributionEstimator
 
 
@@ -82,10 +82,8 @@ class WeightedLayerEstimator(LayerOutputDistributionEstimator):
                       / scale_second + bias_var)
         axis_size = self.output_shapes[0][-1] if self.output_shapes else None  # softmax: last axis
         activation = getattr(self.layer, "activation", None)
-        mean, var, self.method = activation_statistics(activation, bias_mean, pre_var, axis_size=axis_size)
-        pre_shared = min(pre_shared, pre_var)
-        self.shared_out = activation_shared(activation, bias_mean, pre_var, pre_shared, var)
-        self.origin_out = activation_output(activation, bias_mean, pre_var, pre_shared)
+        mean, var, self.method, self.shared_out, self.origin_out = activated(
+            activation, bias_mean, pre_var, min(pre_shared, pre_var), axis_size)
         return mean, var
 
     def scale_statistics(self, means_in: list[float], vars_in: list[float]) -> tuple[list, list]:
