@@ -14,19 +14,15 @@ import keras
 import numpy as np
 
 from .base import EXACT, LayerOutputDistributionEstimator
+from .core import IdentityEstimator
 from .registry import estimates
 
 
 @estimates(keras.layers.Flatten, keras.layers.Reshape, keras.layers.Permute,
            keras.layers.Cropping1D, keras.layers.Cropping2D, keras.layers.Cropping3D,
            keras.layers.UpSampling1D, keras.layers.UpSampling3D)
-class RearrangingEstimator(LayerOutputDistributionEstimator):
+class RearrangingEstimator(IdentityEstimator):
     """Every output element is one input element (moved, repeated or kept): (mean, var) unchanged."""
-
-    method = EXACT
-
-    def estimate(self, means_in, vars_in):
-        return means_in[0], vars_in[0]
 
 
 @estimates(keras.layers.RepeatVector)
@@ -35,7 +31,7 @@ class RepeatVectorEstimator(RearrangingEstimator):
 
     def estimate(self, means_in, vars_in):
         self.shared_out = vars_in[0]
-        return means_in[0], vars_in[0]
+        return super().estimate(means_in, vars_in)
 
 
 @estimates(keras.layers.ZeroPadding1D, keras.layers.ZeroPadding2D, keras.layers.ZeroPadding3D)
