@@ -16,6 +16,7 @@ import numpy as np
 import sympy
 
 from autoinit_sym import activations, quadrature
+from autoinit_sym.closed_form import ClosedForm, derive
 from autoinit_sym.expressions import X, breakpoints, numpy_function, parse, substitute
 
 CLOSED_FORM = "closed_form"
@@ -24,12 +25,9 @@ QUADRATURE = "quadrature"
 ArrayLike = Any
 
 
-def _derive_closed_form(expr: sympy.Expr):
-    """H1's closed-form derivation, or None when there is none (or it is unavailable)."""
-    try:
-        from autoinit_sym.closed_form import derive
-    except ImportError:
-        return None
+def _derive_closed_form(expr: sympy.Expr) -> ClosedForm | None:
+    """The closed-form derivation (:func:`autoinit_sym.closed_form.derive`), or None
+    when there is none."""
     try:
         return derive(expr, X)
     except Exception as err:  # a derivation bug must not make the activation unusable
