@@ -124,13 +124,10 @@ class ConvTransposeEstimator(ConvolutionEstimator):
 class DepthwiseConvEstimator(ConvolutionEstimator):
     """DepthwiseConvND: each output channel sums one input channel: fan_in = average taps."""
 
+    kernel_initializer_attr = "depthwise_initializer"
+
     def fan_in(self) -> float:
         return self.average_taps()
-
-    def schedule_weights(self, second_moment: float) -> None:
-        fan_in = self.fan_in()
-        self.set_initializer(self.layer.kernel, math.sqrt(self.signal_variance / (fan_in * second_moment)),
-                             "depthwise_initializer", fan_in)
 
 
 @estimates(keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)

@@ -67,6 +67,8 @@ class WeightedLayerEstimator(LayerOutputDistributionEstimator):
     (:meth:`schedule_weights`) and may override the bias and activation lookup."""
 
     method = EXACT
+    kernel_initializer_attr = "kernel_initializer"
+    """The layer's initializer attribute for ``kernel`` (e.g. ``"depthwise_initializer"``)."""
 
     def estimate(self, means_in, vars_in):
         call_second = second_moments(means_in, vars_in)[0]
@@ -95,7 +97,7 @@ class WeightedLayerEstimator(LayerOutputDistributionEstimator):
         """Schedule the kernel(s) so the pre-activation has variance signal_variance."""
         fan_in = self.fan_in()
         self.set_initializer(self.layer.kernel, math.sqrt(self.signal_variance / (fan_in * second_moment)),
-                             "kernel_initializer", fan_in)
+                             self.kernel_initializer_attr, fan_in)
 
     def fan_in(self) -> float:
         """Average number of input elements summed into one output element."""
