@@ -25,11 +25,11 @@ import numpy as np
 import sympy as sp
 from sympy.printing.numpy import SciPyPrinter
 
+from autoinit_sym.expressions import X
 from autoinit_sym.gaussian_integrals import (NUMPY_FUNCTIONS, TAIL_START, gauss_expm1, gauss_expm1_centered,
                                              one_sided_moment, truncated_moments)
 from autoinit_sym.piecewise import Piece, Terms, split_pieces
 
-X = sp.Symbol("x", real=True)
 MU = sp.Symbol("mu", real=True)
 SIGMA = sp.Symbol("sigma", positive=True)
 
