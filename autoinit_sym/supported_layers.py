@@ -49,15 +49,12 @@ def _rule(estimator: type, limit: int = 160) -> str:
 def served_classes() -> dict[type, type]:
     """Layer/operation class -> estimator class: every registered class, plus every public
     ``keras.layers`` class served through a registered parent (e.g. SpatialDropout2D, LSTM)."""
-    import keras
-
     from autoinit_sym.estimators.registry import registered
 
     table = registered()
     served = dict(table)
-    for name in dir(keras.layers):
-        cls = getattr(keras.layers, name)
-        if isinstance(cls, type) and issubclass(cls, keras.layers.Layer) and cls not in served:
+    for cls in _public_layer_classes():
+        if cls not in served:
             parent = next((c for c in cls.__mro__ if c in table), None)
             if parent is not None:
                 served[cls] = table[parent]
@@ -66,12 +63,16 @@ def served_classes() -> dict[type, type]:
 
 def unsupported_layers() -> list[str]:
     """Public ``keras.layers`` classes with no estimator (they are probed, with a warning)."""
+    served = served_classes()
+    return sorted({_public_name(cls) for cls in _public_layer_classes() if cls not in served})
+
+
+def _public_layer_classes() -> list[type]:
+    """The ``keras.layers.Layer`` subclasses exported by ``keras.layers``, in name order."""
     import keras
 
-    served = served_classes()
-    return sorted({_public_name(cls) for name in dir(keras.layers)
-                   if isinstance(cls := getattr(keras.layers, name), type)
-                   and issubclass(cls, keras.layers.Layer) and cls not in served})
+    return [cls for name in dir(keras.layers)
+            if isinstance(cls := getattr(keras.layers, name), type) and issubclass(cls, keras.layers.Layer)]
 
 
 def rows() -> list[Row]:
