@@ -88,15 +88,10 @@ def _below(a: float, c: float, mu: np.ndarray, sigma: np.ndarray) -> np.ndarray:
 
 
 def _above(a: float, c: float, mu: np.ndarray, sigma: np.ndarray) -> np.ndarray:
-    """NumPy gauss_exp_above: erfcx form in the upper tail, exp * ndtr elsewhere."""
-    t = (c - mu) / sigma
-    if a == 0:
-        return special.ndtr(-t)
-    g = t - a * sigma
-    with np.errstate(over="ignore", invalid="ignore", under="ignore"):
-        tail = 0.5 * np.exp(a * c - 0.5 * t * t) * special.erfcx(g * _SQRT_HALF)
-        bulk = _exp_sum(a, mu, sigma) * special.ndtr(-g)
-    return np.where(g > 0, tail, bulk)
+    """NumPy gauss_exp_above, as the mirror image of :func:`_below`:
+    E[exp(a*X); X > c] = E[exp(-a*Y); Y < -c] with Y = -X ~ N(-mu, sigma**2) (every step
+    negates exactly, so the values are the same bit for bit)."""
+    return _below(-a, -c, -mu, sigma)
 
 
 def _between(a: float, lo: float, hi: float, mu: np.ndarray, sigma: np.ndarray) -> np.ndarray:
