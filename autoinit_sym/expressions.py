@@ -2,7 +2,8 @@
 
 An activation is a SymPy expression in the real symbol ``x`` and, optionally, named
 real parameters. Strings are parsed with :func:`sympy.parse_expr`; besides SymPy's own
-names they may use ``sigmoid``, ``softplus``, ``relu`` and ``erfc``-style helpers.
+names (``exp``, ``tanh``, ``erf``, ``erfc``, ...) they may use ``sigmoid``, ``softplus``
+and ``relu``.
 """
 from __future__ import annotations
 
