@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Callable, NamedTuple
 
 import keras
@@ -25,6 +26,17 @@ AXIS_WISE = ("sparsemax",)  # not elementwise and no rule yet
 HERMITE_POINTS = 201
 SHARED_HERMITE_POINTS = 64
 """Gauss-Hermite nodes over the position-shared offset in :func:`activation_shared`."""
+
+
+@lru_cache(maxsize=None)
+def standard_normal_nodes(points: int) -> tuple[np.ndarray, np.ndarray]:
+    """Gauss-Hermite nodes and probability weights for E[g(Z)], Z ~ N(0, 1): E[g(Z)] ~ weights @ g(nodes)
+    (exact for polynomials of degree < 2 points). Cached; the arrays are read-only."""
+    nodes, weights = np.polynomial.hermite_e.hermegauss(points)
+    weights = weights / weights.sum()
+    nodes.setflags(write=False)
+    weights.setflags(write=False)
+    return nodes, weights
 
 
 def activation_name(activation: Any) -> str | None:
@@ -94,8 +106,7 @@ def activation_shared(activation: Any, mean: float, var: float, shared: float, v
     from autoinit_sym import moments
 
     engine = moments(name, **params)
-    nodes, weights = np.polynomial.hermite_e.hermegauss(SHARED_HERMITE_POINTS)
-    weights = weights / weights.sum()
+    nodes, weights = standard_normal_nodes(SHARED_HERMITE_POINTS)
     conditional = np.asarray(engine.mean(mean + math.sqrt(shared) * nodes, var - shared), dtype=np.float64)
     centre = float(weights @ conditional)
     return min(max(float(weights @ (conditional - centre) ** 2), 0.0), var_out)
@@ -195,8 +206,7 @@ def _glu(mean: float, var: float) -> tuple[float, float, str]:
 
 def _hermite_moments(fn: Callable[[Any], Any], mean: float, var: float) -> tuple[float, float]:
     """E[f(X)], Var[f(X)] for X ~ N(mean, var) by Gauss-Hermite quadrature through ``fn``."""
-    nodes, weights = np.polynomial.hermite_e.hermegauss(HERMITE_POINTS)
-    weights = weights / math.sqrt(2.0 * math.pi)
+    nodes, weights = standard_normal_nodes(HERMITE_POINTS)
     x = mean + math.sqrt(var) * nodes
     y = np.asarray(keras.ops.convert_to_numpy(fn(keras.ops.convert_to_tensor(x, "float64"))),
                    dtype=np.float64)

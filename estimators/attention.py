@@ -28,6 +28,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from .activations import standard_normal_nodes
 from .base import MONTE_CARLO, LayerOutputDistributionEstimator
 from .registry import estimates
 from .rnn import DEFAULT_TIMESTEPS
@@ -239,8 +240,7 @@ def tanh_score_terms(q_mean: float, q_var: float, k_mean: float, k_var: float, s
 
     tanh = moments("tanh")
     total = float(tanh.second_moment(scale * (q_mean + k_mean), scale**2 * (q_var + k_var)))
-    nodes, weights = np.polynomial.hermite_e.hermegauss(HERMITE_NODES)
-    weights = weights / math.sqrt(2 * math.pi)
+    nodes, weights = standard_normal_nodes(HERMITE_NODES)
     shifted = scale * (q_mean + math.sqrt(q_var) * nodes + k_mean)
     conditional_mean = tanh.mean(shifted, scale**2 * k_var)
     slope = 1.0 - tanh.second_moment(shifted, scale**2 * k_var)

@@ -27,6 +27,7 @@ import numpy as np
 
 from autoinit_sym.order_statistics import max_of_iid_normal_moments, max_of_iid_normal_nodes
 
+from .activations import standard_normal_nodes
 from .base import EXACT, QUADRATURE, LayerOutputDistributionEstimator
 from .registry import estimates
 
@@ -98,8 +99,7 @@ def max_of_activation_moments(origin: Any, ks: np.ndarray, weights: np.ndarray) 
     c = origin.shared
     floor = VARIANCE_FLOOR * origin.var
     sd = math.sqrt(max(origin.var - c, 0.0))
-    u, h = np.polynomial.hermite_e.hermegauss(SHARED_NODES)
-    h = h / h.sum()
+    u, h = standard_normal_nodes(SHARED_NODES)
     first = second = 0.0
     per_offset = np.zeros_like(u)
     for k, w in zip(ks, weights):
