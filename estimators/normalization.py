@@ -86,11 +86,13 @@ def direction_moments(mean: float, var: float, d: int) -> tuple[float, float]:
     return math.copysign(float(first), mean) / math.sqrt(d), float(cross)
 
 
-def _axes(axis: int | Sequence[int], rank: int) -> list[int]:
+def positive_axes(axis: int | Sequence[int], rank: int) -> list[int]:
+    """``axis`` (an int or several, negative counting from the end) as non-negative indices."""
     return [a % rank for a in ([axis] if isinstance(axis, int) else axis)]
 
 
-def _size(shape: Sequence[int | None], axes: Sequence[int]) -> int | None:
+def elements_along(shape: Sequence[int | None], axes: Sequence[int]) -> int | None:
+    """Number of elements spanned by ``axes`` of ``shape`` (None if one of them is unknown)."""
     dims = [shape[a] for a in axes]
     return None if any(d is None for d in dims) else int(np.prod(dims))
 
@@ -121,7 +123,7 @@ class _Standardizing(LayerOutputDistributionEstimator):
         shape = self.input_shapes[0] if self.input_shapes else None
         if shape is None:
             return None
-        dims = tuple(shape[a] for a in _axes(self.layer.axis, len(shape)))
+        dims = tuple(shape[a] for a in positive_axes(self.layer.axis, len(shape)))
         return None if None in dims else dims
 
     def estimate(self, means_in, vars_in):
@@ -156,7 +158,7 @@ class LayerNormalizationEstimator(_Standardizing):
 
     def reduction_size(self) -> int | None:
         shape = self.input_shapes[0] if self.input_shapes else None
-        return None if shape is None else _size(shape, _axes(self.layer.axis, len(shape)))
+        return None if shape is None else elements_along(shape, positive_axes(self.layer.axis, len(shape)))
 
     def estimate(self, means_in, vars_in):
         if not self.layer.rms_scaling:
@@ -180,7 +182,7 @@ class GroupNormalizationEstimator(_Standardizing):
         if shape is None:
             return None
         rank = len(shape)
-        size = _size(shape, range(1, rank))
+        size = elements_along(shape, range(1, rank))
         return None if size is None else size // self.layer.groups
 
 
@@ -193,7 +195,7 @@ class UnitNormalizationEstimator(LayerOutputDistributionEstimator):
 
     def estimate(self, means_in, vars_in):
         shape = self.input_shapes[0]
-        d = _size(shape, _axes(self.layer.axis, len(shape)))
+        d = elements_along(shape, positive_axes(self.layer.axis, len(shape)))
         first, _ = direction_moments(means_in[0], vars_in[0], d)
         return first, 1.0 / d - first ** 2
 
@@ -208,8 +210,8 @@ class RMSNormalizationEstimator(LayerOutputDistributionEstimator):
     def estimate(self, means_in, vars_in):
         mean, var = means_in[0], vars_in[0]
         shape = self.input_shapes[0]
-        axes = _axes(self.layer.axis, len(shape))
-        d = _size(shape, axes)
+        axes = positive_axes(self.layer.axis, len(shape))
+        d = elements_along(shape, axes)
         first, _ = direction_moments(mean, var, d)
         second = var + mean ** 2
         unit_scale = math.sqrt(d * second / (second + self.layer.epsilon))

@@ -27,7 +27,7 @@ from autoinit_sym.order_statistics import clark_max, clark_min
 from .activations import activated
 from .base import CLOSED_FORM, EXACT, LayerOutputDistributionEstimator
 from .merging import concat_weights, linear_moments, mixture_moments, product_moments
-from .normalization import affine_moments
+from .normalization import affine_moments, elements_along, positive_axes
 from .registry import estimates
 
 logger = logging.getLogger("autoinit_sym")
@@ -239,9 +239,7 @@ class MatmulOp(OpEstimator):
 def _reduced_size(shape: tuple, axis: Any) -> int | None:
     """Elements reduced per output (batch axis excluded when axis is None)."""
     rank = len(shape)
-    axes = range(1, rank) if axis is None else [a % rank for a in ([axis] if isinstance(axis, int) else axis)]
-    dims = [shape[a] for a in axes]
-    return None if any(d is None for d in dims) else int(np.prod(dims))
+    return elements_along(shape, range(1, rank) if axis is None else positive_axes(axis, rank))
 
 
 @estimates(ops_np.Mean, ops_np.Sum)

@@ -27,6 +27,7 @@ from scipy.interpolate import CubicSpline
 from scipy.special import logsumexp
 
 from .base import CLOSED_FORM, EXACT, MONTE_CARLO, QUADRATURE, LayerOutputDistributionEstimator
+from .normalization import elements_along
 from .registry import estimates
 
 SEED = 20230207
@@ -154,12 +155,11 @@ def mean_sum_of_squares(var: float, n: int) -> tuple[float, str]:
 
 def axis_size(shape: tuple, axis: int | tuple[int, ...], name: str) -> int:
     """Number of elements along ``axis`` (an int or several) of ``shape``; error if unknown."""
-    axes = (axis,) if isinstance(axis, int) else tuple(axis)
-    sizes = [shape[a] for a in axes]
-    if any(s is None for s in sizes):
+    size = elements_along(shape, (axis,) if isinstance(axis, int) else tuple(axis))
+    if size is None:
         raise ValueError(f"softmax over axis {axis} of layer {name!r} needs a known size along "
                          f"that axis; input shape is {shape}")
-    return int(np.prod(sizes))
+    return size
 
 
 @estimates(keras.layers.Softmax)
