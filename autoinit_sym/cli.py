@@ -338,8 +338,7 @@ def _cmd_visualize(args: argparse.Namespace) -> None:
 def _cmd_table(args: argparse.Namespace) -> None:
     from .tables import export_table
 
-    names = [n.strip() for n in args.names.split(",") if n.strip()] if args.names else None
-    text = export_table(format=args.format, names=names)
+    text = export_table(format=args.format, names=args.names or None)  # it splits "a,b" itself
     if args.output:
         Path(args.output).write_text(text if text.endswith("\n") else text + "\n")
         print(f"wrote {args.output}")
