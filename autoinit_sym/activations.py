@@ -69,7 +69,7 @@ def _number(params: dict[str, Any], key: str) -> sympy.Expr:
 
 
 def _positive_part(slope: sympy.Expr, negative: sympy.Expr) -> sympy.Expr:
-    """x for x > 0, ``negative`` otherwise (the ELU-family template)."""
+    """x for x > 0, ``slope * negative`` otherwise (the ELU-family template)."""
     return Piecewise((X, X > 0), (slope * negative, True))
 
 
