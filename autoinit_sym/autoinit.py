@@ -210,7 +210,8 @@ class AutoInit:
             if not (isinstance(estimator, type) and issubclass(estimator, LayerOutputDistributionEstimator)):
                 raise TypeError(f"custom_distribution_estimators[{layer_class.__name__}] must be a "
                                 f"subclass of LayerOutputDistributionEstimator, got {estimator!r}")
-        # Validate scalar statistics now; per-input lists and dicts once the inputs are known.
+        # Validate every given value now; the count and names of per-input lists and dicts
+        # once the model's inputs are known.
         for name, value, check in (("input_data_mean", input_data_mean, _check_finite),
                                    ("input_data_var", input_data_var, _check_positive)):
             items = value.values() if isinstance(value, Mapping) else (
