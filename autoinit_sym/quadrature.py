@@ -46,11 +46,11 @@ def _edges(z_points: np.ndarray, sigma: np.ndarray, levels: int) -> np.ndarray:
     return np.sort(np.clip(edges, -Z_MAX, Z_MAX), axis=1)
 
 
-def _nodes_and_weights(mu: np.ndarray, sigma: np.ndarray, points: Sequence[float],
+def _nodes_and_weights(mu: np.ndarray, sigma: np.ndarray, special: np.ndarray,
                        levels: int) -> tuple[np.ndarray, np.ndarray]:
     """x-nodes and Gaussian quadrature weights (summing to 1 within ~1e-16), shape
-    (pairs, nodes)."""
-    z_points = (_special_points(points)[None, :] - mu[:, None]) / sigma[:, None]
+    (pairs, nodes); ``special`` from :func:`_special_points`."""
+    z_points = (special[None, :] - mu[:, None]) / sigma[:, None]
     edges = _edges(z_points, sigma, levels)
     half = (0.5 * (edges[:, 1:] - edges[:, :-1]))[:, :, None]
     z = half * _T
@@ -76,21 +76,22 @@ def gaussian_moments(f: Callable[[np.ndarray], np.ndarray], points: Sequence[flo
     mean = np.empty(mu.size)
     variance = np.empty(mu.size)
     sigma = np.sqrt(var)
+    special = _special_points(points)
     row_levels = _levels(sigma)
     for levels in np.unique(row_levels):        # rows needing the same grading together
         group = np.flatnonzero(row_levels == levels)
-        nodes = (BASE_EDGES.size + _special_points(points).size * (2 * levels + 3)) * ORDER
+        nodes = (BASE_EDGES.size + special.size * (2 * levels + 3)) * ORDER
         step = max(1, CHUNK_NODES // nodes)
         for start in range(0, group.size, step):
             rows = group[start:start + step]
-            mean[rows], variance[rows] = _moments(f, points, mu[rows], sigma[rows], int(levels))
+            mean[rows], variance[rows] = _moments(f, special, mu[rows], sigma[rows], int(levels))
     return mean, variance
 
 
-def _moments(f: Callable[[np.ndarray], np.ndarray], points: Sequence[float], mu: np.ndarray,
+def _moments(f: Callable[[np.ndarray], np.ndarray], special: np.ndarray, mu: np.ndarray,
              sigma: np.ndarray, levels: int) -> tuple[np.ndarray, np.ndarray]:
     """Mean and variance for one chunk of rows sharing ``levels``."""
-    x, w = _nodes_and_weights(mu, sigma, points, levels)
+    x, w = _nodes_and_weights(mu, sigma, special, levels)
     values = f(x)
     m = np.einsum("ij,ij->i", w, values)
     overflowed = ~np.isfinite(m)
