@@ -57,6 +57,14 @@ def product_moments(means: Sequence[float], variances: Sequence[float],
     return float(first), float(max(second - first ** 2, 0.0))
 
 
+def contracted_product_moments(n: int, means: Sequence[float], variances: Sequence[float],
+                               same_tensor: bool) -> tuple[float, float]:
+    """sum over n independent terms x_k y_k (a dot product / matrix product over length n):
+    n times the moments of one product (:func:`product_moments`; x_k^2 when x is y)."""
+    mean, var = product_moments(means, variances, [[0, 1]] if same_tensor else [[0], [1]])
+    return n * mean, n * var
+
+
 def mixture_moments(weights: Sequence[float], means: Sequence[float], variances: Sequence[float]
                     ) -> tuple[float, float]:
     """A size-weighted mixture: mean sum w_i m_i, var sum w_i v_i + sum w_i (m_i - mean)^2."""
@@ -199,5 +207,4 @@ class DotEstimator(_Merge):
             mean = n * u1 * u2
             return mean, max(1.0 / n + n * (n - 1) * c1 * c2 - mean ** 2, 0.0)
         self.method = EXACT
-        term_mean, term_var = product_moments(means_in, vars_in, [[0, 1]] if self_dot else [[0], [1]])
-        return n * term_mean, n * term_var
+        return contracted_product_moments(n, means_in, vars_in, self_dot)

@@ -26,7 +26,8 @@ from autoinit_sym.order_statistics import clark_max, clark_min
 
 from .activations import activated
 from .base import CLOSED_FORM, EXACT, LayerOutputDistributionEstimator
-from .merging import concat_weights, linear_moments, mixture_moments, product_moments
+from .merging import (concat_weights, contracted_product_moments, linear_moments, mixture_moments,
+                      product_moments)
 from .normalization import affine_moments, elements_along, positive_axes
 from .registry import estimates
 
@@ -225,9 +226,7 @@ class MatmulOp(OpEstimator):
             n = self.input_shapes[0][-1]
             if n is None:
                 return None
-            groups = [[0, 1]] if a.ident == b.ident else [[0], [1]]
-            mean, var = product_moments([a.mean, b.mean], [a.var, b.var], groups)
-            return n * mean, n * var
+            return contracted_product_moments(n, [a.mean, b.mean], [a.var, b.var], a.ident == b.ident)
         x, w, axis = (a, b.value, 0) if a.is_tensor else (b, a.value, 1)
         if w.ndim != 2:
             return None
