@@ -3,8 +3,9 @@
 Each input is drawn iid N(mean, var) with the call's per-sample shape, the layer runs
 in training mode with the call's constant arguments, and the mean and variance of
 every output are measured (:func:`autoinit_sym.monte_carlo.gaussian_statistics`,
-seeded). A probe is impossible when a shape is unknown or the inputs are not
-floating point; then the statistics pass through unchanged.
+seeded). A probe is impossible when the call has no graph node, a shape is unknown
+or the inputs are not floating point; then, and when the layer fails on the samples,
+the input statistics pass through unchanged.
 """
 from __future__ import annotations
 
