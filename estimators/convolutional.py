@@ -21,7 +21,7 @@ import keras
 import numpy as np
 
 from .registry import estimates
-from .weighted import WeightedLayerEstimator
+from .weighted import WeightedLayerEstimator, kernel_stddev
 
 
 def _per_dim(value, rank: int) -> tuple[int, ...]:
@@ -142,8 +142,8 @@ class SeparableConvEstimator(ConvolutionEstimator):
     def schedule_weights(self, second_moment: float) -> None:
         layer = self.layer
         taps = self.fan_in()
-        self.set_initializer(layer.depthwise_kernel, math.sqrt(1.0 / (taps * second_moment)),
+        self.set_initializer(layer.depthwise_kernel, kernel_stddev(1.0, taps, second_moment),
                              "depthwise_initializer", taps)
         pointwise_fan_in = float(layer.pointwise_kernel.shape[-2])  # input channels x depth_multiplier
-        self.set_initializer(layer.pointwise_kernel, math.sqrt(self.signal_variance / pointwise_fan_in),
+        self.set_initializer(layer.pointwise_kernel, kernel_stddev(self.signal_variance, pointwise_fan_in),
                              "pointwise_initializer", pointwise_fan_in)

@@ -45,6 +45,7 @@ from autoinit_sym.weights import draw
 
 from .base import MONTE_CARLO, LayerOutputDistributionEstimator, carried_shared
 from .registry import estimates
+from .weighted import kernel_stddev
 
 OUTPUT_ELEMENTS = 100_000
 """Output elements aimed at per estimate. The cost of a run is per-step overhead, nearly
@@ -188,7 +189,7 @@ class RecurrentEstimator(LayerOutputDistributionEstimator):
         second_moment = vars_in[0] + means_in[0] ** 2
         for cell in input_cells(self.layer):
             fan_in = float(np.prod(cell.kernel.shape[:-1]))
-            std = math.sqrt(self.signal_variance / (fan_in * second_moment))
+            std = kernel_stddev(self.signal_variance, fan_in, second_moment)
             # The owner is the cell: the RNN layer's initializer attributes are read-only views.
             self.set_initializer(cell.kernel, std, "kernel_initializer", fan_in, owner=cell)
         shapes = _sample_shapes(self.input_shapes, self.layer.name)

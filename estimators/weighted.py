@@ -57,6 +57,12 @@ def initializer_statistics(initializer: Any, variable: Any = None) -> tuple[floa
     return float(values.mean()), float(values.var())
 
 
+def kernel_stddev(target_variance: float, fan_in: float, second_moment: float = 1.0) -> float:
+    """AutoInit's weight standard deviation sqrt(target / (fan_in E[x^2])): zero-mean weights
+    of that spread bring a sum of fan_in products w_i x_i to variance ``target_variance``."""
+    return math.sqrt(target_variance / (fan_in * second_moment))
+
+
 def second_moments(means: list[float], variances: list[float]) -> list[float]:
     """E[x^2] = var + mean^2 per input."""
     return [float(v) + float(m) ** 2 for m, v in zip(means, variances)]
@@ -96,7 +102,7 @@ class WeightedLayerEstimator(LayerOutputDistributionEstimator):
     def schedule_weights(self, second_moment: float) -> None:
         """Schedule the kernel(s) so the pre-activation has variance signal_variance."""
         fan_in = self.fan_in()
-        self.set_initializer(self.layer.kernel, math.sqrt(self.signal_variance / (fan_in * second_moment)),
+        self.set_initializer(self.layer.kernel, kernel_stddev(self.signal_variance, fan_in, second_moment),
                              self.kernel_initializer_attr, fan_in)
 
     def fan_in(self) -> float:
