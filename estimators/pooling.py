@@ -179,32 +179,36 @@ class _Max:
 
 @estimates(keras.layers.AveragePooling1D, keras.layers.AveragePooling2D, keras.layers.AveragePooling3D)
 class AveragePoolingEstimator(_Average, _Windowed):
-    """(mean, var/k) per window of k real elements (smaller windows at 'same' borders), mixed over positions."""
+    """(mean, c + (var - c)/k) per window of k real elements (smaller windows at 'same' borders),
+    c the position-shared variance, mixed over positions."""
 
 
 @estimates(keras.layers.MaxPooling1D, keras.layers.MaxPooling2D, keras.layers.MaxPooling3D)
 class MaxPoolingEstimator(_Max, _Windowed):
-    """(mean + sd E[M_k], var Var[M_k]) per window of k real elements, M_k = max of k iid N(0, 1)."""
+    """(mean + sd E[M_k], c + sd^2 Var[M_k]) per window of k real elements, M_k = max of k iid N(0, 1),
+    c the position-shared variance, sd^2 = var - c. An activation's output s f(z) is pooled as
+    s f(max z) (:func:`max_of_activation_moments`)."""
 
 
 @estimates(keras.layers.GlobalAveragePooling1D, keras.layers.GlobalAveragePooling2D,
            keras.layers.GlobalAveragePooling3D)
 class GlobalAveragePoolingEstimator(_Average, _Global):
-    """(mean, var/k) for k = all spatial positions."""
+    """(mean, c + (var - c)/k) for k = all spatial positions, c the position-shared variance."""
 
 
 @estimates(keras.layers.GlobalMaxPooling1D, keras.layers.GlobalMaxPooling2D, keras.layers.GlobalMaxPooling3D)
 class GlobalMaxPoolingEstimator(_Max, _Global):
-    """(mean + sd E[M_k], var Var[M_k]) for k = all spatial positions."""
+    """(mean + sd E[M_k], c + sd^2 Var[M_k]) for k = all spatial positions, as MaxPooling."""
 
 
 @estimates(keras.layers.AdaptiveAveragePooling1D, keras.layers.AdaptiveAveragePooling2D,
            keras.layers.AdaptiveAveragePooling3D)
 class AdaptiveAveragePoolingEstimator(_Average, _Adaptive):
-    """(mean, var/k) per adaptive window [floor(i n/out), ceil((i+1) n/out)), mixed over positions."""
+    """(mean, c + (var - c)/k) per adaptive window [floor(i n/out), ceil((i+1) n/out)), mixed over
+    positions, c the position-shared variance."""
 
 
 @estimates(keras.layers.AdaptiveMaxPooling1D, keras.layers.AdaptiveMaxPooling2D,
            keras.layers.AdaptiveMaxPooling3D)
 class AdaptiveMaxPoolingEstimator(_Max, _Adaptive):
-    """(mean + sd E[M_k], var Var[M_k]) per adaptive window, mixed over positions."""
+    """(mean + sd E[M_k], c + sd^2 Var[M_k]) per adaptive window, mixed over positions, as MaxPooling."""
