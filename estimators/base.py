@@ -188,5 +188,3 @@ def carried_shared(vars_in: Sequence[float], shared_in: Sequence[float], var_out
         return 0.0
     return min(max(var_out * float(sum(shared_in)) / total, 0.0), var_out)
 
-
-Estimator = LayerOutputDistributionEstimator
