@@ -26,9 +26,12 @@ that layer's Monte Carlo output (kept when it fits in CHUNK_BYTES), which keeps 
 correlation over time. Otherwise the sequences carry the input's position-shared
 variance c (``shared_in``, see ``estimators.base``): x = mean + a + e with a ~ N(0, c)
 per (sample, channel), common to all time steps. Each output's own shared variance
-(``shared_out``) is measured from its per-(sample, channel) means over positions
-(time, and space for ConvLSTM; channels last); outputs without positions carry the
-input's shared fraction.
+(``shared_out``) is measured from the Monte Carlo run of the actual draw
+(:class:`RecurrentStatistics`): from its per-(sample, channel) means over positions
+(time, and space for ConvLSTM; channels last) where it has positions, else (last
+output, states) as the variance of its per-channel means over the samples: offsets
+constant over samples, which one draw of the next layer reads as a fixed bias, as
+``estimators.base`` counts per-channel offsets as shared.
 """
 from __future__ import annotations
 
@@ -40,10 +43,11 @@ from typing import Any, Callable, Iterator
 import keras
 import numpy as np
 
-from autoinit_sym.monte_carlo import CHUNK_BYTES, OutputStatistics, batch_statistics, gaussian_statistics
+from autoinit_sym.monte_carlo import (CHUNK_BYTES, OutputStatistics, RunningMoments, batch_statistics,
+                                      gaussian_statistics)
 from autoinit_sym.weights import draw
 
-from .base import MONTE_CARLO, LayerOutputDistributionEstimator, carried_shared
+from .base import MONTE_CARLO, LayerOutputDistributionEstimator
 from .registry import estimates
 from .weighted import kernel_stddev
 
@@ -175,6 +179,39 @@ def _with_offset(shapes: list[tuple[int, ...]], means: list[float], variances: l
             [variances[0] - offset, *variances[1:], offset])
 
 
+class RecurrentStatistics(OutputStatistics):
+    """:class:`OutputStatistics` with positions, plus the per-channel moments of each output
+    without positions (batch, channels), for :meth:`shared`."""
+
+    def __init__(self) -> None:
+        super().__init__(positions=True)
+        self.channels: list[RunningMoments | None] = []
+
+    def add(self, outputs: Any) -> list[Any]:
+        outputs = super().add(outputs)
+        if not self.channels:
+            self.channels = [RunningMoments() if p < 2 else None for p in self.positions]
+        for acc, y in zip(self.channels, outputs):
+            if acc is not None:
+                axes = tuple(range(len(y.shape) - 1))
+                mean = keras.ops.mean(y, axis=axes)
+                m2 = keras.ops.sum(keras.ops.square(y - mean), axis=axes)
+                acc.add(int(np.prod(y.shape[:-1])), keras.ops.convert_to_numpy(mean).astype(np.float64),
+                        keras.ops.convert_to_numpy(m2).astype(np.float64))
+        return outputs
+
+    def shared(self) -> list[float]:
+        """Per output, clipped to [0, var]: the position-shared variance where it has
+        positions, else the variance over channels of the channel means (each over n
+        values) less their sampling variance, Var_c(mean_c) - avg_c(var_c) / n."""
+        out = []
+        for by_position, acc, (_, var) in zip(self.position_shared(), self.channels, self.result()):
+            shared = (by_position if acc is None
+                      else float(np.var(acc.mean)) - float(np.mean(acc.variance)) / acc.count)
+            out.append(min(max(shared, 0.0), var))
+        return out
+
+
 @estimates(keras.layers.RNN, keras.layers.Bidirectional)
 class RecurrentEstimator(LayerOutputDistributionEstimator):
     """Monte Carlo through the recurrent layer itself, with the scheduled kernels swapped
@@ -210,7 +247,7 @@ class RecurrentEstimator(LayerOutputDistributionEstimator):
             return outputs
 
         description = f"AutoInit: {self.layer.name}"
-        statistics = OutputStatistics(positions=True)
+        statistics = RecurrentStatistics()
         with sampling_setup(self.layer, self._scheduled_values(), direct_loop_pays()):
             if upstream is None:
                 row_bytes = 4 * (sum(int(np.prod(s)) for s in shapes) + row_elements)
@@ -222,9 +259,7 @@ class RecurrentEstimator(LayerOutputDistributionEstimator):
                 stats = batch_statistics(run, [(batch,) for batch in upstream], description, statistics)
         if captured and sum(4 * int(np.prod(y.shape)) for y in captured) <= CHUNK_BYTES:
             self._record_samples(captured)
-        shared_in = [self.shared(i) for i in range(len(vars_in))]
-        self.shared_out = [carried_shared(vars_in, shared_in, var) if shared is None else shared
-                           for (_, var), shared in zip(stats, statistics.position_shared())]
+        self.shared_out = statistics.shared()
         return stats if len(stats) > 1 else stats[0]
 
     def _samples(self) -> dict[int, list[Any]]:

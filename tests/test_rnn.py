@@ -274,7 +274,10 @@ def test_sampled_kernel_is_the_written_kernel():
 
 
 def measured_shared(y):
-    """Covariance between distinct positions of a channel, from the position means."""
+    """Covariance between distinct positions of a channel, from the position means; for an
+    output without positions, the variance of the channel means less their sampling variance."""
+    if y.ndim == 2:
+        return y.mean(axis=0).var() - y.var(axis=0).mean() / len(y)
     positions = int(np.prod(y.shape[1:-1]))
     means = y.mean(axis=tuple(range(1, y.ndim - 1)))
     return (positions * means.var() - y.var()) / (positions - 1)
@@ -284,10 +287,14 @@ def measured_shared(y):
     (lambda: layers.LSTM(16, return_sequences=True), (T, F), 0.0),
     (lambda: layers.Bidirectional(layers.GRU(8, return_sequences=True)), (T, F), 1.0),
     (lambda: layers.ConvLSTM2D(4, 3, padding="same"), (5, 6, 6, 2), 0.5),
+    (lambda: layers.SimpleRNN(16), (T, F), 1.0),
+    (lambda: layers.GRU(8, return_sequences=True, return_state=True), (T, F), 0.5),
 ])
 def test_position_shared_input_and_output(make, shape, mean):
     """Input x = mean + a + e with a per-(sample, channel) offset a ~ N(0, 0.8) common to
-    all positions: the prediction and its shared_out track the real layer on such input."""
+    all positions: the prediction and the shared_out of every output track the real layer
+    on such input; outputs without positions (last output, states) share their per-channel
+    offsets, constant over samples."""
     var, shared, batch = 1.0, 0.8, 2048  # few offsets per sample: measure on more samples
     keras.utils.set_random_seed(0)  # order-independent weights; seeds 0-5 all pass
     layer = make()
@@ -295,22 +302,17 @@ def test_position_shared_input_and_output(make, shape, mean):
     context = EstimationContext()
     estimator = RecurrentEstimator(layer, context, [(None,) + shape])
     estimator.shared_in = [shared]
-    predicted_mean, predicted_var = estimator.estimate([mean], [var])
+    predicted = estimator.estimate([mean], [var])
+    predicted = predicted if isinstance(predicted, list) else [predicted]
     write_pending(context.pending.values(), "truncated_normal", False, context.seed_for)
     rng = np.random.default_rng(1)
     offset = rng.normal(0, math.sqrt(shared), (batch,) + (1,) * (len(shape) - 1) + shape[-1:])
     x = (mean + offset + rng.normal(0, math.sqrt(var - shared), (batch,) + shape)).astype("float32")
-    y = np.asarray(layer(x, training=True), dtype=np.float64)
-    assert y.var() == pytest.approx(predicted_var, rel=0.1)
-    assert y.mean() == pytest.approx(predicted_mean, abs=0.05 * math.sqrt(predicted_var) + 0.01)
-    [shared_out] = estimator.shared_out
-    assert shared_out == pytest.approx(measured_shared(y), abs=0.1 * predicted_var)
-
-
-def test_outputs_without_positions_carry_the_input_share():
-    layer = layers.GRU(8, return_state=True)
-    layer(keras.Input((T, F)))
-    estimator = RecurrentEstimator(layer, EstimationContext(), [(None, T, F)])
-    estimator.shared_in = [0.5]
-    outputs = estimator.estimate([0.0], [1.0])
-    assert estimator.shared_out == pytest.approx([0.5 * var for _, var in outputs])
+    outputs = layer(x, training=True)
+    outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+    assert len(estimator.shared_out) == len(predicted) == len(outputs)
+    for (predicted_mean, predicted_var), shared_out, y in zip(predicted, estimator.shared_out, outputs):
+        y = np.asarray(y, dtype=np.float64)
+        assert y.var() == pytest.approx(predicted_var, rel=0.1)
+        assert y.mean() == pytest.approx(predicted_mean, abs=0.05 * math.sqrt(predicted_var) + 0.01)
+        assert shared_out == pytest.approx(measured_shared(y), abs=0.1 * predicted_var)
