@@ -17,8 +17,9 @@ from typing import Any, Mapping
 import keras
 
 from autoinit_sym.estimates import LayerEstimate
-from autoinit_sym.estimators.base import (EstimationContext, LayerOutputDistributionEstimator,
+from autoinit_sym.estimators.base import (CARRY, EstimationContext, LayerOutputDistributionEstimator,
                                           WeightInitConfig, carried_shared)
+from autoinit_sym.estimators.spatial_profile import mixed, spatial_shape
 from autoinit_sym.graph import Call, ModelGraph, build_graph
 from autoinit_sym.probe import ProbeEstimator, missing_estimator_warning, probe_impossible
 from autoinit_sym.weights import write_pending
@@ -154,6 +155,28 @@ def _shared_outputs(estimator: Any, vars_in: list[float], shared_in: list[float]
     return checked
 
 
+def _profile_outputs(estimator: Any, call: Call, means_in: list[float], vars_in: list[float],
+                     profiles_in: list[Any]) -> list[Any]:
+    """The per-position profile of each output: what the estimator set in ``profile_out``
+    (one for all outputs, or a list), else the inputs' profiles mixed by second moment where
+    the output has their spatial shape (``estimators.spatial_profile.mixed``). A profile
+    whose shape is not the output's spatial shape is dropped (uniform)."""
+    shapes = [spatial_shape(shape) for shape in (call.output_shapes or [None] * len(call.outputs))]
+    given = getattr(estimator, "profile_out", CARRY)
+    if isinstance(given, str) and given == CARRY:
+        seconds = [v + m * m for m, v in zip(means_in, vars_in)]
+        values = [mixed(profiles_in, seconds, shape) for shape in shapes]
+    elif isinstance(given, list):
+        if len(given) != len(shapes):
+            raise ValueError(f"{type(estimator).__name__} set profile_out to {len(given)} profiles; "
+                             f"expected one per output ({len(shapes)})")
+        values = given
+    else:
+        values = [given] * len(shapes)
+    return [p if p is not None and shape is not None and p.shape == shape else None
+            for p, shape in zip(values, shapes)]
+
+
 def _combined(records: list[LayerEstimate]) -> tuple[list[float], list[float]]:
     """Input statistics pooled over several calls: mean of means, mean of second moments."""
     means, variances = [], []
@@ -259,13 +282,15 @@ class AutoInit:
 
     def _walk(self, graph: ModelGraph, context: WalkContext, means: list[float],
               variances: list[float], warned: set[int]) -> "OrderedDict[str, LayerEstimate]":
-        """One pass in topological order; each slot holds (mean, var, shared, origin), model
-        inputs with shared 0 (positions independent) and no origin (see estimators.base)."""
-        stats = {slot: (m, v, 0.0, None) for slot, m, v in zip(graph.inputs, means, variances)}
+        """One pass in topological order; each slot holds (mean, var, shared, origin, profile),
+        model inputs with shared 0 (positions independent), no origin and a uniform profile
+        (see estimators.base)."""
+        stats = {slot: (m, v, 0.0, None, None) for slot, m, v in zip(graph.inputs, means, variances)}
         method_of: dict[int, str] = {}
         estimates: OrderedDict[str, LayerEstimate] = OrderedDict()
         for call in graph.calls:
-            means_in, vars_in, shared_in, origin_in = ([stats[s][i] for s in call.inputs] for i in range(4))
+            means_in, vars_in, shared_in, origin_in, profiles_in = (
+                [stats[s][i] for s in call.inputs] for i in range(5))
             if call.submodel:
                 pairs = [stats[s][:2] for s in call.outputs]
                 shared_out = [stats[s][2] for s in call.outputs]
@@ -274,6 +299,7 @@ class AutoInit:
             else:
                 estimator = self._estimator(call, context, warned)
                 estimator.shared_in, estimator.origin_in = list(shared_in), list(origin_in)
+                estimator.profile_in = list(profiles_in)
                 before = {k: id(p) for k, p in context.pending.items()}
                 try:
                     result = estimator.estimate(means_in, vars_in)
@@ -286,7 +312,9 @@ class AutoInit:
                 weights = {p.variable.path: p.stddev for k, p in context.pending.items()
                            if before.get(k) != id(p)}
                 origin = getattr(estimator, "origin_out", None)
-                stats.update((slot, (m, v, c, origin)) for slot, (m, v), c in zip(call.outputs, pairs, shared_out))
+                profiles = _profile_outputs(estimator, call, means_in, vars_in, profiles_in)
+                stats.update((slot, (m, v, c, origin, r))
+                             for slot, (m, v), c, r in zip(call.outputs, pairs, shared_out, profiles))
                 method_of.update((s, method) for s in call.outputs)
             estimates[call.key] = LayerEstimate(call.key, call.operation.name, method, means_in,
                                                 vars_in, pairs, weights=weights, shared_in=shared_in,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import dataclasses
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Callable, NamedTuple
@@ -24,6 +25,8 @@ IDENTITY = ("linear", "identity", None)
 SOFTMAX = ("softmax", "log_softmax")
 AXIS_WISE = ("sparsemax",)  # not elementwise and no rule yet
 HERMITE_POINTS = 201
+VARIANCE_FLOOR = 1e-12
+"""Relative input variance given to the moment engine at a position whose profile is ~0."""
 SHARED_HERMITE_POINTS = 64
 """Gauss-Hermite nodes over the position-shared offset in :func:`activation_shared`."""
 
@@ -140,6 +143,46 @@ class ActivationOutput:
         return moments(self.name, **dict(self.params))
 
 
+@dataclass(frozen=True)
+class ShiftedActivation:
+    """A tensor c a + n elementwise: a an unscaled :class:`ActivationOutput` f(z), c a
+    coefficient, n ~ N(mean, var) independent of a (the other branches of a sum, e.g. the
+    residual branch added to a ReLU output). Such a sum is not Gaussian: an activation g of
+    it has E[g^k] = E_z[ E_n[g(c f(z) + n)^k] ] (:func:`shifted_moments`)."""
+
+    activation: ActivationOutput
+    coefficient: float
+    mean: float
+    var: float
+
+
+@lru_cache(maxsize=None)
+def _pointwise(engine: Any) -> Callable[[np.ndarray], np.ndarray]:
+    from autoinit_sym.expressions import numpy_function
+
+    return numpy_function(engine.expr)
+
+
+def shifted_moments(engine: Any, origin: ShiftedActivation) -> tuple[float, float]:
+    """(E[g(x)], Var[g(x)]) for x = c f(z) + n (a :class:`ShiftedActivation`), g given by its
+    moment engine: with h(z) = E_n[g(c f(z) + n)] and u(z) = Var_n[g(c f(z) + n)] (the engine's
+    Gaussian moments in n), E[g] = E_z[h] and Var[g] = E_z[u] + Var_z[h], each by the graded
+    quadrature over z ~ N(mean, var) split at f's breakpoints."""
+    from autoinit_sym.quadrature import gaussian_moments
+
+    inner = origin.activation
+    f = _pointwise(inner.engine())
+    breaks = inner.engine().breakpoints
+    mu, var = np.array([inner.mean]), np.array([inner.var])
+
+    def shifted(z: np.ndarray) -> np.ndarray:
+        return origin.coefficient * f(z) + origin.mean
+
+    mean, spread = gaussian_moments(lambda z: engine.mean(shifted(z), origin.var), breaks, mu, var)
+    within, _ = gaussian_moments(lambda z: engine.variance(shifted(z), origin.var), breaks, mu, var)
+    return float(mean[0]), float(within[0] + spread[0])
+
+
 def activation_output(activation: Any, mean: float, var: float, shared: float,
                       **params: Any) -> ActivationOutput | None:
     """The :class:`ActivationOutput` of a non-decreasing Keras activation applied to
@@ -158,24 +201,116 @@ def activation_output(activation: Any, mean: float, var: float, shared: float,
 
 class Activated(NamedTuple):
     """What an activation makes of its input: the output's moments, how they were obtained,
-    its position-shared variance and its :class:`ActivationOutput` origin (or None)."""
+    its position-shared variance, its :class:`ActivationOutput` origin (or None) and its
+    per-position profile (``estimators.spatial_profile``; None when uniform)."""
 
     mean: float
     var: float
     method: str
     shared: float
     origin: ActivationOutput | None
+    profile: np.ndarray | None
 
 
 def activated(activation: Any, mean: float, var: float, shared: float, axis_size: int | None = None,
-              **params: Any) -> Activated:
+              *, profile: np.ndarray | None = None, origin: Any = None, **params: Any) -> Activated:
     """f applied to N(mean, var) with position-shared variance ``shared``: moments by
     :func:`activation_statistics`, shared variance by :func:`activation_shared`, origin by
-    :func:`activation_output` (the one rule every activation layer, op and fused activation uses)."""
+    :func:`activation_output` (the one rule every activation layer, op and fused activation uses).
+
+    With a per-position second-moment ``profile`` r (mean 1) the input at p is taken as
+    N(mean, r(p) (var + mean^2) - mean^2) (the mean uniform over positions, as for any
+    pre-activation); the output's moments are then the mixture over positions
+    (:func:`profile_moments`) and its profile E[f_p^2] / mean_p E[f_p^2].
+
+    With a :class:`ShiftedActivation` ``origin`` (a ReLU output plus an independent branch)
+    the input is not Gaussian: the pooled moments come from :func:`shifted_moments`, and a
+    profile rescales them position by position as it does the Gaussian ones (the ratio is
+    exact for positively homogeneous f and g at zero-mean pre-activations, where every
+    position is a rescaled copy of the same sum)."""
     out_mean, out_var, method = activation_statistics(activation, mean, var, axis_size, **params)
+    gaussian = (out_mean, out_var)
+    out_profile = profile
+    name = activation_name(activation) if is_keras_activation(activation) else None
+    if name in SOFTMAX:
+        out_profile = None  # every position's outputs average 1/n
+    elif name is not None and name not in IDENTITY + AXIS_WISE and name != "glu":
+        from autoinit_sym import moments
+
+        engine = moments(name, **params)
+        if profile is not None:
+            out_mean, out_var, out_profile = profile_moments(engine, mean, var, profile)
+        if isinstance(origin, ShiftedActivation):
+            exact = shifted_moments(engine, origin)
+            out_mean, out_var = rescaled(gaussian, exact, (out_mean, out_var))
+            return Activated(out_mean, out_var, QUADRATURE,
+                             activation_shared(activation, mean, var, shared, out_var, **params),
+                             matched_output(activation, *exact, mean, var, shared, **params), out_profile)
     return Activated(out_mean, out_var, method,
                      activation_shared(activation, mean, var, shared, out_var, **params),
-                     activation_output(activation, mean, var, shared, **params))
+                     activation_output(activation, mean, var, shared, **params), out_profile)
+
+
+MATCH_TOLERANCE = 1e-8
+"""Largest squared relative residual accepted by :func:`matched_output`."""
+
+
+def matched_output(activation: Any, out_mean: float, out_var: float, mean: float, var: float,
+                   shared: float, **params: Any) -> ActivationOutput | None:
+    """The :class:`ActivationOutput` f(z), z ~ N(mu, v), with the given output mean and variance
+    (moment matching from the Gaussian guess N(mean, var)): the law the next residual sum or
+    max pool assumes for an activation of a non-Gaussian input. The Gaussian guess's origin
+    where no (mu, v) matches; None for activations without an origin."""
+    from scipy.optimize import least_squares
+
+    guess = activation_output(activation, mean, var, shared, **params)
+    if guess is None:
+        return None
+    engine = guess.engine()
+    second = out_var + out_mean ** 2
+    if not second > 0:
+        return guess
+
+    def residual(point: np.ndarray) -> list[float]:
+        mu, v = point[0], math.exp(point[1])
+        return [(float(engine.mean(mu, v)) - out_mean) / math.sqrt(second),
+                float(engine.second_moment(mu, v)) / second - 1.0]
+
+    fit = least_squares(residual, [mean, math.log(var)], xtol=1e-12, ftol=1e-12)
+    if not fit.success or 2.0 * fit.cost > MATCH_TOLERANCE:
+        return guess
+    mu, v = float(fit.x[0]), math.exp(float(fit.x[1]))
+    return dataclasses.replace(guess, mean=mu, var=v, shared=min(guess.shared, v))
+
+
+def profile_moments(engine: Any, mean: float, var: float, profile: np.ndarray,
+                    ) -> tuple[float, float, np.ndarray | None]:
+    """Pooled (mean, var) and profile of f(x_p) for x_p ~ N(mean, v_p),
+    v_p = r(p) (var + mean^2) - mean^2 (floored at a tiny positive value), evaluated once
+    per distinct profile value: mean = sum_u w_u m_u, var = sum_u w_u (v_u + (m_u - mean)^2)."""
+    from .spatial_profile import distinct, normalized
+
+    values, inverse, fractions = distinct(profile)
+    second = var + mean * mean
+    inputs = np.maximum(values * second - mean * mean, VARIANCE_FLOOR * max(var, 1e-300))
+    means, variances = (np.asarray(a, dtype=np.float64) for a in engine.mean_variance(mean, inputs))
+    out_mean = float(fractions @ means)
+    out_var = float(fractions @ (variances + (means - out_mean) ** 2))
+    seconds = variances + means * means
+    return out_mean, out_var, normalized(seconds[inverse].reshape(profile.shape))
+
+
+def rescaled(gaussian: tuple[float, float], exact: tuple[float, float],
+             per_position: tuple[float, float]) -> tuple[float, float]:
+    """``per_position`` (mean, var), computed for a Gaussian input, corrected by the ratios of
+    the pooled ``exact`` to the pooled ``gaussian`` mean and second moment."""
+    (g_mean, g_var), (e_mean, e_var), (p_mean, p_var) = gaussian, exact, per_position
+    g_second, e_second = g_var + g_mean ** 2, e_var + e_mean ** 2
+    if g_second <= 0:
+        return e_mean, e_var
+    mean = p_mean * e_mean / g_mean if g_mean != 0 else e_mean
+    second = (p_var + p_mean ** 2) * e_second / g_second
+    return mean, max(second - mean * mean, 0.0)
 
 
 def _softmax(name: str, mean: float, var: float, axis_size: int | None) -> tuple[float, float, str]:
@@ -230,8 +365,9 @@ class _ActivationLayer(LayerOutputDistributionEstimator):
 
     def estimate(self, means_in, vars_in):
         activation, params = self.activation()
-        mean, var, self.method, self.shared_out, self.origin_out = activated(
-            activation, means_in[0], vars_in[0], self.shared(), _last_axis(self.input_shapes), **params)
+        mean, var, self.method, self.shared_out, self.origin_out, self.profile_out = activated(
+            activation, means_in[0], vars_in[0], self.shared(), _last_axis(self.input_shapes),
+            profile=self.profile(), origin=self.origin(), **params)
         return mean, var
 
 

@@ -111,6 +111,7 @@ class _AttentionBase(LayerOutputDistributionEstimator):
     """Shared plumbing: which inputs are query/value/key, key count, call flags, outputs."""
 
     method = MONTE_CARLO  # the softmax variance's; each call records its own
+    profile_out = None  # every query mixes the values of all positions: a uniform profile
     scores_after_dropout = True  # whether returned attention scores include dropout
 
     def _inputs(self, means_in, vars_in) -> dict[str, tuple[float, float, tuple]]:

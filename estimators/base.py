@@ -16,6 +16,14 @@ query, spatial dropout masks whole channels; pooling cannot average it away. Bef
 that knows its output's shared variance sets ``self.shared_out`` (a float, or a list per
 output) inside ``estimate``; otherwise :func:`carried_shared` applies. ``estimate`` keeps
 returning only ``(mean, var)``, so estimators written for the reference work unchanged.
+
+Per-position profile: the walk also keeps, per tensor, the relative second moment of each
+spatial position, ``profile`` (see ``estimators.spatial_profile``; None = uniform), which
+zero-padded borders make non-uniform. The walk sets ``estimator.profile_in`` (one entry per
+input); ``mean``/``var`` stay pooled over positions. An estimator that knows its output's
+profile sets ``self.profile_out`` (an array, None, or a list per output); otherwise
+(:data:`CARRY`) the walk keeps the inputs' second-moment-weighted profile where the output
+has the same spatial shape, and drops it elsewhere.
 """
 from __future__ import annotations
 
@@ -31,6 +39,9 @@ PROBE = "probe"                # unknown layer: real layer run on Gaussian sampl
 PASS_THROUGH = "pass_through"  # statistics passed on unchanged (no way to do better)
 
 METHODS = (EXACT, CLOSED_FORM, QUADRATURE, MONTE_CARLO, PROBE, PASS_THROUGH)
+
+CARRY = "carry"
+"""``profile_out`` default: let the walk carry the input profile (see the module docstring)."""
 
 DISTRIBUTIONS = ("truncated_normal", "untruncated_normal", "uniform", "orthogonal")
 
@@ -139,6 +150,12 @@ class LayerOutputDistributionEstimator:
     """The output's origin, set by ``estimate`` where it is an activation's output (max
     pooling uses it: the max of f(z_i) is f(max z_i) for a non-decreasing f)."""
 
+    profile_in: Sequence[Any] = ()
+    """Per input, its per-position relative second moment (an array over the spatial axes,
+    mean 1) or None when uniform; set by the walk."""
+    profile_out: Any = CARRY
+    """The output's profile, set by ``estimate`` where the rule knows it (None: uniform)."""
+
     def __init__(self, layer: Any, context: EstimationContext | None = None,
                  input_shapes: Sequence[tuple] | None = None,
                  output_shapes: Sequence[tuple] | None = None, node: Any = None) -> None:
@@ -164,6 +181,10 @@ class LayerOutputDistributionEstimator:
     def shared(self, index: int = 0) -> float:
         """Position-shared variance of input ``index`` (0 when the walk did not say)."""
         return float(self.shared_in[index]) if index < len(self.shared_in) else 0.0
+
+    def profile(self, index: int = 0) -> Any:
+        """The per-position profile of input ``index`` (None when uniform or unknown)."""
+        return self.profile_in[index] if index < len(self.profile_in) else None
 
     def origin(self, index: int = 0) -> Any:
         """The elementwise origin of input ``index`` (None when unknown)."""

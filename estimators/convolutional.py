@@ -1,13 +1,15 @@
 """Convolutions: Conv1D/2D/3D, their transposes, DepthwiseConv1D/2D, SeparableConv1D/2D.
 
 Fan-in is the *average* number of (input element, kernel tap) products summed into
-one output element, counted exactly from the shapes: zero padding at the borders
-("same", "causal") removes taps, and a strided transposed convolution reaches each
-output with only about kernel/stride taps. The count factorizes over spatial
-dimensions, so the average over output positions is the product of per-dimension
-averages. With the weights' variance set from this count the output variance,
-pooled over positions, is exactly signal_variance (inputs independent, zero-mean
-weights). Unknown spatial sizes fall back to kernel (kernel/stride for transposes).
+one output element, counted exactly from the shapes and weighted by the input's
+per-position second-moment profile r (``estimators.spatial_profile``): the output at o
+has E[z_o^2] proportional to S(o) = sum over the (input position i, tap) pairs reaching o
+of r(i). Zero padding at the borders ("same", "causal") removes taps, and a strided
+transposed convolution reaches each output with only about kernel/stride taps. With
+fan_in = (input channels / groups) mean_o S(o) the output variance, pooled over positions,
+is exactly signal_variance (inputs independent, zero-mean weights), and the output's
+profile is S / mean S. Unknown spatial sizes (or channels_first) fall back to the plain
+tap count, kernel (kernel/stride for transposes) where even that is unknown.
 Offsets common to all positions of an input channel reach two output positions only
 through taps valid at both, so the position-shared variance of the output is scaled by
 :meth:`ConvolutionEstimator.shared_tap_ratio` (< 1 where borders cut taps).
@@ -21,6 +23,7 @@ import keras
 import numpy as np
 
 from .registry import estimates
+from .spatial_profile import along_axes, tap_matrix, tap_positions
 from .weighted import WeightedLayerEstimator, kernel_stddev
 
 
@@ -33,15 +36,7 @@ def forward_tap_fractions(in_len: int | None, out_len: int | None, kernel: int, 
     """Per kernel tap, the fraction of output positions at which it lands inside the input."""
     if in_len is None or out_len is None:
         return np.ones(kernel)
-    span = (kernel - 1) * dilation + 1
-    if padding == "same":
-        left = max((out_len - 1) * stride + span - in_len, 0) // 2
-    elif padding == "causal":
-        left = span - 1
-    else:
-        left = 0
-    positions = np.arange(out_len)[:, None] * stride + np.arange(kernel)[None, :] * dilation - left
-    return ((positions >= 0) & (positions < in_len)).mean(axis=0)
+    return tap_positions(in_len, out_len, kernel, stride, dilation, padding)[2].mean(axis=0)
 
 
 def transpose_tap_fractions(in_len: int | None, out_len: int | None, kernel: int, stride: int,
@@ -50,10 +45,7 @@ def transpose_tap_fractions(in_len: int | None, out_len: int | None, kernel: int
     out -> in), the number of input positions it carries into the output, per output position."""
     if in_len is None or out_len is None:
         return np.full(kernel, 1.0 / stride)
-    span = (kernel - 1) * dilation + 1
-    left = max((in_len - 1) * stride + span - out_len, 0) // 2 if padding == "same" else 0
-    targets = np.arange(in_len)[:, None] * stride + np.arange(kernel)[None, :] * dilation - left
-    return ((targets >= 0) & (targets < out_len)).sum(axis=0) / out_len
+    return tap_positions(in_len, out_len, kernel, stride, dilation, padding, transpose=True)[2].sum(axis=0) / out_len
 
 
 def forward_taps(in_len: int | None, out_len: int | None, kernel: int, stride: int,
@@ -74,25 +66,44 @@ class ConvolutionEstimator(WeightedLayerEstimator):
 
     transpose = False
 
-    def spatial(self, shape: Sequence) -> tuple:
-        if getattr(self.layer, "data_format", "channels_last") == "channels_first":
-            return tuple(shape[2:])
-        return tuple(shape[1:-1])
+    def channels_last(self) -> bool:
+        return getattr(self.layer, "data_format", "channels_last") != "channels_first"
 
-    def tap_fractions(self) -> list[np.ndarray]:
-        """Per spatial dimension, the per-tap fractions (see :func:`forward_tap_fractions`)."""
+    def spatial(self, shape: Sequence) -> tuple:
+        return tuple(shape[1:-1]) if self.channels_last() else tuple(shape[2:])
+
+    def _axes(self) -> list[tuple]:
+        """Per spatial axis: (input length, output length, kernel, stride, dilation)."""
         layer = self.layer
         rank = len(layer.kernel_size)
         ins = self.spatial(self.input_shapes[0]) if self.input_shapes else (None,) * rank
         outs = self.spatial(self.output_shapes[0]) if self.output_shapes else (None,) * rank
+        return list(zip(ins, outs, layer.kernel_size, _per_dim(layer.strides, rank),
+                        _per_dim(layer.dilation_rate, rank)))
+
+    def tap_fractions(self) -> list[np.ndarray]:
+        """Per spatial dimension, the per-tap fractions (see :func:`forward_tap_fractions`)."""
         count = transpose_tap_fractions if self.transpose else forward_tap_fractions
-        strides = _per_dim(layer.strides, rank)
-        dilations = _per_dim(layer.dilation_rate, rank)
-        return [count(i, o, k, s, d, layer.padding) for i, o, k, s, d in
-                zip(ins, outs, layer.kernel_size, strides, dilations)]
+        return [count(*axis, self.layer.padding) for axis in self._axes()]
+
+    def tap_sums(self) -> np.ndarray | None:
+        """S(o) = sum over the (input position, tap) pairs reaching output o of the input's
+        profile r (r = 1 without one): (M_1 (x) M_2 (x) ...) r with the per-axis tap matrices;
+        None when a spatial length is unknown or the layout is channels_first."""
+        axes = self._axes()
+        if not self.channels_last() or any(i is None or o is None for i, o, *_ in axes):
+            return None
+        matrices = [tap_matrix(int(i), int(o), k, s, d, self.layer.padding, self.transpose)
+                    for i, o, k, s, d in axes]
+        return along_axes(matrices, self.profile())
 
     def average_taps(self) -> float:
-        return math.prod(float(f.sum()) for f in self.tap_fractions())
+        """mean_o S(o): the input elements summed into one output, weighted by their relative
+        second moment; the plain average tap count where S is unknown."""
+        sums = self.tap_sums()
+        if sums is None:
+            return math.prod(float(f.sum()) for f in self.tap_fractions())
+        return float(sums.mean())
 
     def shared_tap_ratio(self) -> float:
         """Two output positions of a channel share the input offsets only through taps valid

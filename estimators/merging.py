@@ -21,6 +21,7 @@ from scipy import stats
 
 from autoinit_sym.order_statistics import clark_max, clark_min
 
+from .activations import ActivationOutput, ShiftedActivation
 from .base import CLOSED_FORM, EXACT, LayerOutputDistributionEstimator
 from .normalization import direction_moments
 from .registry import estimates
@@ -97,7 +98,9 @@ def _broadcast(shape: Sequence[int | None] | None, out: Sequence[int | None] | N
 @estimates(keras.layers.Add, keras.layers.Subtract, keras.layers.Average)
 class LinearMergeEstimator(_Merge):
     """Add: sum of means, sum of variances; Subtract: m1 - m2, v1 + v2; Average: the same divided
-    by n (mean) and n^2 (var). A tensor repeated among the inputs adds coherently."""
+    by n (mean) and n^2 (var). A tensor repeated among the inputs adds coherently. An activation's
+    output plus Gaussian branches (a residual connection) is recorded as a
+    :class:`ShiftedActivation`, so the activation after it integrates the non-Gaussian sum."""
 
     method = EXACT
 
@@ -111,7 +114,26 @@ class LinearMergeEstimator(_Merge):
             coefficients = [1.0] * n
         groups = self.groups(n)
         self.shared_out = linear_moments(coefficients, means_in, self.input_shared(vars_in), groups)[1]
+        if all(len(g) == 1 for g in groups):
+            self.origin_out = shifted_origin(coefficients, means_in, vars_in, list(self.origin_in))
         return linear_moments(coefficients, means_in, vars_in, groups)
+
+
+def shifted_origin(coefficients: Sequence[float], means: Sequence[float], variances: Sequence[float],
+                   origins: Sequence[Any]) -> ShiftedActivation | None:
+    """sum_i c_i x_i of independent inputs, exactly one of them an unscaled activation output
+    f(z) and the rest Gaussian: a :class:`ShiftedActivation` (c f(z) + N(sum_j c_j m_j,
+    sum_j c_j^2 v_j)), which the next activation integrates exactly; None otherwise."""
+    found = [i for i, o in enumerate(origins) if isinstance(o, ActivationOutput)]
+    if len(found) != 1 or origins[found[0]].scale_second != 1.0 or len(origins) != len(means):
+        return None
+    i = found[0]
+    others = [j for j in range(len(means)) if j != i]
+    noise_var = sum(coefficients[j] ** 2 * variances[j] for j in others)
+    if not noise_var > 0:
+        return None
+    return ShiftedActivation(origins[i], coefficients[i], sum(coefficients[j] * means[j] for j in others),
+                             noise_var)
 
 
 @estimates(keras.layers.Multiply)

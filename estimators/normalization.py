@@ -23,7 +23,7 @@ import mpmath
 import numpy as np
 from scipy import integrate, stats
 
-from .base import CLOSED_FORM, EXACT, QUADRATURE, LayerOutputDistributionEstimator
+from .base import CARRY, CLOSED_FORM, EXACT, QUADRATURE, LayerOutputDistributionEstimator
 from .registry import estimates
 
 
@@ -97,6 +97,17 @@ def elements_along(shape: Sequence[int | None], axes: Sequence[int]) -> int | No
     return None if any(d is None for d in dims) else int(np.prod(dims))
 
 
+def per_position_profile(estimator: LayerOutputDistributionEstimator) -> Any:
+    """``profile_out`` of a layer normalizing each sample over ``layer.axis``: uniform (None)
+    when no spatial axis (1..rank-2) is among those axes (each position is scaled to the same
+    second moment), else :data:`CARRY` (positions are scaled together, keeping their ratios)."""
+    shape = estimator.input_shapes[0] if estimator.input_shapes else None
+    if shape is None:
+        return None
+    axes = positive_axes(estimator.layer.axis, len(shape))
+    return CARRY if any(1 <= a <= len(shape) - 2 for a in axes) else None
+
+
 def _parameter(layer: Any, enabled: bool, variable: str, initializer: str, default: float,
                shape: tuple[int, ...] | None) -> np.ndarray:
     """A layer parameter (gamma, beta, ...): its current value if built, else its initializer's."""
@@ -161,6 +172,7 @@ class LayerNormalizationEstimator(_Standardizing):
         return None if shape is None else elements_along(shape, positive_axes(self.layer.axis, len(shape)))
 
     def estimate(self, means_in, vars_in):
+        self.profile_out = per_position_profile(self)
         if not self.layer.rms_scaling:
             return super().estimate(means_in, vars_in)
         self.method = CLOSED_FORM
@@ -194,6 +206,7 @@ class UnitNormalizationEstimator(LayerOutputDistributionEstimator):
     method = CLOSED_FORM
 
     def estimate(self, means_in, vars_in):
+        self.profile_out = per_position_profile(self)
         shape = self.input_shapes[0]
         d = elements_along(shape, positive_axes(self.layer.axis, len(shape)))
         first, _ = direction_moments(means_in[0], vars_in[0], d)
@@ -208,6 +221,7 @@ class RMSNormalizationEstimator(LayerOutputDistributionEstimator):
     method = CLOSED_FORM
 
     def estimate(self, means_in, vars_in):
+        self.profile_out = per_position_profile(self)
         mean, var = means_in[0], vars_in[0]
         shape = self.input_shapes[0]
         axes = positive_axes(self.layer.axis, len(shape))

@@ -311,6 +311,6 @@ class ActivationOp(OpEstimator):
             shape, axis = self.input_shapes[0], self.layer.axis
             axis_size = shape[axis if isinstance(axis, int) else axis[0]]
         x = args[0]
-        mean, var, self.method, self.shared_out, self.origin_out = activated(
-            name, x.mean, x.var, self.shared(), axis_size, **params)
+        mean, var, self.method, self.shared_out, self.origin_out, self.profile_out = activated(
+            name, x.mean, x.var, self.shared(), axis_size, profile=self.profile(), origin=self.origin(), **params)
         return mean, var

@@ -10,6 +10,8 @@ max -> (mean + sd E[M_k], c + sd^2 Var[M_k]), sd^2 = var - c, M_k the max of k i
 (:func:`autoinit_sym.order_statistics.max_of_iid_normal_moments`). The output statistics
 are the mixture over output positions, computed from the actual input shape; every
 output keeps the shared offset a, so its shared variance is c (global pooling too).
+A windowed pool's per-position profile (``estimators.spatial_profile``) is its input's
+averaged over each window; the moments themselves are pooled over positions.
 
 Max pooling of an activation's output (``origin_in``: s f(z), f non-decreasing, z Gaussian,
 s a per-channel factor) is s f(max z): its moments are E[f(mean + a + sd M_k)] with a and
@@ -27,9 +29,10 @@ import numpy as np
 
 from autoinit_sym.order_statistics import max_of_iid_normal_moments, max_of_iid_normal_nodes
 
-from .activations import standard_normal_nodes
+from .activations import ActivationOutput, standard_normal_nodes
 from .base import EXACT, QUADRATURE, LayerOutputDistributionEstimator
 from .registry import estimates
+from .spatial_profile import spatial_shape, tap_matrix, window_means
 
 
 def window_sizes(n: int, pool: int, stride: int, padding: str) -> np.ndarray:
@@ -136,10 +139,15 @@ class _Pooling(LayerOutputDistributionEstimator):
                 f"but the input shape is {tuple(self.input_shapes[0])}; build the model with fixed sizes")
         return [int(n) for n in spatial]
 
+    def output_profile(self) -> np.ndarray | None:
+        """The output's per-position profile; None here (a global or adaptive pool)."""
+        return None
+
     def estimate(self, means_in, vars_in):
+        self.profile_out = self.output_profile()
         ks, weights = pooled_counts(self.axis_window_sizes(self.spatial_shape()))
         origin = self.origin()
-        if self.mode == "max" and origin is not None:
+        if self.mode == "max" and isinstance(origin, ActivationOutput):
             mean, var, self.shared_out = max_of_activation_moments(origin, ks, weights)
             return mean, var
         shared = min(self.shared(), vars_in[0])
@@ -148,6 +156,16 @@ class _Pooling(LayerOutputDistributionEstimator):
 
 
 class _Windowed(_Pooling):
+    def output_profile(self):
+        """The input profile averaged over each window's real elements (channels_last)."""
+        profile = self.profile()
+        if profile is None or self.layer.data_format != "channels_last":
+            return None
+        matrices = [tap_matrix(n, o, p, s, 1, self.layer.padding) for n, o, p, s in
+                    zip(profile.shape, spatial_shape(self.output_shapes[0]) or (), self.layer.pool_size,
+                        self.layer.strides)]
+        return window_means(matrices, profile) if len(matrices) == profile.ndim else None
+
     def axis_window_sizes(self, spatial):
         layer = self.layer
         if layer.padding == "valid":

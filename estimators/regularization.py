@@ -12,6 +12,7 @@ import dataclasses
 
 import keras
 
+from .activations import ActivationOutput
 from .base import EXACT, LayerOutputDistributionEstimator
 from .core import IdentityEstimator
 from .registry import estimates
@@ -45,7 +46,7 @@ class DropoutEstimator(LayerOutputDistributionEstimator):
         spatial = isinstance(self.layer, _SPATIAL)
         self.shared_out = inverted_dropout_moments(mean, self.shared(), rate)[1] if spatial else self.shared()
         origin = self.origin()
-        if spatial and origin is not None and rate < 1:
+        if spatial and isinstance(origin, ActivationOutput) and rate < 1:
             self.origin_out = dataclasses.replace(origin, scale_second=origin.scale_second / (1.0 - rate))
         return inverted_dropout_moments(mean, vars_in[0], rate)
 

@@ -3,6 +3,8 @@ ZeroPadding*, Resizing, and the TimeDistributed wrapper.
 
 Rearranging, repeating or cropping iid elements leaves each element's law unchanged;
 zero padding and interpolation change the mixture over output positions exactly.
+Zero padding, cropping and upsampling also map the per-position profile
+(``estimators.spatial_profile``); Flatten and Reshape end it.
 The position-shared variance (see ``estimators.base``) keeps its fraction (the default
 rule), except where noted.
 """
@@ -13,16 +15,67 @@ from functools import lru_cache
 import keras
 import numpy as np
 
+from .activations import ActivationOutput
 from .base import EXACT, LayerOutputDistributionEstimator
 from .core import IdentityEstimator
 from .registry import estimates
+from .spatial_profile import normalized, spatial_shape
 
 
-@estimates(keras.layers.Flatten, keras.layers.Reshape, keras.layers.Permute,
-           keras.layers.Cropping1D, keras.layers.Cropping2D, keras.layers.Cropping3D,
-           keras.layers.UpSampling1D, keras.layers.UpSampling3D)
+@estimates(keras.layers.Flatten, keras.layers.Reshape, keras.layers.Permute)
 class RearrangingEstimator(IdentityEstimator):
     """Every output element is one input element (moved, repeated or kept): (mean, var) unchanged."""
+
+
+def _pairs(value, rank: int) -> list[tuple[int, int]]:
+    """A padding/cropping setting as one (before, after) pair per spatial axis."""
+    if rank == 1 and len(value) == 2 and all(isinstance(v, int) for v in value):
+        return [tuple(value)]
+    return [tuple(pair) for pair in value]
+
+
+def _channels_last_profile(estimator: LayerOutputDistributionEstimator) -> np.ndarray | None:
+    """The input profile of a channels_last layer; None when uniform or channels_first."""
+    if getattr(estimator.layer, "data_format", None) == "channels_first":
+        return None
+    return estimator.profile()
+
+
+@estimates(keras.layers.Cropping1D, keras.layers.Cropping2D, keras.layers.Cropping3D)
+class CroppingEstimator(RearrangingEstimator):
+    """Kept positions are input positions: (mean, var) unchanged for a uniform input; with a
+    per-position profile r the kept second moment is E[x^2] mean(r over the kept positions)
+    (the mean taken as uniform) and the profile is r cropped."""
+
+    def estimate(self, means_in, vars_in):
+        profile = _channels_last_profile(self)
+        if profile is None:
+            return super().estimate(means_in, vars_in)
+        kept = profile[tuple(slice(a, n - b) for (a, b), n in
+                             zip(_pairs(self.layer.cropping, profile.ndim), profile.shape))]
+        self.profile_out = normalized(kept)
+        second = (vars_in[0] + means_in[0] ** 2) * float(kept.mean())
+        return means_in[0], max(second - means_in[0] ** 2, 0.0)
+
+
+@estimates(keras.layers.UpSampling1D, keras.layers.UpSampling3D)
+class UpSamplingEstimator(RearrangingEstimator):
+    """Nearest-neighbour repetition: (mean, var) unchanged; the profile is repeated."""
+
+    def estimate(self, means_in, vars_in):
+        self.profile_out = repeated_profile(self)
+        return super().estimate(means_in, vars_in)
+
+
+def repeated_profile(estimator: LayerOutputDistributionEstimator) -> np.ndarray | None:
+    """The input profile with every position repeated ``layer.size`` times along its axis."""
+    profile = _channels_last_profile(estimator)
+    if profile is None:
+        return None
+    size = estimator.layer.size
+    for axis, factor in enumerate((size,) * profile.ndim if isinstance(size, int) else size):
+        profile = np.repeat(profile, factor, axis=axis)
+    return profile
 
 
 @estimates(keras.layers.RepeatVector)
@@ -39,17 +92,31 @@ class ZeroPaddingEstimator(LayerOutputDistributionEstimator):
     """A fraction p of the output positions is zero: mean m (1-p), E[x^2] = (v + m^2)(1-p),
     with 1 - p = (input elements) / (output elements) per sample. Two positions are both real
     with probability ~(1-p)^2: shared (1-p)^2 c (the zeros' fixed pattern is not shared).
-    The output of an activation with f >= 0 keeps its origin (max pooling's rule)."""
+    The output of an activation with f >= 0 keeps its origin (max pooling's rule), and the
+    per-position profile gets zeros at the padded positions (:meth:`padded_profile`)."""
 
     method = EXACT
 
     def estimate(self, means_in, vars_in):
         kept = _elements(self.input_shapes[0]) / _elements(self._output_shape())
         mean, var = means_in[0], vars_in[0]
+        self.profile_out = self.padded_profile()
         self.shared_out = kept ** 2 * self.shared()
         origin = self.origin()
-        self.origin_out = origin if origin is not None and origin.non_negative else None
+        self.origin_out = origin if isinstance(origin, ActivationOutput) and origin.non_negative else None
         return mean * kept, (var + mean ** 2) * kept - (mean * kept) ** 2
+
+    def padded_profile(self) -> np.ndarray | None:
+        """The input profile (1 where uniform) with zeros at the padded positions, normalized:
+        zero padding is where border profiles start."""
+        if self.layer.data_format == "channels_first":
+            return None
+        spatial = spatial_shape(self.input_shapes[0])
+        if spatial is None:
+            return None
+        profile = self.profile()
+        values = np.ones(spatial) if profile is None else profile
+        return normalized(np.pad(values, _pairs(self.layer.padding, len(spatial))))
 
     def _output_shape(self) -> tuple:
         if self.output_shapes and self.output_shapes[0] is not None:
@@ -109,6 +176,7 @@ class UpSampling2DEstimator(LayerOutputDistributionEstimator):
 
     def estimate(self, means_in, vars_in):
         layer = self.layer
+        self.profile_out = repeated_profile(self)  # exact for nearest, the nearest pattern otherwise
         if layer.interpolation == "nearest":
             return means_in[0], vars_in[0]
         sizes = [(n, n * f) for n, f in zip(_spatial(self), layer.size)]

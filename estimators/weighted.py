@@ -30,6 +30,7 @@ from autoinit_sym.weights import TRUNCATED_STD
 
 from .activations import activated
 from .base import EXACT, LayerOutputDistributionEstimator
+from .spatial_profile import normalized, spatial_shape
 
 
 def initializer_statistics(initializer: Any, variable: Any = None) -> tuple[float, float]:
@@ -90,9 +91,29 @@ class WeightedLayerEstimator(LayerOutputDistributionEstimator):
                       / scale_second + bias_var)
         axis_size = self.output_shapes[0][-1] if self.output_shapes else None  # softmax: last axis
         activation = getattr(self.layer, "activation", None)
-        mean, var, self.method, self.shared_out, self.origin_out = activated(
-            activation, bias_mean, pre_var, min(pre_shared, pre_var), axis_size)
+        result = activated(activation, bias_mean, pre_var, min(pre_shared, pre_var), axis_size,
+                           profile=self.pre_activation_profile(bias_mean, bias_var, pre_var))
+        mean, var, self.method, self.shared_out, self.origin_out, self.profile_out = result
         return mean, var
+
+    def pre_activation_profile(self, bias_mean: float, bias_var: float, pre_var: float) -> np.ndarray | None:
+        """The pre-activation's per-position profile: the weighted sum's variance follows
+        S / mean S (:meth:`tap_sums`), the bias is the same everywhere:
+        r(p) = (bias_mean^2 + Var(b) + (pre_var - Var(b)) S(p) / mean S) / (bias_mean^2 + pre_var)."""
+        relative = normalized(self.tap_sums())
+        if relative is None:
+            return None
+        weighted = pre_var - bias_var
+        return normalized(bias_mean ** 2 + bias_var + weighted * relative)
+
+    def tap_sums(self) -> np.ndarray | None:
+        """Per output position, the input's relative second moment summed over what reaches
+        it (convolutions: over their taps); by default the input's own profile, which a
+        layer mixing only the last axis (Dense, EinsumDense) keeps position by position."""
+        profile = self.profile()
+        if profile is None or not self.output_shapes or spatial_shape(self.output_shapes[0]) != profile.shape:
+            return None
+        return profile
 
     def scale_statistics(self, means_in: list[float], vars_in: list[float]) -> tuple[list, list]:
         """The input statistics the weights are scaled for: the combined ones of a shared layer."""

@@ -15,23 +15,32 @@ from autoinit_sym import AutoInit
 from autoinit_sym.measure import measure
 
 
-def log_errors(model, input_mean=0.0, input_var=1.0, samples=128, seeds=(0, 1, 2)) -> dict[str, float]:
-    """|mean over seeds of log(measured var / predicted var)| per single-output layer call.
+DRAWS = tuple(range(16))
 
-    Each seed redraws the weights (AutoInit's seed) and the noise. The predictions are
-    expectations over the weight draw; a single draw of a narrow network wanders around them,
-    so the measured variances are averaged geometrically over draws, as for the MLP figures."""
-    logs: dict[str, list[float]] = {}
+
+def log_errors(model, input_mean=0.0, input_var=1.0, samples=64, seeds=DRAWS) -> dict[str, float]:
+    """|log(mean over draws of the measured var / predicted var)| per single-output layer call.
+
+    Each seed redraws the weights (AutoInit's seed) and the noise. A prediction is the
+    expectation over the weight draw of the variance pooled over positions, channels and
+    samples, so it is compared with the arithmetic mean over draws: for ReLU the pooled second
+    moment is exactly linear in each layer's weight variance, so that mean is unbiased, while
+    one narrow draw (or a geometric mean) wanders low by the spread of log E[z^2], about 0.6
+    at the tenth ReLU convolution of width 64."""
+    predicted: dict[str, float] = {}
+    measured_vars: dict[str, list[float]] = {}
     for seed in seeds:
         model, estimates = AutoInit(input_data_mean=input_mean, input_data_var=input_var,
                                     weight_init_config={"seed": seed}).initialize_model(model, return_estimates=True)
         measured = measure(model, input_mean, input_var, samples=samples, seed=seed, batch_size=samples)
         for key, estimate in estimates.items():
-            pred_var, meas = estimate.var, measured.get(key)
-            if meas is None or isinstance(pred_var, tuple) or pred_var <= 0 or meas[1] <= 0:
+            meas = measured.get(key)
+            if meas is None or isinstance(estimate.var, tuple) or estimate.var <= 0:
                 continue
-            logs.setdefault(key, []).append(math.log(meas[1] / pred_var))
-    return {key: abs(float(np.mean(v))) for key, v in logs.items() if len(v) == len(seeds)}
+            predicted[key] = estimate.var
+            measured_vars.setdefault(key, []).append(meas[1])
+    return {key: abs(math.log(np.mean(v) / predicted[key])) for key, v in measured_vars.items()
+            if len(v) == len(seeds) and np.mean(v) > 0}
 
 
 def assert_quality(errors: dict[str, float], median: float = 0.1, p90: float = 0.35) -> None:
@@ -62,42 +71,27 @@ def plain_cnn(kind: str, activation: str, pooling: bool = False, width: int = 32
     return keras.Model(inputs, layers.Dense(10)(x))
 
 
-# Diagnosed (paired simulations, zero vs circular padding, same weights): the upward drift of
-# ReLU nets is a border effect of padding="same". A position's pre-activation second moment is
-# proportional to the sum of its input's second moments over the taps valid there; border
-# positions have both fewer taps and a lower input variance (they were borders one layer
-# earlier), so the pooled second moment grows by 1 + Cov(r, taps)/(E r * E taps) per layer:
-# predicted +0.026, +0.061, ... +0.53 in log E[z^2] over plain_cnn's ten convolutions (simulated
-# +0.56; independent of width and of the input channel count; circular padding removes it;
-# the strided "valid" convolution adds a one-off +0.12 by reading mostly interior positions).
-# tanh/selu contract such deviations, ReLU (a homogeneous, marginally stable map) carries them.
-# The fix is to carry a per-position relative second-moment profile through the walk and use
-# the profile-weighted tap count as the fan-in. Separately, per-draw spread is large for ReLU at
-# width 64 (sd of log E[z^2] about 0.6 at layer 10): even an exact predictor passes median <= 0.1
-# and p90 <= 0.35 on a 3-draw geometric mean in only ~40% of draw triples.
-OFFSET_DRIFT = pytest.mark.xfail(
-    reason="ReLU nets: 'same'-padding border profile raises the second moment layer by layer "
-           "(+0.27 measured at the last convolution, +0.53 predicted by the border recursion before "
-           "draw spread), not modelled yet: the walk carries no per-position variance profile", strict=False)
 KINDS = ["conv", "depthwise", "separable", "transpose"]
 
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("activation", ["tanh", "selu"])
 def test_plain_cnn(kind, activation):
-    assert_quality(log_errors(plain_cnn(kind, activation, width=64), samples=64))
+    assert_quality(log_errors(plain_cnn(kind, activation, width=64)))
 
 
-@OFFSET_DRIFT
-def test_plain_relu_cnn():
-    assert_quality(log_errors(plain_cnn("conv", "relu", width=64), samples=64))
+@pytest.mark.parametrize("kind", ["conv", "transpose"])
+def test_plain_relu_cnn(kind):
+    """ReLU carries any deviation undamped: before the per-position profile (borders of
+    padding="same") the last convolutions drifted to +0.39 in log variance."""
+    assert_quality(log_errors(plain_cnn(kind, "relu", width=64)))
 
 
-@pytest.mark.parametrize("activation", [pytest.param("relu", marks=OFFSET_DRIFT), "tanh"])
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
 def test_cnn_with_pooling(activation):
     """Max pooling of tanh outputs has a positive mean too: the layers after it carry offsets,
     which the global average pooling keeps (position-shared variance)."""
-    assert_quality(log_errors(plain_cnn("conv", activation, pooling=True, width=64), samples=64))
+    assert_quality(log_errors(plain_cnn("conv", activation, pooling=True, width=64)))
 
 
 def residual_net(activation: str, blocks: int = 6, width: int = 32) -> keras.Model:
@@ -116,13 +110,9 @@ def residual_net(activation: str, blocks: int = 6, width: int = 32) -> keras.Mod
     return keras.Model(inputs, layers.Dense(10)(x))
 
 
-def test_residual_net_without_normalization():
-    assert_quality(log_errors(residual_net("tanh", width=64), samples=64))
-
-
-@OFFSET_DRIFT
-def test_residual_relu_net():
-    assert_quality(log_errors(residual_net("relu", width=64), samples=64))
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_residual_net_without_normalization(activation):
+    assert_quality(log_errors(residual_net(activation, width=64)))
 
 
 def every_merge_model() -> keras.Model:
@@ -143,9 +133,9 @@ def every_merge_model() -> keras.Model:
 
 
 def test_every_merge_layer():
-    assert_quality(log_errors(every_merge_model(), samples=1024))
+    assert_quality(log_errors(every_merge_model(), samples=1024, seeds=DRAWS[:4]))
 
 
 def test_off_centre_input():
     """A far-off-centre input (mean 5, var 0.01) is scaled by its second moment at the first layer."""
-    assert_quality(log_errors(plain_cnn("conv", "tanh", width=64), input_mean=5.0, input_var=0.01, samples=64))
+    assert_quality(log_errors(plain_cnn("conv", "tanh", width=64), input_mean=5.0, input_var=0.01))
