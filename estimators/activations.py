@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import math
-import dataclasses
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Callable, NamedTuple
@@ -143,46 +142,6 @@ class ActivationOutput:
         return moments(self.name, **dict(self.params))
 
 
-@dataclass(frozen=True)
-class ShiftedActivation:
-    """A tensor c a + n elementwise: a an unscaled :class:`ActivationOutput` f(z), c a
-    coefficient, n ~ N(mean, var) independent of a (the other branches of a sum, e.g. the
-    residual branch added to a ReLU output). Such a sum is not Gaussian: an activation g of
-    it has E[g^k] = E_z[ E_n[g(c f(z) + n)^k] ] (:func:`shifted_moments`)."""
-
-    activation: ActivationOutput
-    coefficient: float
-    mean: float
-    var: float
-
-
-@lru_cache(maxsize=None)
-def _pointwise(engine: Any) -> Callable[[np.ndarray], np.ndarray]:
-    from autoinit_sym.expressions import numpy_function
-
-    return numpy_function(engine.expr)
-
-
-def shifted_moments(engine: Any, origin: ShiftedActivation) -> tuple[float, float]:
-    """(E[g(x)], Var[g(x)]) for x = c f(z) + n (a :class:`ShiftedActivation`), g given by its
-    moment engine: with h(z) = E_n[g(c f(z) + n)] and u(z) = Var_n[g(c f(z) + n)] (the engine's
-    Gaussian moments in n), E[g] = E_z[h] and Var[g] = E_z[u] + Var_z[h], each by the graded
-    quadrature over z ~ N(mean, var) split at f's breakpoints."""
-    from autoinit_sym.quadrature import gaussian_moments
-
-    inner = origin.activation
-    f = _pointwise(inner.engine())
-    breaks = inner.engine().breakpoints
-    mu, var = np.array([inner.mean]), np.array([inner.var])
-
-    def shifted(z: np.ndarray) -> np.ndarray:
-        return origin.coefficient * f(z) + origin.mean
-
-    mean, spread = gaussian_moments(lambda z: engine.mean(shifted(z), origin.var), breaks, mu, var)
-    within, _ = gaussian_moments(lambda z: engine.variance(shifted(z), origin.var), breaks, mu, var)
-    return float(mean[0]), float(within[0] + spread[0])
-
-
 def activation_output(activation: Any, mean: float, var: float, shared: float,
                       **params: Any) -> ActivationOutput | None:
     """The :class:`ActivationOutput` of a non-decreasing Keras activation applied to
@@ -223,11 +182,9 @@ def activated(activation: Any, mean: float, var: float, shared: float, axis_size
     pre-activation); the output's moments are then the mixture over positions
     (:func:`profile_moments`) and its profile E[f_p^2] / mean_p E[f_p^2].
 
-    With a :class:`ShiftedActivation` ``origin`` (a ReLU output plus an independent branch)
-    the input is not Gaussian: the pooled moments come from :func:`shifted_moments`, and a
-    profile rescales them position by position as it does the Gaussian ones (the ratio is
-    exact for positively homogeneous f and g at zero-mean pre-activations, where every
-    position is a rescaled copy of the same sum)."""
+    With a ``residual_sums.ShiftedActivation`` ``origin`` (an activation's output plus an
+    independent Gaussian branch) the input is not Gaussian: see
+    :func:`residual_sums.activation_of_sum`."""
     out_mean, out_var, method = activation_statistics(activation, mean, var, axis_size, **params)
     gaussian = (out_mean, out_var)
     out_profile = profile
@@ -240,47 +197,15 @@ def activated(activation: Any, mean: float, var: float, shared: float, axis_size
         engine = moments(name, **params)
         if profile is not None:
             out_mean, out_var, out_profile = profile_moments(engine, mean, var, profile)
+        from .residual_sums import ShiftedActivation, activation_of_sum
+
         if isinstance(origin, ShiftedActivation):
-            exact = shifted_moments(engine, origin)
-            out_mean, out_var = rescaled(gaussian, exact, (out_mean, out_var))
-            return Activated(out_mean, out_var, QUADRATURE,
-                             activation_shared(activation, mean, var, shared, out_var, **params),
-                             matched_output(activation, *exact, mean, var, shared, **params), out_profile)
+            out_mean, out_var, out_shared, out_origin = activation_of_sum(
+                activation, engine, origin, gaussian, (out_mean, out_var), mean, var, shared, **params)
+            return Activated(out_mean, out_var, QUADRATURE, out_shared, out_origin, out_profile)
     return Activated(out_mean, out_var, method,
                      activation_shared(activation, mean, var, shared, out_var, **params),
                      activation_output(activation, mean, var, shared, **params), out_profile)
-
-
-MATCH_TOLERANCE = 1e-8
-"""Largest squared relative residual accepted by :func:`matched_output`."""
-
-
-def matched_output(activation: Any, out_mean: float, out_var: float, mean: float, var: float,
-                   shared: float, **params: Any) -> ActivationOutput | None:
-    """The :class:`ActivationOutput` f(z), z ~ N(mu, v), with the given output mean and variance
-    (moment matching from the Gaussian guess N(mean, var)): the law the next residual sum or
-    max pool assumes for an activation of a non-Gaussian input. The Gaussian guess's origin
-    where no (mu, v) matches; None for activations without an origin."""
-    from scipy.optimize import least_squares
-
-    guess = activation_output(activation, mean, var, shared, **params)
-    if guess is None:
-        return None
-    engine = guess.engine()
-    second = out_var + out_mean ** 2
-    if not second > 0:
-        return guess
-
-    def residual(point: np.ndarray) -> list[float]:
-        mu, v = point[0], math.exp(point[1])
-        return [(float(engine.mean(mu, v)) - out_mean) / math.sqrt(second),
-                float(engine.second_moment(mu, v)) / second - 1.0]
-
-    fit = least_squares(residual, [mean, math.log(var)], xtol=1e-12, ftol=1e-12)
-    if not fit.success or 2.0 * fit.cost > MATCH_TOLERANCE:
-        return guess
-    mu, v = float(fit.x[0]), math.exp(float(fit.x[1]))
-    return dataclasses.replace(guess, mean=mu, var=v, shared=min(guess.shared, v))
 
 
 def profile_moments(engine: Any, mean: float, var: float, profile: np.ndarray,
@@ -298,19 +223,6 @@ def profile_moments(engine: Any, mean: float, var: float, profile: np.ndarray,
     out_var = float(fractions @ (variances + (means - out_mean) ** 2))
     seconds = variances + means * means
     return out_mean, out_var, normalized(seconds[inverse].reshape(profile.shape))
-
-
-def rescaled(gaussian: tuple[float, float], exact: tuple[float, float],
-             per_position: tuple[float, float]) -> tuple[float, float]:
-    """``per_position`` (mean, var), computed for a Gaussian input, corrected by the ratios of
-    the pooled ``exact`` to the pooled ``gaussian`` mean and second moment."""
-    (g_mean, g_var), (e_mean, e_var), (p_mean, p_var) = gaussian, exact, per_position
-    g_second, e_second = g_var + g_mean ** 2, e_var + e_mean ** 2
-    if g_second <= 0:
-        return e_mean, e_var
-    mean = p_mean * e_mean / g_mean if g_mean != 0 else e_mean
-    second = (p_var + p_mean ** 2) * e_second / g_second
-    return mean, max(second - mean * mean, 0.0)
 
 
 def _softmax(name: str, mean: float, var: float, axis_size: int | None) -> tuple[float, float, str]:

@@ -21,10 +21,11 @@ from scipy import stats
 
 from autoinit_sym.order_statistics import clark_max, clark_min
 
-from .activations import ActivationOutput, ShiftedActivation
+from .activations import ActivationOutput
 from .base import CLOSED_FORM, EXACT, LayerOutputDistributionEstimator
 from .normalization import direction_moments
 from .registry import estimates
+from .residual_sums import ShiftedActivation
 
 
 def identical_inputs(node: Any, count: int) -> list[list[int]]:
@@ -113,17 +114,19 @@ class LinearMergeEstimator(_Merge):
         else:
             coefficients = [1.0] * n
         groups = self.groups(n)
-        self.shared_out = linear_moments(coefficients, means_in, self.input_shared(vars_in), groups)[1]
+        shared = self.input_shared(vars_in)
+        self.shared_out = linear_moments(coefficients, means_in, shared, groups)[1]
         if all(len(g) == 1 for g in groups):
-            self.origin_out = shifted_origin(coefficients, means_in, vars_in, list(self.origin_in))
+            self.origin_out = shifted_origin(coefficients, means_in, vars_in, shared, list(self.origin_in))
         return linear_moments(coefficients, means_in, vars_in, groups)
 
 
 def shifted_origin(coefficients: Sequence[float], means: Sequence[float], variances: Sequence[float],
-                   origins: Sequence[Any]) -> ShiftedActivation | None:
+                   shared: Sequence[float], origins: Sequence[Any]) -> ShiftedActivation | None:
     """sum_i c_i x_i of independent inputs, exactly one of them an unscaled activation output
-    f(z) and the rest Gaussian: a :class:`ShiftedActivation` (c f(z) + N(sum_j c_j m_j,
-    sum_j c_j^2 v_j)), which the next activation integrates exactly; None otherwise."""
+    f(z) and the rest Gaussian: a ``residual_sums.ShiftedActivation`` (c f(z) + N(sum_j c_j m_j,
+    sum_j c_j^2 v_j), shared part sum_j c_j^2 s_j), which the next activation integrates
+    exactly; None otherwise."""
     found = [i for i, o in enumerate(origins) if isinstance(o, ActivationOutput)]
     if len(found) != 1 or origins[found[0]].scale_second != 1.0 or len(origins) != len(means):
         return None
@@ -133,7 +136,7 @@ def shifted_origin(coefficients: Sequence[float], means: Sequence[float], varian
     if not noise_var > 0:
         return None
     return ShiftedActivation(origins[i], coefficients[i], sum(coefficients[j] * means[j] for j in others),
-                             noise_var)
+                             noise_var, sum(coefficients[j] ** 2 * shared[j] for j in others))
 
 
 @estimates(keras.layers.Multiply)
