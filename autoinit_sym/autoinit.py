@@ -12,7 +12,7 @@ import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from numbers import Real
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 import keras
 
@@ -155,6 +155,39 @@ def _shared_outputs(estimator: Any, vars_in: list[float], shared_in: list[float]
     return checked
 
 
+class TensorStatistics(NamedTuple):
+    """What the walk knows of one tensor (see ``estimators.base``): pooled mean and variance,
+    the position-shared variance and its per-sample part, how it was made elementwise from a
+    Gaussian (origin), and its per-position second-moment profile."""
+
+    mean: float
+    var: float
+    shared: float = 0.0
+    sample_shared: float = 0.0
+    origin: Any = None
+    profile: Any = None
+
+
+def _sample_shared_outputs(estimator: Any, shared_in: list[float], sample_in: list[float],
+                           shared_out: list[float]) -> list[float]:
+    """The per-sample part of each output's shared variance: what the estimator set in
+    ``sample_shared_out`` (one value, or a list per output), else the inputs' per-sample
+    fraction of their shared variance; clipped to [0, shared] of its output."""
+    given = getattr(estimator, "sample_shared_out", CARRY)
+    if isinstance(given, str) and given == CARRY:
+        total = float(sum(shared_in))
+        fraction = float(sum(sample_in)) / total if total > 0 else 0.0
+        values = [fraction * c for c in shared_out]
+    elif isinstance(given, (list, tuple)):
+        if len(given) != len(shared_out):
+            raise ValueError(f"{type(estimator).__name__} set sample_shared_out to {given!r}; expected "
+                             f"one value per output ({len(shared_out)})")
+        values = list(given)
+    else:
+        values = [given] * len(shared_out)
+    return [min(max(float(b), 0.0), c) if math.isfinite(float(b)) else 0.0 for b, c in zip(values, shared_out)]
+
+
 def _profile_outputs(estimator: Any, call: Call, means_in: list[float], vars_in: list[float],
                      profiles_in: list[Any]) -> list[Any]:
     """The per-position profile of each output: what the estimator set in ``profile_out``
@@ -282,24 +315,26 @@ class AutoInit:
 
     def _walk(self, graph: ModelGraph, context: WalkContext, means: list[float],
               variances: list[float], warned: set[int]) -> "OrderedDict[str, LayerEstimate]":
-        """One pass in topological order; each slot holds (mean, var, shared, origin, profile),
-        model inputs with shared 0 (positions independent), no origin and a uniform profile
+        """One pass in topological order over :class:`TensorStatistics` slots; model inputs
+        have shared 0 (positions independent), no origin and a uniform profile
         (see estimators.base)."""
-        stats = {slot: (m, v, 0.0, None, None) for slot, m, v in zip(graph.inputs, means, variances)}
+        stats = {slot: TensorStatistics(m, v) for slot, m, v in zip(graph.inputs, means, variances)}
         method_of: dict[int, str] = {}
         estimates: OrderedDict[str, LayerEstimate] = OrderedDict()
         for call in graph.calls:
-            means_in, vars_in, shared_in, origin_in, profiles_in = (
-                [stats[s][i] for s in call.inputs] for i in range(5))
+            inputs = [stats[s] for s in call.inputs]
+            means_in, vars_in = [t.mean for t in inputs], [t.var for t in inputs]
+            shared_in = [t.shared for t in inputs]
             if call.submodel:
-                pairs = [stats[s][:2] for s in call.outputs]
-                shared_out = [stats[s][2] for s in call.outputs]
+                pairs = [(stats[s].mean, stats[s].var) for s in call.outputs]
+                shared_out = [stats[s].shared for s in call.outputs]
+                samples = [stats[s].sample_shared for s in call.outputs]
                 method = method_of.get(call.outputs[0], "exact")
                 weights: dict[str, float] = {}
             else:
                 estimator = self._estimator(call, context, warned)
-                estimator.shared_in, estimator.origin_in = list(shared_in), list(origin_in)
-                estimator.profile_in = list(profiles_in)
+                estimator.shared_in, estimator.sample_shared_in = shared_in, [t.sample_shared for t in inputs]
+                estimator.origin_in, estimator.profile_in = [t.origin for t in inputs], [t.profile for t in inputs]
                 before = {k: id(p) for k, p in context.pending.items()}
                 try:
                     result = estimator.estimate(means_in, vars_in)
@@ -312,13 +347,14 @@ class AutoInit:
                 weights = {p.variable.path: p.stddev for k, p in context.pending.items()
                            if before.get(k) != id(p)}
                 origin = getattr(estimator, "origin_out", None)
-                profiles = _profile_outputs(estimator, call, means_in, vars_in, profiles_in)
-                stats.update((slot, (m, v, c, origin, r))
-                             for slot, (m, v), c, r in zip(call.outputs, pairs, shared_out, profiles))
+                profiles = _profile_outputs(estimator, call, means_in, vars_in, estimator.profile_in)
+                samples = _sample_shared_outputs(estimator, shared_in, estimator.sample_shared_in, shared_out)
+                stats.update((slot, TensorStatistics(m, v, c, b, origin, r)) for slot, (m, v), c, b, r
+                             in zip(call.outputs, pairs, shared_out, samples, profiles))
                 method_of.update((s, method) for s in call.outputs)
             estimates[call.key] = LayerEstimate(call.key, call.operation.name, method, means_in,
                                                 vars_in, pairs, weights=weights, shared_in=shared_in,
-                                                shared_out=shared_out)
+                                                shared_out=shared_out, sample_shared_out=samples)
         return estimates
 
     @staticmethod

@@ -16,7 +16,8 @@ class LayerEstimate:
     initializer was derived from (None otherwise). ``weights`` maps each redrawn
     variable's path to its standard deviation. ``shared_in`` / ``shared_out`` hold the
     position-shared variance (covariance between two positions of a channel, see
-    ``estimators.base``) of each input and output; ``shared`` reads it like ``var``.
+    ``estimators.base``) of each input and output; ``shared`` reads it like ``var``;
+    ``sample_shared_out`` is its per-sample part (gates, spatial masks) per output.
     """
 
     key: str
@@ -30,6 +31,7 @@ class LayerEstimate:
     weights: dict[str, float] = field(default_factory=dict)
     shared_in: list[float] = field(default_factory=list)
     shared_out: list[float] = field(default_factory=list)
+    sample_shared_out: list[float] = field(default_factory=list)
 
     @property
     def mean(self) -> float | tuple[float, ...]:

@@ -17,6 +17,14 @@ that knows its output's shared variance sets ``self.shared_out`` (a float, or a 
 output) inside ``estimate``; otherwise :func:`carried_shared` applies. ``estimate`` keeps
 returning only ``(mean, var)``, so estimators written for the reference work unchanged.
 
+Per-sample part of the shared variance: a position-shared component is either fixed by
+the weight draw (a per-channel offset, the same for every sample: batch normalization
+subtracts it) or varies from sample to sample (a squeeze-and-excitation gate, a spatial
+dropout mask: batch normalization keeps it). The walk keeps the second kind as
+``sample_shared`` (0 <= sample_shared <= shared), sets ``estimator.sample_shared_in``, and
+takes ``self.sample_shared_out`` where an estimator sets it; otherwise each output keeps the
+inputs' per-sample fraction of the shared variance.
+
 Per-position profile: the walk also keeps, per tensor, the relative second moment of each
 spatial position, ``profile`` (see ``estimators.spatial_profile``; None = uniform), which
 zero-padded borders make non-uniform. The walk sets ``estimator.profile_in`` (one entry per
@@ -143,6 +151,10 @@ class LayerOutputDistributionEstimator:
     """Position-shared variance of each input (set by the walk; empty when called directly)."""
     shared_out: float | Sequence[float] | None = None
     """Position-shared variance of the output(s), set by ``estimate`` when the rule knows it."""
+    sample_shared_in: Sequence[float] = ()
+    """Per input, the part of its shared variance that varies from sample to sample."""
+    sample_shared_out: Any = CARRY
+    """The outputs' per-sample shared part, set by ``estimate`` where the rule knows it."""
     origin_in: Sequence[Any] = ()
     """Per input, how it was made elementwise from a Gaussian (an
     ``activations.ActivationOutput``), or None; set by the walk."""
@@ -181,6 +193,10 @@ class LayerOutputDistributionEstimator:
     def shared(self, index: int = 0) -> float:
         """Position-shared variance of input ``index`` (0 when the walk did not say)."""
         return float(self.shared_in[index]) if index < len(self.shared_in) else 0.0
+
+    def sample_shared(self, index: int = 0) -> float:
+        """The per-sample part of input ``index``'s shared variance (0 when the walk did not say)."""
+        return float(self.sample_shared_in[index]) if index < len(self.sample_shared_in) else 0.0
 
     def profile(self, index: int = 0) -> Any:
         """The per-position profile of input ``index`` (None when uniform or unknown)."""

@@ -142,7 +142,9 @@ def shifted_origin(coefficients: Sequence[float], means: Sequence[float], varian
 @estimates(keras.layers.Multiply)
 class MultiplyEstimator(_Merge):
     """Product of independent inputs: mean m1 m2, var (v1 + m1^2)(v2 + m2^2) - m1^2 m2^2 (iterated);
-    shared (c1 + m1^2)(c2 + m2^2) - m1^2 m2^2 (the default rule when a tensor repeats)."""
+    shared (c1 + m1^2)(c2 + m2^2) - m1^2 m2^2 (the default rule when a tensor repeats), of which
+    the offsets fixed over samples are (a1 + m1^2)(a2 + m2^2) - m1^2 m2^2 (a_i = c_i minus its
+    per-sample part) and the rest is per sample (a gate broadcast over the positions)."""
 
     method = EXACT
 
@@ -150,8 +152,11 @@ class MultiplyEstimator(_Merge):
         groups = self.groups(len(means_in))
         if all(len(g) == 1 for g in groups):
             shared = self.input_shared(vars_in)
-            self.shared_out = float(np.prod([c + m * m for c, m in zip(shared, means_in)])
-                                    - np.prod([m * m for m in means_in]))
+            offsets = [max(self.shared(i) - self.sample_shared(i), 0.0) for i in range(len(means_in))]
+            base = np.prod([m * m for m in means_in])
+            self.shared_out = float(np.prod([c + m * m for c, m in zip(shared, means_in)]) - base)
+            self.sample_shared_out = self.shared_out - float(
+                np.prod([a + m * m for a, m in zip(offsets, means_in)]) - base)
         return product_moments(means_in, vars_in, groups)
 
 

@@ -125,7 +125,8 @@ class _Standardizing(LayerOutputDistributionEstimator):
     output mean avg(beta), var avg(gamma^2) * E[s^2/(s^2+eps)] + Var_channels(beta)."""
 
     keeps_shared = True
-    """Whether the input's shared fraction survives (False: per-channel offsets removed)."""
+    """Whether the input's shared fraction survives (False: per-channel offsets, fixed over
+    samples, are removed by statistics over the batch; the per-sample part survives)."""
 
     def reduction_size(self) -> int | None:
         raise NotImplementedError
@@ -142,15 +143,19 @@ class _Standardizing(LayerOutputDistributionEstimator):
         shape = self.parameter_shape()
         gamma = _parameter(self.layer, self.layer.scale, "gamma", "gamma_initializer", 1.0, shape)
         beta = _parameter(self.layer, self.layer.center, "beta", "beta_initializer", 0.0, shape)
-        fraction = self.shared() / vars_in[0] if self.keeps_shared and vars_in[0] > 0 else 0.0
+        kept = self.shared() if self.keeps_shared else self.sample_shared()
+        fraction = kept / vars_in[0] if vars_in[0] > 0 else 0.0
         self.shared_out = affine_shared(gamma, beta, 0.0, ratio * fraction)
+        self.sample_shared_out = affine_shared(gamma, 0.0, 0.0, ratio * self.sample_shared() / vars_in[0]
+                                               if vars_in[0] > 0 else 0.0)
         return affine_moments(gamma, beta, 0.0, ratio)
 
 
 @estimates(keras.layers.BatchNormalization)
 class BatchNormalizationEstimator(_Standardizing):
     """Training mode, batch statistics over batch (and spatial) positions of unknown count:
-    mean avg(beta), var avg(gamma^2) var/(var+eps) + Var(beta); shared Var(beta) (offsets removed)."""
+    mean avg(beta), var avg(gamma^2) var/(var+eps) + Var(beta); shared Var(beta) plus the scaled
+    per-sample part (offsets fixed over samples are removed, per-sample gates and masks stay)."""
 
     method = CLOSED_FORM
     keeps_shared = False

@@ -9,7 +9,9 @@ e_i iid N(0, var - c), per position average -> (mean, c + (var - c)/k);
 max -> (mean + sd E[M_k], c + sd^2 Var[M_k]), sd^2 = var - c, M_k the max of k iid N(0, 1)
 (:func:`autoinit_sym.order_statistics.max_of_iid_normal_moments`). The output statistics
 are the mixture over output positions, computed from the actual input shape; every
-output keeps the shared offset a, so its shared variance is c (global pooling too).
+output keeps the shared offset a, so its shared variance is c. A global pool leaves no
+positions: its shared variance is the part of c fixed by the weight draw (per-channel
+offsets); the per-sample part of c (``estimators.base``) varies over samples like the rest.
 A windowed pool's per-position profile (``estimators.spatial_profile``) is its input's
 averaged over each window; the moments themselves are pooled over positions.
 
@@ -122,6 +124,7 @@ class _Pooling(LayerOutputDistributionEstimator):
     """Shared rule; subclasses set ``mode`` and say how big the windows are along each axis."""
 
     mode = "average"
+    global_pool = False
 
     def axis_window_sizes(self, spatial: Sequence[int | None]) -> list[np.ndarray]:
         raise NotImplementedError
@@ -149,10 +152,15 @@ class _Pooling(LayerOutputDistributionEstimator):
         origin = self.origin()
         if self.mode == "max" and isinstance(origin, ActivationOutput):
             mean, var, self.shared_out = max_of_activation_moments(origin, ks, weights)
-            return mean, var
-        shared = min(self.shared(), vars_in[0])
-        self.shared_out = shared
-        return pooled_moments(means_in[0], vars_in[0], ks, weights, self.mode, shared)
+        else:
+            self.shared_out = min(self.shared(), vars_in[0])
+            mean, var = pooled_moments(means_in[0], vars_in[0], ks, weights, self.mode, self.shared_out)
+        if self.global_pool:
+            # No positions are left: what the output shares is the per-channel offsets fixed by
+            # the draw; the per-sample part varies with the sample like everything else.
+            fixed = 1.0 - min(self.sample_shared() / self.shared(), 1.0) if self.shared() > 0 else 1.0
+            self.shared_out, self.sample_shared_out = self.shared_out * fixed, 0.0
+        return mean, var
 
 
 class _Windowed(_Pooling):
@@ -175,6 +183,8 @@ class _Windowed(_Pooling):
 
 
 class _Global(_Pooling):
+    global_pool = True
+
     def axis_window_sizes(self, spatial):
         return [np.array([n]) for n in self.known(spatial, "global pooling")]
 

@@ -45,6 +45,8 @@ class DropoutEstimator(LayerOutputDistributionEstimator):
         mean, rate = means_in[0], float(self.layer.rate)
         spatial = isinstance(self.layer, _SPATIAL)
         self.shared_out = inverted_dropout_moments(mean, self.shared(), rate)[1] if spatial else self.shared()
+        if spatial:  # a mask per (sample, channel): all but the input's fixed offsets varies per sample
+            self.sample_shared_out = self.shared_out - (self.shared() - self.sample_shared())
         origin = self.origin()
         if spatial and isinstance(origin, ActivationOutput) and rate < 1:
             self.origin_out = dataclasses.replace(origin, scale_second=origin.scale_second / (1.0 - rate))

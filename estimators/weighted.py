@@ -13,6 +13,10 @@ shares the same weights, so Cov(z_p, z_q) = fan_in s^2 (m^2 + c) + Var(b)
 offset common to all positions. That pre-activation sharing goes through the
 activation by :func:`activations.activation_shared`.
 
+The per-sample part of the input's shared variance (``estimators.base``) passes the same
+way, without the mean: pre-activation sample part signal_variance b / E[x^2]; the
+activation keeps its fraction of the shared variance.
+
 A layer called at several sites is scaled from its combined input statistics
 (E[x^2] averaged over the calls), which the walk supplies through
 ``context.shared_input_stats`` (id(layer) -> (means, vars)); each call's own
@@ -87,13 +91,15 @@ class WeightedLayerEstimator(LayerOutputDistributionEstimator):
         self.schedule_weights(scale_second)
         bias_mean, bias_var = self.bias_statistics()
         pre_var = self.signal_variance * call_second / scale_second + bias_var
-        pre_shared = (self.shared_tap_ratio() * self.signal_variance * (means_in[0] ** 2 + self.shared())
-                      / scale_second + bias_var)
+        reach = self.shared_tap_ratio() * self.signal_variance / scale_second
+        pre_shared = reach * (means_in[0] ** 2 + self.shared()) + bias_var
+        pre_sample = reach * self.sample_shared()
         axis_size = self.output_shapes[0][-1] if self.output_shapes else None  # softmax: last axis
         activation = getattr(self.layer, "activation", None)
         result = activated(activation, bias_mean, pre_var, min(pre_shared, pre_var), axis_size,
                            profile=self.pre_activation_profile(bias_mean, bias_var, pre_var))
         mean, var, self.method, self.shared_out, self.origin_out, self.profile_out = result
+        self.sample_shared_out = self.shared_out * pre_sample / pre_shared if pre_shared > 0 else 0.0
         return mean, var
 
     def pre_activation_profile(self, bias_mean: float, bias_var: float, pre_var: float) -> np.ndarray | None:

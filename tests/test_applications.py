@@ -16,14 +16,17 @@ from autoinit_sym.graph import build_graph
 from autoinit_sym.supported_layers import END, START, markdown_table, readme_is_current, rows, update_readme
 
 SLOW = pytest.mark.slow
-# Squeeze-and-excitation multiplies every position of a channel by one per-sample gate: the
-# product's positions share E[g^2] c + m^2 Var(g), which the walk tracks. But the next
-# BatchNormalization is modelled as removing the shared part (it removes per-channel offsets,
-# fixed over samples), while the gate's part varies per sample and survives it; one shared
-# value per tensor cannot tell the two apart, so later squeeze pools see more variance than
-# predicted (median 0.106, p90 0.41; worst block*_se_squeeze 0.66).
-SE_CORRELATION = pytest.mark.xfail(reason="per-sample gate sharing survives BatchNormalization; the walk's one "
-                                          "shared value per tensor treats it as a per-channel offset", strict=False)
+# EfficientNetB0 (one draw, 32x32): median 0.094, p90 0.389; the worst calls are the squeeze
+# pools (block3b/5c_se_squeeze 0.64), which see more per-sample variance common to a channel's
+# positions than predicted. The walk now keeps the per-sample part of the shared variance
+# through batch normalization (gates and spatial-dropout masks; tested in
+# test_shared_variance), but at the blocks' activations the measured per-sample part is
+# 0.004-0.022 against <= 0.001 predicted, and a swish passes about 0.8 of it where an additive
+# common component would keep about 0.25: it behaves like a per-(sample, channel) *scale*
+# (variance) factor that the activation turns into per-sample means, which the walk's
+# additive shared parts do not represent.
+SE_CORRELATION = pytest.mark.xfail(reason="EfficientNetB0 squeeze pools: per-sample scale variation common to a "
+                                          "channel's positions is not modelled (p90 0.389)", strict=False)
 
 
 @pytest.mark.parametrize("name", [

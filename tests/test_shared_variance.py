@@ -181,6 +181,32 @@ def test_gate_broadcast_over_positions():
     assert all(abs(e) <= 0.2 for e in errors.values()), errors
 
 
+@pytest.mark.parametrize("gate,pool_limit", [("spatial_dropout", 0.25), ("squeeze_excitation", 0.08)])
+def test_per_sample_sharing_survives_batch_normalization(gate, pool_limit):
+    """Batch normalization subtracts per-channel offsets fixed by the draw but keeps what a
+    spatial-dropout mask or a squeeze-and-excitation gate shares per sample: the global pool
+    after it sees that part undiminished. Before the walk told the two apart the pool read
+    +3.87 (spatial dropout) and +0.14 (gate) in log variance; now +0.16 and +0.02."""
+    def build():
+        inputs = keras.Input((16, 16, 8))
+        x = layers.Conv2D(64, 3, padding="same", activation="relu", name="conv")(inputs)
+        if gate == "spatial_dropout":
+            x = layers.SpatialDropout2D(0.5, name="gated")(x)
+        else:
+            g = layers.GlobalAveragePooling2D(keepdims=True, name="squeeze")(x)
+            g = layers.Conv2D(64, 1, activation="sigmoid", name="excite")(layers.Conv2D(16, 1, activation="relu")(g))
+            x = layers.Multiply(name="gated")([x, g])
+        x = layers.BatchNormalization(name="bn")(layers.Conv2D(64, 1, name="mix")(x))
+        return keras.Model(inputs, layers.GlobalAveragePooling2D(name="gap")(x))
+
+    errors = model_log_errors(build, 0.0, 1.0, ["gated", "bn", "gap"], samples=128)
+    assert abs(errors["gap"]) <= pool_limit and abs(errors["gated"]) <= 0.2 and abs(errors["bn"]) <= 0.05, errors
+    keras.backend.clear_session()
+    model, est = AutoInit().initialize_model(build(), return_estimates=True)
+    assert 0 < est["bn"].sample_shared_out[0] <= est["bn"].shared
+    assert est["gap"].sample_shared_out[0] == 0.0  # no positions left to share
+
+
 def test_relu_op_then_max_pooling():
     """keras.ops.relu in a functional graph: the same shared variance and max-pooling rule as the
     ReLU layer (offsets from a non-zero input mean, pooled as ReLU of the max)."""
