@@ -23,7 +23,7 @@ CHUNK_BYTES = 64 * 2**20
 """Bytes of one chunk's inputs plus outputs. The callable's own intermediates are a
 small multiple of this, which keeps the extra peak memory well under 500 MB."""
 
-PROBE_SAMPLES = 16
+FIRST_CHUNK_ROWS = 16
 """Size of the first chunk, which measures the output size before the rest is sized."""
 
 PROGRESS_AFTER_S = 2.0
@@ -116,7 +116,7 @@ def gaussian_statistics(fn: Callable[..., Any], input_shapes: Sequence[Sequence[
     stds = [math.sqrt(float(v)) for v in variances]
     statistics = OutputStatistics() if statistics is None else statistics
     progress = Progress(samples, description)
-    size = min(samples, int(chunk_size) if chunk_size else PROBE_SAMPLES)
+    size = min(samples, int(chunk_size) if chunk_size else FIRST_CHUNK_ROWS)
     while progress.done < samples:
         size = min(size, samples - progress.done)
         inputs = [keras.random.normal((size,) + shape, mean=float(m), stddev=s, seed=generator)

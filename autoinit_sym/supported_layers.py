@@ -1,7 +1,8 @@
 """The README's table of supported layers and operations, generated from the estimator registry.
 
 ``markdown_table()`` renders one row per registered layer/operation class (family,
-public name, estimator, method, one-line rule taken from the estimator's docstring);
+public name, estimator, method, one-line rule taken from the estimator's docstring) and
+``probed_paragraph()`` lists the public layers without one;
 ``readme_is_current(text)`` / ``update_readme(text)`` check and rewrite the README region
 between ``<!-- supported-layers:start -->`` and ``<!-- supported-layers:end -->``.
 Keras is imported only when the registry is read (the family modules need it).
@@ -61,10 +62,15 @@ def served_classes() -> dict[type, type]:
     return served
 
 
+NOT_PROBED = ("Layer", "Wrapper", "InputLayer")
+"""Base classes (a subclass is looked up by its own class) and the graph's inputs."""
+
+
 def unsupported_layers() -> list[str]:
     """Public ``keras.layers`` classes with no estimator (they are probed, with a warning)."""
     served = served_classes()
-    return sorted({_public_name(cls) for cls in _public_layer_classes() if cls not in served})
+    return sorted({_public_name(cls) for cls in _public_layer_classes()
+                   if cls not in served and cls.__name__ not in NOT_PROBED})
 
 
 def _public_layer_classes() -> list[type]:
@@ -102,10 +108,20 @@ def _region(text: str) -> tuple[int, int]:
     return start + len(START), end
 
 
+def probed_paragraph() -> str:
+    """The public ``keras.layers`` classes without a rule (:func:`unsupported_layers`), as a
+    paragraph ending with a newline."""
+    names = ", ".join(f"`{name.rsplit('.', 1)[-1]}`" for name in unsupported_layers())
+    return (f"\nWithout a rule, so probed with a warning when a model calls them directly "
+            f"(preprocessing and augmentation layers, RNN cells used inside the layers above, "
+            f"wrappers around other frameworks): {names}.\n")
+
+
 def update_readme(text: str) -> str:
-    """``text`` with the region between the markers replaced by the current table."""
+    """``text`` with the region between the markers replaced by the current table and the
+    list of probed layers."""
     start, end = _region(text)
-    return text[:start] + "\n" + markdown_table() + text[end:]
+    return text[:start] + "\n" + markdown_table() + probed_paragraph() + text[end:]
 
 
 def readme_is_current(text: str) -> bool:

@@ -108,6 +108,9 @@ class EstimationContext:
     config: WeightInitConfig = field(default_factory=WeightInitConfig)
     pending: dict[int, PendingWeight] = field(default_factory=dict)  # id(variable) -> write
     custom_estimators: dict[type, type] = field(default_factory=dict)  # user overrides
+    sequence_samples: dict[int, list[Any]] = field(default_factory=dict)
+    """Output sequences kept from recurrent layers' Monte Carlo, by id of the output tensor
+    (the next recurrent layer samples through them; see ``estimators.rnn``)."""
 
     def estimator_for(self, layer: Any, input_shapes: Sequence[tuple] | None = None,
                       output_shapes: Sequence[tuple] | None = None, node: Any = None,

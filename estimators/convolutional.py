@@ -16,6 +16,7 @@ through taps valid at both, so the position-shared variance of the output is sca
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Sequence
 
@@ -89,7 +90,12 @@ class ConvolutionEstimator(WeightedLayerEstimator):
     def tap_sums(self) -> np.ndarray | None:
         """S(o) = sum over the (input position, tap) pairs reaching output o of the input's
         profile r (r = 1 without one): (M_1 (x) M_2 (x) ...) r with the per-axis tap matrices;
-        None when a spatial length is unknown or the layout is channels_first."""
+        None when a spatial length is unknown or the layout is channels_first. Computed once
+        per call (the walk sets the profile before ``estimate``)."""
+        return self._tap_sums
+
+    @functools.cached_property
+    def _tap_sums(self) -> np.ndarray | None:
         axes = self._axes()
         if not self.channels_last() or any(i is None or o is None for i, o, *_ in axes):
             return None

@@ -31,8 +31,12 @@ from .activations import ActivationOutput, activation_output, activation_shared,
 
 OFFSET_NODES = 12
 """Gauss-Hermite nodes per position-shared offset in :func:`shifted_shared`."""
-MATCH_TOLERANCE = 1e-8
-"""Largest squared relative residual accepted by :func:`matched_output`."""
+MATCH_TOLERANCE = 1e-20
+"""Squared relative residual at which :func:`matched_output` stops."""
+MATCH_ITERATIONS = 30
+"""Newton steps :func:`matched_output` takes at most before keeping the Gaussian guess."""
+NEWTON_STEP = 1e-7
+"""Relative finite-difference step of the Newton Jacobian."""
 VARIANCE_FLOOR = 1e-12
 """Relative variance kept where a conditional variance would be 0."""
 
@@ -100,27 +104,40 @@ def shifted_shared(engine: Any, origin: ShiftedActivation, out_var: float) -> fl
 def matched_output(activation: Any, out_mean: float, out_var: float, out_shared: float, mean: float,
                    var: float, shared: float, **params: Any) -> ActivationOutput | None:
     """The :class:`ActivationOutput` f(z'), z' ~ N(mu, v) with shared part s, whose mean,
-    variance and shared variance are the given ones (moment matching, starting from the
-    Gaussian guess N(mean, var)): the law the next residual sum or max pool assumes for this
-    activation's non-Gaussian input. The Gaussian guess where nothing matches; None for
+    variance and shared variance are the given ones (moment matching by Newton's method from
+    the Gaussian guess N(mean, var)): the law the next residual sum or max pool assumes for
+    this activation's non-Gaussian input. The Gaussian guess where nothing matches; None for
     activations without an origin."""
-    from scipy.optimize import brentq, least_squares
+    from scipy.optimize import brentq
 
     guess = activation_output(activation, mean, var, shared, **params)
     second = out_var + out_mean ** 2
     if guess is None or not second > 0:
         return guess
     engine = guess.engine()
+    scale = math.sqrt(second)
 
-    def residual(point: np.ndarray) -> list[float]:
-        mu, v = point[0], math.exp(point[1])
-        return [(float(engine.mean(mu, v)) - out_mean) / math.sqrt(second),
-                float(engine.second_moment(mu, v)) / second - 1.0]
+    def residuals(mu: np.ndarray, log_v: np.ndarray) -> np.ndarray:
+        v = np.exp(log_v)
+        return np.stack([(np.asarray(engine.mean(mu, v)) - out_mean) / scale,
+                         np.asarray(engine.second_moment(mu, v)) / second - 1.0])
 
-    fit = least_squares(residual, [mean, math.log(var)], xtol=1e-12, ftol=1e-12)
-    if not fit.success or 2.0 * fit.cost > MATCH_TOLERANCE:
+    point = np.array([mean, math.log(var)])
+    for _ in range(MATCH_ITERATIONS):
+        step = NEWTON_STEP * np.array([scale, 1.0])
+        values = residuals(point[0] + np.array([0.0, step[0], 0.0]), point[1] + np.array([0.0, 0.0, step[1]]))
+        if not np.all(np.isfinite(values)):
+            return guess
+        if float(values[:, 0] @ values[:, 0]) <= MATCH_TOLERANCE:
+            break
+        jacobian = (values[:, 1:] - values[:, :1]) / step
+        try:
+            point = point - np.linalg.solve(jacobian, values[:, 0])
+        except np.linalg.LinAlgError:
+            return guess
+    else:
         return guess
-    mu, v = float(fit.x[0]), math.exp(float(fit.x[1]))
+    mu, v = float(point[0]), math.exp(float(point[1]))
     target = min(max(out_shared, 0.0), out_var)
 
     def excess(s: float) -> float:

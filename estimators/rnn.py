@@ -219,6 +219,7 @@ class RecurrentEstimator(LayerOutputDistributionEstimator):
     Inputs: the sequence, then any initial states; all iid Gaussian, training mode."""
 
     method = MONTE_CARLO
+    profile_out = None  # every step mixes the whole past: no border profile over time
 
     def estimate(self, means_in, vars_in):
         if not self.input_shapes:
@@ -262,22 +263,17 @@ class RecurrentEstimator(LayerOutputDistributionEstimator):
         self.shared_out = statistics.shared()
         return stats if len(stats) > 1 else stats[0]
 
-    def _samples(self) -> dict[int, list[Any]]:
-        if not hasattr(self.context, "sequence_samples"):
-            self.context.sequence_samples = {}
-        return self.context.sequence_samples
-
     def _upstream_samples(self) -> list[Any] | None:
         """Output sequences kept from the Monte Carlo run of the recurrent layer that made
         this call's input, if any: sampling through them keeps the input's correlation
         over time, which iid Gaussian sequences would miss."""
         tensors = list(getattr(self.node, "input_tensors", None) or [])
-        return self._samples().get(id(tensors[0])) if len(tensors) == 1 else None
+        return self.context.sequence_samples.get(id(tensors[0])) if len(tensors) == 1 else None
 
     def _record_samples(self, batches: list[Any]) -> None:
         tensors = list(getattr(self.node, "output_tensors", None) or [])
         if tensors:
-            self._samples()[id(tensors[0])] = batches
+            self.context.sequence_samples[id(tensors[0])] = batches
 
     @staticmethod
     def _call(layer: Any, inputs: tuple) -> Any:

@@ -13,7 +13,8 @@ from test_model_quality import assert_quality, log_errors
 from autoinit_sym.estimators.base import EstimationContext
 from autoinit_sym.estimators.registry import lookup
 from autoinit_sym.graph import build_graph
-from autoinit_sym.supported_layers import END, START, markdown_table, readme_is_current, rows, update_readme
+from autoinit_sym.supported_layers import (END, START, markdown_table, probed_paragraph, readme_is_current, rows,
+                                          update_readme)
 
 SLOW = pytest.mark.slow
 # EfficientNetB0 (one draw, 32x32): median 0.094, p90 0.389; the worst calls are the squeeze
@@ -73,6 +74,8 @@ def test_table_lists_every_served_layer():
                      "keras.ops.multiply", "keras.src.applications.convnext.LayerScale"):
         assert expected in names and f"`{expected}`" in table
     assert all(row.method for row in rows())
+    probed = probed_paragraph()
+    assert "`RandomFlip`" in probed and "`Dense`" not in probed and "`MaxPooling2D`" not in probed
 
 
 def test_readme_region():

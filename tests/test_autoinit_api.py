@@ -13,9 +13,7 @@ from autoinit_sym.estimators.base import EstimationContext, PendingWeight, Weigh
 from autoinit_sym.weights import TRUNCATED_STD, ZeroMeanFixedScale, draw, write_pending
 
 
-@pytest.fixture(autouse=True)
-def seeded():
-    keras.utils.set_random_seed(0)
+pytestmark = pytest.mark.usefixtures("keras_seed")
 
 
 def mlp(width=64):

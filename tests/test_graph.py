@@ -9,9 +9,7 @@ from autoinit_sym.graph import build_graph, run_graph
 from autoinit_sym.measure import measure
 
 
-@pytest.fixture(autouse=True)
-def seeded():
-    keras.utils.set_random_seed(0)
+pytestmark = pytest.mark.usefixtures("keras_seed")
 
 
 def assert_tracks(model, estimates, rel=0.15, **stats):
