@@ -131,26 +131,32 @@ def _as_pairs(result: Any, outputs: int, key: str) -> list[tuple[float, float]]:
     return checked
 
 
+def _per_output(estimator: Any, attr: str, count: int, default: Any, unset: Any = CARRY) -> list[Any]:
+    """What ``estimator`` set in ``attr``: one value for all ``count`` outputs, or a list with
+    one per output; ``default()`` where it left ``unset``."""
+    given = getattr(estimator, attr, unset)
+    if given is unset or (isinstance(given, str) and given == CARRY):
+        return default()
+    if isinstance(given, (list, tuple)):
+        if len(given) != count:
+            raise ValueError(f"{type(estimator).__name__} set {attr} to {len(given)} values; expected "
+                             f"one value per output ({count})")
+        return list(given)
+    return [given] * count
+
+
 def _shared_outputs(estimator: Any, vars_in: list[float], shared_in: list[float],
                     pairs: list[tuple[float, float]]) -> list[float]:
     """The position-shared variance of each output: what the estimator set in ``shared_out``
     (one value for all outputs, or one per output), else :func:`carried_shared`; clipped to
     [0, var] of its output."""
-    given = getattr(estimator, "shared_out", None)
-    if given is None:
-        values = [carried_shared(vars_in, shared_in, var) for _, var in pairs]
-    elif isinstance(given, (list, tuple)):
-        if len(given) != len(pairs):
-            raise ValueError(f"{type(estimator).__name__} set shared_out to {given!r}; expected "
-                             f"one value per output ({len(pairs)})")
-        values = list(given)
-    else:
-        values = [given] * len(pairs)
+    values = _per_output(estimator, "shared_out", len(pairs),
+                         lambda: [carried_shared(vars_in, shared_in, var) for _, var in pairs], unset=None)
     checked = []
     for value, (_, var) in zip(values, pairs):
         value = float(value)
         if not math.isfinite(value):
-            raise ValueError(f"{type(estimator).__name__} set a non-finite shared_out {given!r}")
+            raise ValueError(f"{type(estimator).__name__} set a non-finite shared_out {values!r}")
         checked.append(min(max(value, 0.0), var))
     return checked
 
@@ -173,18 +179,9 @@ def _sample_shared_outputs(estimator: Any, shared_in: list[float], sample_in: li
     """The per-sample part of each output's shared variance: what the estimator set in
     ``sample_shared_out`` (one value, or a list per output), else the inputs' per-sample
     fraction of their shared variance; clipped to [0, shared] of its output."""
-    given = getattr(estimator, "sample_shared_out", CARRY)
-    if isinstance(given, str) and given == CARRY:
-        total = float(sum(shared_in))
-        fraction = float(sum(sample_in)) / total if total > 0 else 0.0
-        values = [fraction * c for c in shared_out]
-    elif isinstance(given, (list, tuple)):
-        if len(given) != len(shared_out):
-            raise ValueError(f"{type(estimator).__name__} set sample_shared_out to {given!r}; expected "
-                             f"one value per output ({len(shared_out)})")
-        values = list(given)
-    else:
-        values = [given] * len(shared_out)
+    total = float(sum(shared_in))
+    fraction = float(sum(sample_in)) / total if total > 0 else 0.0
+    values = _per_output(estimator, "sample_shared_out", len(shared_out), lambda: [fraction * c for c in shared_out])
     return [min(max(float(b), 0.0), c) if math.isfinite(float(b)) else 0.0 for b, c in zip(values, shared_out)]
 
 
@@ -195,17 +192,9 @@ def _profile_outputs(estimator: Any, call: Call, means_in: list[float], vars_in:
     the output has their spatial shape (``estimators.spatial_profile.mixed``). A profile
     whose shape is not the output's spatial shape is dropped (uniform)."""
     shapes = [spatial_shape(shape) for shape in (call.output_shapes or [None] * len(call.outputs))]
-    given = getattr(estimator, "profile_out", CARRY)
-    if isinstance(given, str) and given == CARRY:
-        seconds = [v + m * m for m, v in zip(means_in, vars_in)]
-        values = [mixed(profiles_in, seconds, shape) for shape in shapes]
-    elif isinstance(given, list):
-        if len(given) != len(shapes):
-            raise ValueError(f"{type(estimator).__name__} set profile_out to {len(given)} profiles; "
-                             f"expected one per output ({len(shapes)})")
-        values = given
-    else:
-        values = [given] * len(shapes)
+    seconds = [v + m * m for m, v in zip(means_in, vars_in)]
+    values = _per_output(estimator, "profile_out", len(shapes),
+                         lambda: [mixed(profiles_in, seconds, shape) for shape in shapes])
     return [p if p is not None and shape is not None and p.shape == shape else None
             for p, shape in zip(values, shapes)]
 
