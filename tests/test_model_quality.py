@@ -80,18 +80,25 @@ def test_plain_cnn(kind, activation):
     assert_quality(log_errors(plain_cnn(kind, activation, width=64)))
 
 
+RELU_WIDTH = 128
+"""ReLU nets spread most from draw to draw (about 0.6 in log variance at the tenth convolution
+of width 64): at width 128 three disjoint sets of 16 draws all meet the figures (median
+0.01-0.08, p90 0.04-0.22), at width 64 one set in three misses the median (0.116)."""
+
+
 @pytest.mark.parametrize("kind", ["conv", "transpose"])
 def test_plain_relu_cnn(kind):
     """ReLU carries any deviation undamped: before the per-position profile (borders of
     padding="same") the last convolutions drifted to +0.39 in log variance."""
-    assert_quality(log_errors(plain_cnn(kind, "relu", width=64)))
+    assert_quality(log_errors(plain_cnn(kind, "relu", width=RELU_WIDTH)))
 
 
 @pytest.mark.parametrize("activation", ["relu", "tanh"])
 def test_cnn_with_pooling(activation):
     """Max pooling of tanh outputs has a positive mean too: the layers after it carry offsets,
     which the global average pooling keeps (position-shared variance)."""
-    assert_quality(log_errors(plain_cnn("conv", activation, pooling=True, width=64)))
+    width = RELU_WIDTH if activation == "relu" else 64
+    assert_quality(log_errors(plain_cnn("conv", activation, pooling=True, width=width)))
 
 
 def residual_net(activation: str, blocks: int = 6, width: int = 32) -> keras.Model:
@@ -112,7 +119,10 @@ def residual_net(activation: str, blocks: int = 6, width: int = 32) -> keras.Mod
 
 @pytest.mark.parametrize("activation", ["tanh", "relu"])
 def test_residual_net_without_normalization(activation):
-    assert_quality(log_errors(residual_net(activation, width=64)))
+    """ReLU blocks add a ReLU output to a Gaussian branch: the activation after each sum is
+    integrated as such (``estimators.residual_sums``)."""
+    width = RELU_WIDTH if activation == "relu" else 64
+    assert_quality(log_errors(residual_net(activation, width=width)))
 
 
 def every_merge_model() -> keras.Model:
