@@ -11,7 +11,6 @@ from keras import layers
 from autoinit_sym import AutoInit
 from autoinit_sym.estimators.spatial_profile import (along_axes, distinct, mixed, normalized, tap_matrix,
                                                      window_means)
-from autoinit_sym.measure import measure
 
 
 def ones_conv_output(layer_class, profile: np.ndarray, **kwargs) -> np.ndarray:
