@@ -10,7 +10,8 @@ from autoinit_sym import AutoInit
 from autoinit_sym.estimators import LayerOutputDistributionEstimator
 from autoinit_sym.measure import measure
 from autoinit_sym.estimators.base import EstimationContext, PendingWeight, WeightInitConfig
-from autoinit_sym.weights import TRUNCATED_STD, ZeroMeanFixedScale, draw, write_pending
+from autoinit_sym.weights import BLOCK, TRUNCATED_STD, ZeroMeanFixedScale, draw, sample, write_pending
+from doubling import Doubling, DoublingEstimator
 
 
 pytestmark = pytest.mark.usefixtures("keras_seed")
@@ -153,6 +154,19 @@ def test_distributions_draw_the_requested_scale(distribution):
         assert np.abs(kernel).max() <= std * np.sqrt(3) * (1 + 1e-6)
 
 
+@pytest.mark.parametrize("distribution", ["truncated_normal", "untruncated_normal"])
+def test_blocked_normal_draws_do_not_depend_on_threads(distribution, monkeypatch):
+    """A kernel of 2.5 blocks is drawn block by block in parallel; on one core it is the same."""
+    shape = (5, BLOCK // 2)
+    parallel = sample(distribution, 0.1, shape, 7)
+    monkeypatch.setattr("os.cpu_count", lambda: 1)
+    assert np.array_equal(sample(distribution, 0.1, shape, 7), parallel)
+    assert parallel.std() == pytest.approx(0.1, rel=2e-3)
+    assert not np.array_equal(parallel[:2], parallel[2:4])  # blocks are independent draws
+    if distribution == "truncated_normal":
+        assert np.abs(parallel).max() <= 2.0 * 0.1 / TRUNCATED_STD * (1 + 1e-6)
+
+
 def test_seed_gives_the_same_weights_and_estimates():
     runs = []
     for seed in (7, 7, 8):
@@ -202,16 +216,6 @@ def test_constrained_weights_keep_their_scale_and_reload(tmp_path):
 
 
 # --- custom estimators and unknown layers ---------------------------------------------------
-
-class Doubling(keras.layers.Layer):
-    def call(self, x):
-        return 2.0 * x
-
-
-class DoublingEstimator(LayerOutputDistributionEstimator):
-    def estimate(self, means_in, vars_in):
-        return 2.0 * means_in[0], 4.0 * vars_in[0]
-
 
 def doubling_model():
     inputs = keras.Input((64,))

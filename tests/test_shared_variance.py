@@ -223,15 +223,7 @@ def test_relu_op_then_max_pooling():
 def test_walk_records_shared_and_keeps_reference_estimators_working():
     """A reference-style estimator (estimate -> (mean, var) only) gets the default rule; one that
     sets a wrong number of shared_out values is rejected with a clear error."""
-    from autoinit_sym.estimators.base import LayerOutputDistributionEstimator
-
-    class Doubling(keras.layers.Layer):
-        def call(self, x):
-            return 2.0 * x
-
-    class DoublingEstimator(LayerOutputDistributionEstimator):
-        def estimate(self, means_in, vars_in):
-            return 2.0 * means_in[0], 4.0 * vars_in[0]
+    from doubling import Doubling, DoublingEstimator
 
     class BadEstimator(DoublingEstimator):
         def estimate(self, means_in, vars_in):

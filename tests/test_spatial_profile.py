@@ -186,3 +186,20 @@ def test_cropping_uses_the_profile():
     interior = relu_profiles(3, 12)[-1][3:-3, 3:-3].mean()
     assert interior > 1.05
     assert second(est[crop]) == pytest.approx(second(est["conv2"]) * interior, rel=1e-6)
+
+
+@pytest.mark.parametrize("norm,uniform", [(layers.LayerNormalization, True), (layers.BatchNormalization, False)])
+def test_normalization_per_position_resets_the_profile(norm, uniform):
+    """LayerNormalization over the channels gives every position the same second moment, so the
+    next convolution counts plain taps; BatchNormalization scales all positions together and
+    keeps the border profile."""
+    keras.backend.clear_session()
+    inputs = keras.Input((10, 10, 4))
+    x = norm(name="norm")(layers.Conv2D(16, 3, padding="same", activation="relu")(inputs))
+    model = keras.Model(inputs, layers.Conv2D(16, 3, padding="same", name="last")(x))
+    _, est = _estimates(model)
+    matrix = tap_matrix(10, 10, 3, 1, 1, "same")
+    second = est["norm"].var + est["norm"].mean ** 2
+    plain = math.sqrt(1.0 / (16 * float(along_axes([matrix, matrix], None).mean()) * second))
+    stddev = list(est["last"].weights.values())[0]
+    assert (stddev == pytest.approx(plain, rel=1e-9)) == uniform
