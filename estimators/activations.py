@@ -25,7 +25,8 @@ SOFTMAX = ("softmax", "log_softmax")
 AXIS_WISE = ("sparsemax",)  # not elementwise and no rule yet
 HERMITE_POINTS = 201
 VARIANCE_FLOOR = 1e-12
-"""Relative input variance given to the moment engine at a position whose profile is ~0."""
+"""Relative variance given to the moment engine where an input's variance would be ~0 (a
+position whose profile is ~0, a conditional variance with all of it shared)."""
 SHARED_HERMITE_POINTS = 64
 """Gauss-Hermite nodes over the position-shared offset in :func:`activation_shared`."""
 

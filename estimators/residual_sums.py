@@ -27,7 +27,8 @@ import numpy as np
 
 from autoinit_sym.quadrature import gaussian_moments
 
-from .activations import ActivationOutput, activation_output, activation_shared, standard_normal_nodes
+from .activations import (VARIANCE_FLOOR, ActivationOutput, activation_output, activation_shared,
+                          standard_normal_nodes)
 
 OFFSET_NODES = 12
 """Gauss-Hermite nodes per position-shared offset in :func:`shifted_shared`."""
@@ -37,8 +38,6 @@ MATCH_ITERATIONS = 30
 """Newton steps :func:`matched_output` takes at most before keeping the Gaussian guess."""
 NEWTON_STEP = 1e-7
 """Relative finite-difference step of the Newton Jacobian."""
-VARIANCE_FLOOR = 1e-12
-"""Relative variance kept where a conditional variance would be 0."""
 
 
 @dataclass(frozen=True)
