@@ -2,8 +2,9 @@
 
 ``moments(activation, **params)`` returns an :class:`ActivationMoments` with
 E[f(X)], Var[f(X)] and E[f(X)^2] for X ~ N(mu, var), evaluated with NumPy over
-broadcast arrays. A closed form derived with SymPy is used where one exists
-(``method == "closed_form"``), vectorized quadrature otherwise (``"quadrature"``).
+broadcast arrays. A closed form is used where one exists (``method == "closed_form"``:
+derived with SymPy for piecewise exp-polynomials, written out for GELU's x Phi(x)),
+vectorized quadrature otherwise (``"quadrature"``).
 Objects are derived on first use and cached by (activation, parameters).
 """
 from __future__ import annotations
@@ -18,6 +19,7 @@ import sympy
 from autoinit_sym import activations, quadrature
 from autoinit_sym.closed_form import ClosedForm, derive
 from autoinit_sym.expressions import X, breakpoints, numpy_function, parse, substitute
+from autoinit_sym.gelu_moments import GeluClosedForm, is_gelu
 
 CLOSED_FORM = "closed_form"
 QUADRATURE = "quadrature"
@@ -25,11 +27,12 @@ QUADRATURE = "quadrature"
 ArrayLike = Any
 
 
-def _derive_closed_form(expr: sympy.Expr) -> ClosedForm | None:
-    """The closed-form derivation (:func:`autoinit_sym.closed_form.derive`), or None
-    when there is none."""
+def _derive_closed_form(expr: sympy.Expr) -> ClosedForm | GeluClosedForm | None:
+    """The closed form: GELU's (x Phi(x), :mod:`autoinit_sym.gelu_moments`), else the derivation
+    for piecewise exp-polynomials (:func:`autoinit_sym.closed_form.derive`), or None when there
+    is none."""
     try:
-        return derive(expr, X)
+        return GeluClosedForm() if is_gelu(expr) else derive(expr, X)
     except Exception as err:  # a derivation bug must not make the activation unusable
         warnings.warn(f"closed-form derivation failed for {expr} ({type(err).__name__}: {err}); "
                       f"using quadrature", RuntimeWarning, stacklevel=3)

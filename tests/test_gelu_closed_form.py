@@ -1,0 +1,144 @@
+"""GELU (x Phi(x), Keras approximate=False) closed-form moments against a 50-digit mpmath reference.
+
+Requirement: relative error <= 1e-9 for E[f(X)] and Var[f(X)] on mu in {-40, -8, -3, -1, 0, 0.5,
+2, 8, 40} x var in {1e-8, 1e-4, 0.01, 1, 25, 1e4}. Values below float64's normal range (2.2e-308;
+mu = -40 with var <= 0.01 gives 1e-345 to 1e-700) cannot carry a relative precision; there the
+returned value must be within 2.2e-308 of the reference (it is 0 or a subnormal).
+The full grid is slow (about 30 s of mpmath); the default run checks one point per branch.
+"""
+import functools
+import math
+
+import mpmath
+import numpy as np
+import pytest
+import sympy
+
+from autoinit_sym import gelu_moments, moments, quadrature
+from autoinit_sym.closed_form import MU, SIGMA
+
+MUS = (-40.0, -8.0, -3.0, -1.0, 0.0, 0.5, 2.0, 8.0, 40.0)
+VARS = (1e-8, 1e-4, 0.01, 1.0, 25.0, 1e4)
+GRID = [(mu, var) for mu in MUS for var in VARS]
+# one point per path: chaos series (narrow, and higher terms negligible), left-tail Gauss-Hermite,
+# the Owen's T formula, the quadrature fallback, values below float64's range
+SAMPLE = [(-8.0, 1e-8), (40.0, 1e-8), (-3.0, 0.01), (-40.0, 1.0), (0.0, 1.0), (2.0, 25.0),
+          (0.5, 1e4), (-40.0, 25.0), (-40.0, 1e-4)]
+RTOL = 1e-9
+NORMAL_MIN = np.finfo(float).tiny
+DPS = 50
+
+
+@functools.lru_cache(maxsize=None)
+def reference(mu: float, var: float) -> tuple[mpmath.mpf, mpmath.mpf]:
+    """(E f, Var f) by mpmath.quad over the Gaussian in z (x = mu + s z) at DPS digits, split at
+    z = 0 (x = mu), at x = 0 and around the left-tail peaks of f p and f^2 p (there f ~ -phi(x), so
+    f^c p ~ exp(-c x^2/2) p peaks at x = mu/(1 + c s^2), z-width 1/sqrt(1 + c s^2)). Integrands
+    are rescaled to order one (quad's tolerance is absolute); the variance is E[(f - m)^2]."""
+    with mpmath.workdps(DPS):
+        m_mu, s = mpmath.mpf(mu), mpmath.sqrt(mpmath.mpf(var))
+        points = {mpmath.mpf(0), -m_mu / s}
+        for c in (1, 2):
+            peak, width = (m_mu / (1 + c * s * s) - m_mu) / s, 1 / mpmath.sqrt(1 + c * s * s)
+            points.update(peak + k * width for k in (-8, -2, 0, 2, 8))
+        points = sorted(p for p in points if abs(p) < 1e6)
+        edges = [-mpmath.inf, *points, mpmath.inf]
+
+        def expectation(g):
+            def h(z):
+                x = m_mu + s * z
+                return g(x * mpmath.ncdf(x)) * mpmath.exp(-z * z / 2)
+            scale = max(abs(h(z)) for z in points) or mpmath.mpf(1)
+            return mpmath.quad(lambda z: h(z) / scale, edges) * scale / mpmath.sqrt(2 * mpmath.pi)
+
+        mean = expectation(lambda v: v)
+        return mean, expectation(lambda v: (v - mean) ** 2)
+
+
+def _error(got: float, ref: mpmath.mpf) -> float:
+    """Relative error; absolute error in units of NORMAL_MIN where the reference is below it."""
+    with mpmath.workdps(DPS):
+        if abs(ref) < NORMAL_MIN:
+            return float(abs(got - ref) / NORMAL_MIN)
+        return float(abs((mpmath.mpf(got) - ref) / ref))
+
+
+def _check(points) -> None:
+    m = moments("gelu")
+    mu, var = np.array(points).T
+    mean, variance = m.mean(mu, var), m.variance(mu, var)
+    bad = []
+    for i, (a, b) in enumerate(points):
+        ref_mean, ref_var = reference(a, b)
+        errors = _error(float(mean[i]), ref_mean), _error(float(variance[i]), ref_var)
+        if not max(errors) <= RTOL:
+            bad.append(f"mu={a}, var={b}: got ({mean[i]!r}, {variance[i]!r}), mpmath "
+                       f"({mpmath.nstr(ref_mean, 17)}, {mpmath.nstr(ref_var, 17)}), errors {errors}")
+    assert not bad, "\n".join(bad)
+
+
+def test_sample_matches_mpmath():
+    _check(SAMPLE)
+
+
+@pytest.mark.slow
+def test_full_grid_matches_mpmath():
+    _check(GRID)
+
+
+def test_method_and_formulas():
+    m = moments("gelu")
+    assert m.method == "closed_form" and moments("gelu", approximate=False) is m
+    assert moments("gelu", approximate=True).method == "quadrature"
+    assert moments("x/2*(1 + erf(x/sqrt(2)))").method == "closed_form"
+    assert moments("x*(1 + erf(x/sqrt(2)))").method == "quadrature"      # 2 x Phi(x) is not matched
+    for expr in (m.mean_expr, m.second_moment_expr):
+        assert isinstance(expr, sympy.Expr) and expr.free_symbols == {MU, SIGMA}
+    # E[f(Z)^2] = 1/3 + 1/(2 pi sqrt 3) for Z ~ N(0, 1)
+    exact = sympy.Rational(1, 3) + 1 / (2 * sympy.pi * sympy.sqrt(3))
+    assert abs(m.second_moment_expr.subs({MU: 0, SIGMA: 1}).evalf(40) - exact.evalf(40)) < 1e-35
+    for mu, sigma in ((0.3, 1.7), (-1.2, 0.4), (2.0, 5.0)):
+        at = {MU: mu, SIGMA: sigma}
+        assert float(m.mean_expr.subs(at).evalf(30)) == pytest.approx(float(m.mean(mu, sigma**2)), rel=1e-13)
+        assert float(m.second_moment_expr.subs(at).evalf(30)) == pytest.approx(
+            float(m.second_moment(mu, sigma**2)), rel=1e-13)
+
+
+def test_quadrature_fallback_region():
+    """Mean below -5 standard units of h = mu/sqrt(1 + var), wide inputs, the left-tail Gauss-Hermite
+    form out of reach (mu/(s r) > -2): the Owen's T formula cancels, quadrature takes over."""
+    mu = np.array([-25.0, -40.0, -300.0, -40.0, -8.0, 0.0])
+    var = np.array([10.0, 25.0, 1e3, 1.0, 1.0, 1.0])
+    _, covered = gelu_moments.variance_closed_form(mu, var)
+    assert covered.tolist() == [False, False, False, True, True, True]
+    f = gelu_moments.GeluClosedForm()._f
+    fallback = quadrature.gaussian_moments(f, [], mu[:3], var[:3])[1]
+    np.testing.assert_array_equal(moments("gelu").variance(mu[:3], var[:3]), fallback)
+
+
+def test_branches_agree_where_they_overlap():
+    """The chaos series, the Owen's T formula and the left-tail form are independent derivations;
+    where two of them are accurate they must agree."""
+    mu = np.array([-1.0, 0.0, 0.5, 2.0, -0.3])
+    var = np.array([0.1, 0.12, 0.05, 0.1, 0.01])
+    second, _ = gelu_moments._second_moment_terms(mu, var)
+    m = gelu_moments.mean(mu, var)
+    np.testing.assert_allclose(gelu_moments._series_variance(mu, var), second - m * m, rtol=1e-12)
+    mu, var = np.array([-8.0, -12.0, -5.0]), np.array([1.0, 2.0, 0.5])
+    second, _ = gelu_moments._second_moment_terms(mu, var)
+    np.testing.assert_allclose(gelu_moments._tail_second_moment(mu, var), second, rtol=1e-9)
+
+
+def test_broadcasting_dtype_and_far_tails():
+    m = moments("gelu")
+    mu = np.linspace(-2, 2, 3)[:, None]
+    var = np.array([1e-6, 1.0, 4.0, 1e4])
+    mean, variance = m.mean(mu, var), m.variance(mu, var)
+    assert mean.shape == variance.shape == (3, 4) and mean.dtype == variance.dtype == np.float64
+    assert isinstance(m.variance(0.0, 1.0), np.floating)
+    np.testing.assert_allclose(m.second_moment(mu, var), variance + mean**2, rtol=1e-15)
+    for mu in (-1e4, 1e4, -1e8):
+        for var in (1e-8, 1.0, 1e6):
+            mean, variance = float(m.mean(mu, var)), float(m.variance(mu, var))
+            assert math.isfinite(mean) and math.isfinite(variance) and variance >= 0, (mu, var)
+    assert float(m.variance(1e4, 1e-8)) == pytest.approx(1e-8, rel=1e-12)
