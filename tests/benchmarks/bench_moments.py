@@ -9,7 +9,8 @@ overflow float64 are skipped, and where the variance is not resolvable next to t
 
 Speed: per-pair cost of ``mean_variance`` (both in one call) at ``pairs`` (mu, var) pairs against
 two scipy.integrate.quad calls per pair (mean and second moment of the same function,
-as NumPy code), the reference implementation's approach. First use: the wall time of the
+as NumPy code), the reference implementation's approach; for a closed form also against the
+engine's own quadrature path (``quadrature.gaussian_moments``) at the same pairs. First use: the wall time of the
 first ``moments(...)`` and evaluation in a fresh process (derivation and compilation).
 """
 from __future__ import annotations
@@ -135,13 +136,21 @@ def quad_moments(f, mu: float, var: float) -> tuple[float, float]:
 
 
 def cost(m, settings: Settings, rng: np.random.Generator) -> dict:
-    """Per-pair seconds: vectorized mean + variance vs two scipy.quad calls; their ratio."""
+    """Per-pair seconds: vectorized mean + variance vs two scipy.quad calls; their ratio. For a
+    closed form, also the engine's quadrature path at the same pairs and its ratio to the closed form."""
+    from autoinit_sym import quadrature
     from autoinit_sym.expressions import numpy_function
 
     mus = rng.uniform(-3, 3, settings.pairs)
     variances = np.exp(rng.uniform(math.log(0.01), math.log(25), settings.pairs))
     vectorized = best_time(lambda: m.mean_variance(mus, variances), settings.repeats) / settings.pairs
     f_array = numpy_function(m.expr)
+    engine_quadrature = {}
+    if m.method == "closed_form":
+        seconds = best_time(lambda: quadrature.gaussian_moments(f_array, m.breakpoints, mus, variances),
+                            settings.repeats) / settings.pairs
+        engine_quadrature = {"engine_quadrature_per_pair_s": seconds,
+                             "closed_form_speedup_over_engine_quadrature": seconds / vectorized}
 
     def f(x: float) -> np.float64:
         return f_array(np.float64(x))[()]
@@ -150,7 +159,7 @@ def cost(m, settings: Settings, rng: np.random.Generator) -> dict:
     quad_total, _ = timed(lambda: [quad_moments(f, mus[i], variances[i]) for i in range(n)])
     return {"pairs": settings.pairs, "vectorized_per_pair_s": vectorized,
             "quad_pairs_timed": n, "quad_per_pair_s": quad_total / n,
-            "speedup": (quad_total / n) / vectorized}
+            "speedup": (quad_total / n) / vectorized, **engine_quadrature}
 
 
 def first_use(name: str, params: dict):
