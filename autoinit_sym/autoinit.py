@@ -164,7 +164,8 @@ def _shared_outputs(estimator: Any, vars_in: list[float], shared_in: list[float]
 class TensorStatistics(NamedTuple):
     """What the walk knows of one tensor (see ``estimators.base``): pooled mean and variance,
     the position-shared variance and its per-sample part, how it was made elementwise from a
-    Gaussian (origin), and its per-position second-moment profile."""
+    Gaussian (origin), its per-position second-moment profile and its short-range spatial
+    correlation (``estimators.spatial_correlation``)."""
 
     mean: float
     var: float
@@ -172,6 +173,7 @@ class TensorStatistics(NamedTuple):
     sample_shared: float = 0.0
     origin: Any = None
     profile: Any = None
+    lags: Any = None
 
 
 def _sample_shared_outputs(estimator: Any, shared_in: list[float], sample_in: list[float],
@@ -324,6 +326,7 @@ class AutoInit:
                 estimator = self._estimator(call, context, warned)
                 estimator.shared_in, estimator.sample_shared_in = shared_in, [t.sample_shared for t in inputs]
                 estimator.origin_in, estimator.profile_in = [t.origin for t in inputs], [t.profile for t in inputs]
+                estimator.lags_in = [t.lags for t in inputs]
                 before = {k: id(p) for k, p in context.pending.items()}
                 try:
                     result = estimator.estimate(means_in, vars_in)
@@ -338,8 +341,9 @@ class AutoInit:
                 origin = getattr(estimator, "origin_out", None)
                 profiles = _profile_outputs(estimator, call, means_in, vars_in, estimator.profile_in)
                 samples = _sample_shared_outputs(estimator, shared_in, estimator.sample_shared_in, shared_out)
-                stats.update((slot, TensorStatistics(m, v, c, b, origin, r)) for slot, (m, v), c, b, r
-                             in zip(call.outputs, pairs, shared_out, samples, profiles))
+                lags = _per_output(estimator, "lags_out", len(pairs), lambda: [None] * len(pairs), unset=None)
+                stats.update((slot, TensorStatistics(m, v, c, b, origin, r, g)) for slot, (m, v), c, b, r, g
+                             in zip(call.outputs, pairs, shared_out, samples, profiles, lags))
                 method_of.update((s, method) for s in call.outputs)
             estimates[call.key] = LayerEstimate(call.key, call.operation.name, method, means_in,
                                                 vars_in, pairs, weights=weights, shared_in=shared_in,

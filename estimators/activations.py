@@ -161,19 +161,32 @@ def activation_output(activation: Any, mean: float, var: float, shared: float,
 
 class Activated(NamedTuple):
     """What an activation makes of its input: the output's moments, how they were obtained,
-    its position-shared variance, its :class:`ActivationOutput` origin (or None) and its
-    per-position profile (``estimators.spatial_profile``; None when uniform)."""
+    its position-shared variance, its :class:`ActivationOutput` origin (or None), its
+    per-position profile (``estimators.spatial_profile``; None when uniform) and its
+    short-range spatial correlation (``estimators.spatial_correlation``; None when independent).
+    ``sample_shared`` is the part of ``shared`` that varies per sample."""
 
     mean: float
     var: float
     method: str
     shared: float
-    origin: ActivationOutput | None
+    sample_shared: float
+    origin: Any
     profile: np.ndarray | None
+    lags: Any = None
+
+
+def adopt(estimator: Any, result: Activated) -> tuple[float, float]:
+    """Record an :class:`Activated` result on ``estimator`` (method, shared, per-sample shared,
+    origin, profile and lag correlation of its output) and return its (mean, var)."""
+    estimator.method, estimator.shared_out, estimator.sample_shared_out = result.method, result.shared, result.sample_shared
+    estimator.origin_out, estimator.profile_out, estimator.lags_out = result.origin, result.profile, result.lags
+    return result.mean, result.var
 
 
 def activated(activation: Any, mean: float, var: float, shared: float, axis_size: int | None = None,
-              *, profile: np.ndarray | None = None, origin: Any = None, **params: Any) -> Activated:
+              *, sample_shared: float = 0.0, profile: np.ndarray | None = None, origin: Any = None,
+              lags: Any = None, **params: Any) -> Activated:
     """f applied to N(mean, var) with position-shared variance ``shared``: moments by
     :func:`activation_statistics`, shared variance by :func:`activation_shared`, origin by
     :func:`activation_output` (the one rule every activation layer, op and fused activation uses).
@@ -185,7 +198,13 @@ def activated(activation: Any, mean: float, var: float, shared: float, axis_size
 
     With a ``residual_sums.ShiftedActivation`` ``origin`` (an activation's output plus an
     independent Gaussian branch) the input is not Gaussian: see
-    :func:`residual_sums.activation_of_sum`."""
+    :func:`residual_sums.activation_of_sum`.
+
+    The output keeps the per-sample fraction ``sample_shared / shared`` of its shared variance.
+    An input's short-range spatial correlation ``lags`` becomes the output's by
+    :func:`spatial_correlation.activated_lags` (kept as it is by the identity), which also adds
+    per-sample offsets to the shared variance."""
+    per_sample = min(max(sample_shared / shared, 0.0), 1.0) if shared > 0 else 0.0
     out_mean, out_var, method = activation_statistics(activation, mean, var, axis_size, **params)
     gaussian = (out_mean, out_var)
     out_profile = profile
@@ -203,10 +222,19 @@ def activated(activation: Any, mean: float, var: float, shared: float, axis_size
         if isinstance(origin, ShiftedActivation):
             out_mean, out_var, out_shared, out_origin = activation_of_sum(
                 activation, engine, origin, gaussian, (out_mean, out_var), mean, var, shared, **params)
-            return Activated(out_mean, out_var, QUADRATURE, out_shared, out_origin, out_profile)
-    return Activated(out_mean, out_var, method,
-                     activation_shared(activation, mean, var, shared, out_var, **params),
-                     activation_output(activation, mean, var, shared, **params), out_profile)
+            return Activated(out_mean, out_var, QUADRATURE, out_shared, per_sample * out_shared, out_origin,
+                             out_profile)
+    out_shared = activation_shared(activation, mean, var, shared, out_var, **params)
+    out_sample, out_lags = per_sample * out_shared, lags
+    if not (is_keras_activation(activation) and activation_name(activation) in IDENTITY):
+        from .spatial_correlation import activated_lags
+
+        out_lags, offsets = activated_lags(lags, activation, params, mean, var, shared, per_sample * shared,
+                                           out_var, out_shared)
+        offsets = min(offsets, out_var - out_shared)
+        out_shared, out_sample = out_shared + offsets, out_sample + offsets
+    return Activated(out_mean, out_var, method, out_shared, out_sample,
+                     activation_output(activation, mean, var, shared, **params), out_profile, out_lags)
 
 
 def profile_moments(engine: Any, mean: float, var: float, profile: np.ndarray,
@@ -278,10 +306,9 @@ class _ActivationLayer(LayerOutputDistributionEstimator):
 
     def estimate(self, means_in, vars_in):
         activation, params = self.activation()
-        mean, var, self.method, self.shared_out, self.origin_out, self.profile_out = activated(
-            activation, means_in[0], vars_in[0], self.shared(), _last_axis(self.input_shapes),
-            profile=self.profile(), origin=self.origin(), **params)
-        return mean, var
+        return adopt(self, activated(activation, means_in[0], vars_in[0], self.shared(), _last_axis(self.input_shapes),
+                                     sample_shared=self.sample_shared(), profile=self.profile(),
+                                     origin=self.origin(), lags=self.lags(), **params))
 
 
 @estimates(keras.layers.Activation)

@@ -32,6 +32,13 @@ input); ``mean``/``var`` stay pooled over positions. An estimator that knows its
 profile sets ``self.profile_out`` (an array, None, or a list per output); otherwise
 (:data:`CARRY`) the walk keeps the inputs' second-moment-weighted profile where the output
 has the same spatial shape, and drops it elsewhere.
+
+Short-range correlation: the walk may also keep, per tensor, the correlation of a channel's
+values at nearby positions beyond the shared offset, ``lags`` (an
+``estimators.spatial_correlation.LagCorrelation``; None = independent positions), which
+depthwise convolutions and curved activations build up. The walk sets ``estimator.lags_in``;
+an estimator with a rule for it sets ``self.lags_out`` (one for all outputs, or a list);
+otherwise it is dropped (None), the AutoInit assumption.
 """
 from __future__ import annotations
 
@@ -170,6 +177,10 @@ class LayerOutputDistributionEstimator:
     mean 1) or None when uniform; set by the walk."""
     profile_out: Any = CARRY
     """The output's profile, set by ``estimate`` where the rule knows it (None: uniform)."""
+    lags_in: Sequence[Any] = ()
+    """Per input, its short-range spatial correlation or None; set by the walk."""
+    lags_out: Any = None
+    """The output's short-range spatial correlation, set by ``estimate`` where the rule knows it."""
 
     def __init__(self, layer: Any, context: EstimationContext | None = None,
                  input_shapes: Sequence[tuple] | None = None,
@@ -204,6 +215,10 @@ class LayerOutputDistributionEstimator:
     def profile(self, index: int = 0) -> Any:
         """The per-position profile of input ``index`` (None when uniform or unknown)."""
         return self.profile_in[index] if index < len(self.profile_in) else None
+
+    def lags(self, index: int = 0) -> Any:
+        """The short-range spatial correlation of input ``index`` (None when independent or unknown)."""
+        return self.lags_in[index] if index < len(self.lags_in) else None
 
     def origin(self, index: int = 0) -> Any:
         """The elementwise origin of input ``index`` (None when unknown)."""

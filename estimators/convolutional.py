@@ -24,6 +24,7 @@ import keras
 import numpy as np
 
 from .registry import estimates
+from .spatial_correlation import LagCorrelation, convolved
 from .spatial_profile import along_axes, tap_matrix, tap_positions
 from .weighted import WeightedLayerEstimator, kernel_stddev
 
@@ -103,6 +104,22 @@ class ConvolutionEstimator(WeightedLayerEstimator):
                     for i, o, k, s, d in axes]
         return along_axes(matrices, self.profile())
 
+    def pre_activation_lags(self) -> LagCorrelation | None:
+        """The output's short-range spatial correlation from the input's
+        (``spatial_correlation.convolved`` with :meth:`lag_channels` input channels per output
+        and the average number of taps inside the input per axis);
+        None for transposed convolutions, channels_first or unknown spatial lengths."""
+        axes = self._axes()
+        if self.transpose or not self.channels_last() or any(i is None or o is None for i, o, *_ in axes):
+            return None
+        ins, outs, _, strides, dilation = (tuple(int(v) for v in values) for values in zip(*axes))
+        inside = tuple(float(f.sum()) for f in self.tap_fractions())
+        return convolved(self.lags(), ins, outs, inside, strides, dilation, self.lag_channels())
+
+    def lag_channels(self) -> float:
+        """Input channels whose independent kernels reach one output (the kernel's second-to-last axis)."""
+        return float(self.layer.kernel.shape[-2])
+
     def average_taps(self) -> float:
         """mean_o S(o): the input elements summed into one output, weighted by their relative
         second moment; the plain average tap count where S is unknown."""
@@ -146,6 +163,9 @@ class DepthwiseConvEstimator(ConvolutionEstimator):
     def fan_in(self) -> float:
         return self.average_taps()
 
+    def lag_channels(self) -> float:
+        return 1.0
+
 
 @estimates(keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)
 class SeparableConvEstimator(ConvolutionEstimator):
@@ -155,6 +175,20 @@ class SeparableConvEstimator(ConvolutionEstimator):
 
     def fan_in(self) -> float:
         return self.average_taps()
+
+    def lag_channels(self) -> float:
+        return 1.0
+
+    def pre_activation_lags(self) -> LagCorrelation | None:
+        """The depthwise stage's correlation (one channel per output), then the pointwise
+        kernel's (a 1x1 convolution over input channels x depth_multiplier)."""
+        depthwise = super().pre_activation_lags()
+        if depthwise is None:
+            return None
+        spatial = tuple(int(o) for _, o, *_ in self._axes())
+        ones = (1,) * len(spatial)
+        return convolved(depthwise, spatial, spatial, ones, ones, ones,
+                         float(self.layer.pointwise_kernel.shape[-2]))
 
     def schedule_weights(self, second_moment: float) -> None:
         layer = self.layer

@@ -26,6 +26,7 @@ from .base import CLOSED_FORM, EXACT, LayerOutputDistributionEstimator
 from .normalization import direction_moments
 from .registry import estimates
 from .residual_sums import ShiftedActivation
+from .spatial_correlation import scaled, summed
 
 
 def identical_inputs(node: Any, count: int) -> list[list[int]]:
@@ -118,7 +119,20 @@ class LinearMergeEstimator(_Merge):
         self.shared_out = linear_moments(coefficients, means_in, shared, groups)[1]
         if all(len(g) == 1 for g in groups):
             self.origin_out = shifted_origin(coefficients, means_in, vars_in, shared, list(self.origin_in))
+            self.lags_out = summed([(self.lags(i), c * c * max(v - s, 0.0))
+                                    for i, (c, v, s) in enumerate(zip(coefficients, vars_in, shared))])
         return linear_moments(coefficients, means_in, vars_in, groups)
+
+
+def gate_fourth_ratio(mean: float, var: float, fixed: float) -> float:
+    """E[a^4] / E[a^2]^2 over samples for a factor a = mean + c + e, c ~ N(0, fixed) fixed per
+    channel and e ~ N(0, var - fixed) per sample (Gaussian moments, averaged over channels):
+    1 + (4 (mean^2 + fixed) v + 2 v^2) / (mean^2 + var)^2 with v = var - fixed."""
+    per_sample = max(var - fixed, 0.0)
+    second = mean * mean + var
+    if not second > 0:
+        return 1.0
+    return 1.0 + (4.0 * (mean * mean + max(fixed, 0.0)) * per_sample + 2.0 * per_sample ** 2) / second ** 2
 
 
 def shifted_origin(coefficients: Sequence[float], means: Sequence[float], variances: Sequence[float],
@@ -157,6 +171,17 @@ class MultiplyEstimator(_Merge):
             self.shared_out = float(np.prod([c + m * m for c, m in zip(shared, means_in)]) - base)
             self.sample_shared_out = self.shared_out - float(
                 np.prod([a + m * m for a, m in zip(offsets, means_in)]) - base)
+            spread = [i for i, (c, v) in enumerate(zip(shared, vars_in)) if c < v]
+            if len(spread) == 1:
+                # Gates constant over the positions scale each channel's values alike; their
+                # per-sample variation makes the squares covary (spatial_correlation.scaled).
+                i = spread[0]
+                lags = self.lags(i)
+                for j in range(len(means_in)):
+                    if j != i:
+                        lags = scaled(lags, vars_in[i] + means_in[i] ** 2, vars_in[i] - shared[i],
+                                      gate_fourth_ratio(means_in[j], vars_in[j], self.shared(j)), per_sample=False)
+                self.lags_out = lags
         return product_moments(means_in, vars_in, groups)
 
 

@@ -163,6 +163,10 @@ class BatchNormalizationEstimator(_Standardizing):
     def reduction_size(self) -> int | None:
         return None
 
+    def estimate(self, means_in, vars_in):
+        self.lags_out = self.lags()  # a per-channel affine map keeps the correlation of positions
+        return super().estimate(means_in, vars_in)
+
 
 @estimates(keras.layers.LayerNormalization)
 class LayerNormalizationEstimator(_Standardizing):

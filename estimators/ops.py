@@ -24,7 +24,7 @@ from scipy import special
 
 from autoinit_sym.order_statistics import clark_max, clark_min
 
-from .activations import activated
+from .activations import activated, adopt
 from .base import CLOSED_FORM, EXACT, LayerOutputDistributionEstimator
 from .merging import (concat_weights, contracted_product_moments, linear_moments, mixture_moments,
                       product_moments)
@@ -311,6 +311,5 @@ class ActivationOp(OpEstimator):
             shape, axis = self.input_shapes[0], self.layer.axis
             axis_size = shape[axis if isinstance(axis, int) else axis[0]]
         x = args[0]
-        mean, var, self.method, self.shared_out, self.origin_out, self.profile_out = activated(
-            name, x.mean, x.var, self.shared(), axis_size, profile=self.profile(), origin=self.origin(), **params)
-        return mean, var
+        return adopt(self, activated(name, x.mean, x.var, self.shared(), axis_size, sample_shared=self.sample_shared(),
+                                     profile=self.profile(), origin=self.origin(), lags=self.lags(), **params))

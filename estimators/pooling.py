@@ -69,15 +69,17 @@ def pooled_counts(sizes_per_axis: Sequence[np.ndarray]) -> tuple[np.ndarray, np.
 
 
 def pooled_moments(mean: float, var: float, ks: np.ndarray, weights: np.ndarray, mode: str,
-                   shared: float = 0.0) -> tuple[float, float]:
+                   shared: float = 0.0, correlation: float = 1.0) -> tuple[float, float]:
     """Mixture over output positions of the per-window moments (see the module docstring).
 
     ``shared`` is the part of ``var`` common to every position of a channel (a per-channel
     offset b ~ N(0, shared), the rest independent across positions); pooling cannot average
-    it: average -> var shared + (var - shared)/k, max -> b + max of k of the rest."""
+    it: average -> var shared + (var - shared)/k, max -> b + max of k of the rest. Where the
+    rest is correlated between nearby positions an average keeps ``correlation`` times more
+    of it (``LagCorrelation.pooled_factor``; at most k)."""
     varying = var - shared
     if mode == "average":
-        return mean, float(shared + varying * (weights @ (1.0 / ks)))
+        return mean, float(shared + varying * (weights @ (np.minimum(correlation, ks) / ks)))
     stats = np.array([max_of_iid_normal_moments(int(k)) for k in ks])
     sd = math.sqrt(varying)
     centre = weights @ stats[:, 0]
@@ -146,6 +148,18 @@ class _Pooling(LayerOutputDistributionEstimator):
         """The output's per-position profile; None here (a global or adaptive pool)."""
         return None
 
+    def pooled_window(self) -> Sequence[int] | None:
+        """The window whose positions an average pools, per spatial axis (None: not known)."""
+        return None
+
+    def correlation(self) -> float:
+        """How much more than independent positions an average over the window keeps of the
+        varying part (``spatial_correlation.LagCorrelation.pooled_factor``; 1 without one)."""
+        lags, window = self.lags(), self.pooled_window()
+        if lags is None or window is None or len(window) != len(lags.radii):
+            return 1.0
+        return lags.pooled_factor(window)
+
     def estimate(self, means_in, vars_in):
         self.profile_out = self.output_profile()
         ks, weights = pooled_counts(self.axis_window_sizes(self.spatial_shape()))
@@ -154,7 +168,8 @@ class _Pooling(LayerOutputDistributionEstimator):
             mean, var, self.shared_out = max_of_activation_moments(origin, ks, weights)
         else:
             self.shared_out = min(self.shared(), vars_in[0])
-            mean, var = pooled_moments(means_in[0], vars_in[0], ks, weights, self.mode, self.shared_out)
+            mean, var = pooled_moments(means_in[0], vars_in[0], ks, weights, self.mode, self.shared_out,
+                                       self.correlation())
         if self.global_pool:
             # No positions are left: what the output shares is the per-channel offsets fixed by
             # the draw; the per-sample part varies with the sample like everything else.
@@ -174,6 +189,9 @@ class _Windowed(_Pooling):
                         self.layer.strides)]
         return window_means(matrices, profile) if len(matrices) == profile.ndim else None
 
+    def pooled_window(self):
+        return tuple(int(p) for p in self.layer.pool_size)
+
     def axis_window_sizes(self, spatial):
         layer = self.layer
         if layer.padding == "valid":
@@ -184,6 +202,10 @@ class _Windowed(_Pooling):
 
 class _Global(_Pooling):
     global_pool = True
+
+    def pooled_window(self):
+        spatial = self.spatial_shape()
+        return None if any(n is None for n in spatial) else tuple(int(n) for n in spatial)
 
     def axis_window_sizes(self, spatial):
         return [np.array([n]) for n in self.known(spatial, "global pooling")]

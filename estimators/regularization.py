@@ -16,6 +16,7 @@ from .activations import ActivationOutput
 from .base import EXACT, LayerOutputDistributionEstimator
 from .core import IdentityEstimator
 from .registry import estimates
+from .spatial_correlation import rescaled, scaled
 
 _SPATIAL = (keras.layers.SpatialDropout1D, keras.layers.SpatialDropout2D, keras.layers.SpatialDropout3D)
 
@@ -43,14 +44,36 @@ class DropoutEstimator(LayerOutputDistributionEstimator):
 
     def estimate(self, means_in, vars_in):
         mean, rate = means_in[0], float(self.layer.rate)
-        spatial = isinstance(self.layer, _SPATIAL)
+        spatial = self.mask_spans_positions()
         self.shared_out = inverted_dropout_moments(mean, self.shared(), rate)[1] if spatial else self.shared()
         if spatial:  # a mask per (sample, channel): all but the input's fixed offsets varies per sample
             self.sample_shared_out = self.shared_out - (self.shared() - self.sample_shared())
         origin = self.origin()
         if spatial and isinstance(origin, ActivationOutput) and rate < 1:
             self.origin_out = dataclasses.replace(origin, scale_second=origin.scale_second / (1.0 - rate))
-        return inverted_dropout_moments(mean, vars_in[0], rate)
+        out_mean, out_var = inverted_dropout_moments(mean, vars_in[0], rate)
+        # A mask common to a channel's positions scales all of them alike (its square varies,
+        # E[d^4] / E[d^2]^2 = 1 / (1 - rate)); masks per element add independent noise.
+        if spatial:
+            self.lags_out = scaled(self.lags(), vars_in[0] + mean * mean, vars_in[0] - self.shared(),
+                                   1.0 / (1.0 - rate), per_sample=self.mask_spans_channels())
+        else:
+            self.lags_out = rescaled(self.lags(), (vars_in[0] - self.shared()) / max(out_var - self.shared_out, 1e-300))
+        return out_mean, out_var
+
+    def mask_spans_channels(self) -> bool:
+        """True when one mask value covers all channels too (a ``noise_shape`` of 1 on the last axis)."""
+        shape = getattr(self.layer, "noise_shape", None)
+        return not isinstance(self.layer, _SPATIAL) and shape is not None and tuple(shape)[-1] == 1
+
+    def mask_spans_positions(self) -> bool:
+        """True when one mask value covers all spatial positions of a (sample, channel):
+        SpatialDropout*, or a ``noise_shape`` of 1 on every spatial axis (drop-connect's
+        (None, 1, 1, 1))."""
+        if isinstance(self.layer, _SPATIAL):
+            return True
+        shape = getattr(self.layer, "noise_shape", None)
+        return shape is not None and len(shape) >= 3 and all(n == 1 for n in tuple(shape)[1:-1])
 
 
 @estimates(keras.layers.GaussianNoise)

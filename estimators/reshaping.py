@@ -20,6 +20,7 @@ from .base import EXACT, LayerOutputDistributionEstimator
 from .core import IdentityEstimator
 from .registry import estimates
 from .spatial_profile import normalized, spatial_shape
+from .spatial_correlation import radii_for, resized
 
 
 @estimates(keras.layers.Flatten, keras.layers.Reshape, keras.layers.Permute)
@@ -102,6 +103,8 @@ class ZeroPaddingEstimator(LayerOutputDistributionEstimator):
         mean, var = means_in[0], vars_in[0]
         self.profile_out = self.padded_profile()
         self.shared_out = kept ** 2 * self.shared()
+        out_spatial = spatial_shape(self._output_shape())
+        self.lags_out = None if out_spatial is None else resized(self.lags(), radii_for(out_spatial))
         origin = self.origin()
         self.origin_out = origin if isinstance(origin, ActivationOutput) and origin.non_negative else None
         return mean * kept, (var + mean ** 2) * kept - (mean * kept) ** 2

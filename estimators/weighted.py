@@ -32,7 +32,7 @@ import numpy as np
 
 from autoinit_sym.weights import TRUNCATED_STD
 
-from .activations import activated
+from .activations import activated, adopt
 from .base import EXACT, LayerOutputDistributionEstimator
 from .spatial_profile import normalized, spatial_shape
 
@@ -96,11 +96,10 @@ class WeightedLayerEstimator(LayerOutputDistributionEstimator):
         pre_sample = reach * self.sample_shared()
         axis_size = self.output_shapes[0][-1] if self.output_shapes else None  # softmax: last axis
         activation = getattr(self.layer, "activation", None)
-        result = activated(activation, bias_mean, pre_var, min(pre_shared, pre_var), axis_size,
-                           profile=self.pre_activation_profile(bias_mean, bias_var, pre_var))
-        mean, var, self.method, self.shared_out, self.origin_out, self.profile_out = result
-        self.sample_shared_out = self.shared_out * pre_sample / pre_shared if pre_shared > 0 else 0.0
-        return mean, var
+        return adopt(self, activated(activation, bias_mean, pre_var, min(pre_shared, pre_var), axis_size,
+                                     sample_shared=min(pre_sample, pre_shared, pre_var),
+                                     profile=self.pre_activation_profile(bias_mean, bias_var, pre_var),
+                                     lags=self.pre_activation_lags()))
 
     def pre_activation_profile(self, bias_mean: float, bias_var: float, pre_var: float) -> np.ndarray | None:
         """The pre-activation's per-position profile: the weighted sum's variance follows
@@ -111,6 +110,11 @@ class WeightedLayerEstimator(LayerOutputDistributionEstimator):
             return None
         weighted = pre_var - bias_var
         return normalized(bias_mean ** 2 + bias_var + weighted * relative)
+
+    def pre_activation_lags(self) -> Any:
+        """The pre-activation's short-range spatial correlation (``estimators.spatial_correlation``);
+        None by default (a layer mixing only the last axis, whose rule is not written)."""
+        return None
 
     def tap_sums(self) -> np.ndarray | None:
         """Per output position, the input's relative second moment summed over what reaches

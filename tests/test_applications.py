@@ -17,29 +17,23 @@ from autoinit_sym.supported_layers import (END, START, markdown_table, probed_pa
                                           update_readme)
 
 SLOW = pytest.mark.slow
-# EfficientNetB0 (one draw, 32x32): median 0.094, p90 0.389; the worst calls are the squeeze
-# pools (block3b/5c_se_squeeze 0.64), which see more per-sample variance common to a channel's
-# positions than predicted. The walk keeps the per-sample part of the shared variance through
-# batch normalization (gates and spatial-dropout masks; tested in test_shared_variance), but
-# the blocks' activations add more: at 128x128, block4b/4c, the per-(sample, channel) means of
-# the swish outputs are 0.50 b + 0.15 lambda (R^2 0.98; b, lambda the per-(sample, channel) mean
-# and variance of its input), and lambda varies 8x more than independent positions would make
-# it (0.23-0.28 against 0.031). That per-sample *scale* variation grows through swish, the SE
-# gates and the residual stream; the walk's shared variance is additive and does not carry it.
-SE_CORRELATION = pytest.mark.xfail(reason="EfficientNetB0 squeeze pools: per-sample scale variation common to a "
-                                          "channel's positions is not modelled (p90 0.389)", strict=False)
+# Depthwise blocks make a channel's nearby positions correlated (estimators.spatial_correlation);
+# EfficientNetB0's squeeze pools depend on it. Its squeeze-and-excitation reductions have 4 to
+# 48 channels, so one weight draw scatters their variance widely: it is measured over 4 draws
+# (32x32: median 0.064, p90 0.306; one draw: 0.080 / 0.346).
+DRAWS = {"EfficientNetB0": (0, 1, 2, 3)}
 
 
 @pytest.mark.parametrize("name", [
     "MobileNetV2", "ConvNeXtTiny",
     pytest.param("ResNet50", marks=SLOW), pytest.param("DenseNet121", marks=SLOW),
-    pytest.param("EfficientNetB0", marks=[SLOW, SE_CORRELATION]),
+    pytest.param("EfficientNetB0", marks=SLOW),
 ])
 def test_application_initializes_and_tracks(name, caplog):
     model = getattr(keras.applications, name)(weights=None, input_shape=(32, 32, 3), classes=10)
     assert all(lookup(call.operation) is not None for call in build_graph(model).calls if not call.submodel)
     with caplog.at_level(logging.WARNING, logger="autoinit_sym"):
-        errors = log_errors(model, samples=64, seeds=(0,))
+        errors = log_errors(model, samples=64, seeds=DRAWS.get(name, (0,)))
     assert "No LayerOutputDistributionEstimator" not in caplog.text
     assert_quality(errors)
 

@@ -1,0 +1,394 @@
+"""Short-range spatial correlation of a channel's values, beyond its position-shared offset.
+
+AutoInit's assumption is that distinct positions of a channel are independent apart from
+the offset they all share (``shared``, see ``estimators.base``). A convolution with few taps
+per output (a depthwise one above all) makes neighbouring outputs of one channel correlated
+with a sign that depends on the kernel: zero on average over channels, but its square is
+not, and an activation with curvature turns the square into a positive correlation of its
+outputs (and of their per-sample averages, which is what a global pool sees). Through a
+stack of depthwise blocks that correlation accumulates. The walk keeps, per tensor with
+spatial axes, a :class:`LagCorrelation` over the lags delta with |delta_i| <= RADIUS
+(None: independent positions). With w = var - shared the within-channel variance, and
+rho_c(delta) = Cov(x_p, x_{p+delta}) / w for channel c (positions p over the sample):
+
+- ``mean``   m(delta) = E_c[rho_c(delta)];
+- ``square`` s(delta) = E_c[rho_c(delta)^2];
+- ``excess`` g(delta) = E_c[Cov(x_p^2, x_{p+delta}^2)] / (2 w^2) - s(delta), the non-Gaussian
+  part of the covariance of squares (zero for a Gaussian field); g(0) is half the excess
+  kurtosis;
+- two floors of g common to all pairs of positions of a (sample, channel): a scale factor per
+  sample shared by the channels (``common``: a drop-connect mask) and one per (sample,
+  channel) (``independent``: a squeeze-and-excitation gate, per-sample offsets through a
+  curved activation). An activation turns a scale that varies per sample into a mean that
+  does: it adds A_2^2 w^2 floor / 2 to the per-sample shared variance, which is what the
+  squeeze pools of EfficientNet see.
+
+Rules (weights independent, zero-mean and Gaussian):
+
+- a convolution with C input channels per output and T taps, N(u) the number of tap pairs
+  t - t' = u: the same-tap terms give each channel's correlation weighted by its sum of
+  squared weights (a weighted average of C of them, which keeps m and spreads s - m^2 by
+  D = (1 + 2/T) / (C + 2/T)), the cross-tap terms add fresh correlation:
+  s'(d) = m^2 + (s - m^2) D + sum_{u != 0} N(u) (s(d+u) + m(d+u) m(d-u)) / (C T^2 + 2T),
+  g'(d) = (3 T g(d) + sum_{u != 0} N(u) g(d+u)) / (C T^2 + 2T) (moments of Gaussian weights;
+  the kurtosis of a weighted sum shrinks by E[sum k^4] / E[(sum k^2)^2] = 3 / (C T + 2));
+  the common floor stays, the independent one is spread by D; a stride s maps output lag d
+  to input lag s d; at borders the kernel length per axis is the average number of its taps
+  inside the input (a 5x5 'same' kernel on a 2x2 map has 2 x 2);
+- an activation f (Hermite expansion of Cov(f(x_p), f(x_q)) to second order, with
+  A_n = E[f^(n)(x)] and B_n the same for (f - E f)^2, both from the moment engine by Price's
+  theorem, A_n = d^n E[f] / d mu^n):
+  m' = (A_1^2 w m + A_2^2 w^2 (s + g) / 2) / w',
+  s' = (A_1^2 w / w')^2 s, g' = (B_1^2 w m + B_2^2 w^2 (s + g) / 2) / (2 w'^2) - s',
+  floors times B_2^2 w^2 / (4 w'^2), plus (B_1^2 b + B_2^2 b^2 / 2) / (2 w'^2) on the
+  independent one from the per-sample offsets b;
+- a sum of independent tensors mixes them by within variance;
+- per-channel affine maps (batch normalization) keep it; a factor constant over a (sample,
+  channel)'s positions (a mask, a gate) keeps m and s and raises g and the floors
+  (:func:`scaled`); a mask per element dilutes it (:func:`rescaled`);
+- an average over k positions has variance shared + w sum_d m(d) prod_i (1 - |d_i| / k_i) / k.
+
+Layers without a rule drop it (independent positions, the AutoInit assumption). Where the
+correlations are negligible only the kurtosis and floors are kept (:func:`point`), so wide
+networks without depthwise convolutions cost what they did.
+"""
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, NamedTuple, Sequence
+
+import numpy as np
+from scipy.signal import convolve
+
+from .activations import activation_name, is_keras_activation, standard_normal_nodes
+
+RADIUS = 7
+"""Largest lag kept per spatial axis; correlations further apart are taken as zero."""
+HERMITE_POINTS = 64
+"""Gauss-Hermite nodes for an activation output's kurtosis."""
+STEP = 0.02
+"""Finite-difference step, in input standard deviations, for the coefficients A_n, B_n."""
+NEGLIGIBLE = 0.02
+"""Below this (:func:`reduced`) correlations are dropped, the kurtosis and floors kept."""
+
+
+@dataclass(frozen=True)
+class LagCorrelation:
+    """m, s and g over the lags of a tensor (arrays of shape 2 R_i + 1 per spatial axis,
+    lag 0 at the centre), and the floor of g common to all pairs of positions of a
+    (sample, channel): a per-sample scale shared by all channels (``common``, which mixing
+    channels keeps) and one per (sample, channel) (``independent``, which it averages away);
+    see the module docstring. ``excess`` holds g above the floor."""
+
+    mean: np.ndarray
+    square: np.ndarray
+    excess: np.ndarray
+    common: float = 0.0
+    independent: float = 0.0
+
+    @property
+    def floor(self) -> float:
+        return self.common + self.independent
+
+    @property
+    def is_point(self) -> bool:
+        """No lag but 0 is kept: positions independent (see :func:`point`)."""
+        return all(r == 0 for r in self.radii)
+
+    @property
+    def radii(self) -> tuple[int, ...]:
+        return tuple((n - 1) // 2 for n in self.mean.shape)
+
+    @property
+    def kurtosis(self) -> float:
+        """The excess kurtosis of the values, 2 g(0)."""
+        return 2.0 * float(self.excess[self.radii])
+
+    def pooled_factor(self, window: Sequence[int]) -> float:
+        """sum_d m(d) prod_i (1 - |d_i| / k_i) over |d_i| < k_i: k Var(average) / w for an
+        average over a window of k = prod k_i positions (1 for independent positions)."""
+        weights = _outer([np.clip(1.0 - np.abs(np.arange(-r, r + 1)) / k, 0.0, None)
+                          for r, k in zip(self.radii, window)])
+        return max(float((self.mean * weights).sum()), 0.0)
+
+
+def reduced(lags: LagCorrelation) -> LagCorrelation:
+    """``lags``, or only its kurtosis and floors (a point: radius 0) where its correlations are
+    too weak to matter: off lag 0, sum |m| + s + |g| below NEGLIGIBLE (a global pool's variance
+    moves by about 1% or less). Wide networks without depthwise convolutions (ResNets) so keep
+    the cost they had."""
+    off = np.abs(lags.mean) + lags.square + np.abs(lags.excess)
+    if lags.is_point or float(off.sum() - off[lags.radii]) >= NEGLIGIBLE:
+        return lags
+    return point(len(lags.radii), lags.kurtosis, lags.common, lags.independent)
+
+
+def point(rank: int, kurtosis: float = 0.0, common: float = 0.0, independent: float = 0.0) -> LagCorrelation:
+    """No correlation between positions; the values' excess kurtosis and the floors only."""
+    ones = np.ones((1,) * rank)
+    return LagCorrelation(ones, ones, ones * (kurtosis / 2.0), common, independent)
+
+
+def expanded(lags: LagCorrelation | None, radii: Sequence[int]) -> LagCorrelation:
+    """``lags`` over ``radii``: a point or None becomes independent positions (with its
+    kurtosis and floors), a correlation kept over other radii counts as independent."""
+    if lags is not None and lags.radii == tuple(radii):
+        return lags
+    if lags is None or not lags.is_point:
+        return independent(radii)
+    full = independent(radii, lags.kurtosis)
+    return LagCorrelation(full.mean, full.square, full.excess, lags.common, lags.independent)
+
+
+def radii_for(spatial: Sequence[int]) -> tuple[int, ...]:
+    """The kept lags per axis for a tensor with these spatial lengths."""
+    return tuple(min(int(n) - 1, RADIUS) for n in spatial)
+
+
+def independent(radii: Sequence[int], kurtosis: float = 0.0) -> LagCorrelation:
+    """Independent positions: m = s = 1 at lag 0 only, g(0) = kurtosis / 2."""
+    delta = np.zeros(tuple(2 * r + 1 for r in radii))
+    delta[tuple(radii)] = 1.0
+    return LagCorrelation(delta, delta.copy(), delta * (kurtosis / 2.0))
+
+
+def _outer(vectors: Sequence[np.ndarray]) -> np.ndarray:
+    out = np.ones(())
+    for vector in vectors:
+        out = np.multiply.outer(out, vector)
+    return out
+
+
+def _centred(lags: LagCorrelation, mean: np.ndarray, square: np.ndarray, excess: np.ndarray,
+             kurtosis: float, common: float, independent: float) -> LagCorrelation:
+    centre = lags.radii
+    mean, square, excess = mean.copy(), square.copy(), excess.copy()
+    mean[centre], square[centre], excess[centre] = 1.0, 1.0, kurtosis / 2.0
+    return LagCorrelation(mean, square, excess, max(common, 0.0), max(independent, 0.0))
+
+
+def _shifted(values: np.ndarray, offset: Sequence[int]) -> np.ndarray:
+    """out[d] = values[d + offset] (zero where d + offset leaves the array)."""
+    out = np.zeros_like(values)
+    if any(abs(o) >= n for n, o in zip(values.shape, offset)):
+        return out
+    target, source = [], []
+    for n, o in zip(values.shape, offset):
+        target.append(slice(max(0, -o), n - max(0, o)))
+        source.append(slice(max(0, o), n - max(0, -o)))
+    out[tuple(target)] = values[tuple(source)]
+    return out
+
+
+def pair_counts(kernel: Sequence[float], dilation: Sequence[int]) -> np.ndarray:
+    """N(u): the number of tap pairs (t, t') of a box kernel with t - t' = u, over the
+    difference box (centre u = 0); a product of the per-axis counts max(k - |u| / d, 0). A
+    kernel length may be fractional: the average number of taps that fall inside the input
+    (a 'same' convolution of a short axis sees fewer than its kernel)."""
+    axes = []
+    for k, d in zip(kernel, dilation):
+        reach = max(math.ceil(k) - 1, 0)
+        counts = np.zeros(2 * reach * d + 1)
+        counts[::d] = np.maximum(k - np.abs(np.arange(-reach, reach + 1)), 0.0)
+        axes.append(counts)
+    return _outer(axes)
+
+
+def convolved(lags: LagCorrelation | None, spatial_in: Sequence[int], spatial_out: Sequence[int],
+              kernel: Sequence[float], strides: Sequence[int], dilation: Sequence[int],
+              channels: float) -> LagCorrelation:
+    """The lag correlation of a convolution's output (module docstring) from its input's
+    (None: independent Gaussian positions); ``channels`` input channels reach each output and
+    ``kernel`` holds, per axis, the average number of taps inside the input (borders)."""
+    counts = pair_counts(kernel, dilation)
+    centre = tuple(n // 2 for n in counts.shape)
+    cross = counts.copy()
+    cross[centre] = 0.0                              # tap pairs t != t'
+    taps = float(math.prod(kernel))
+    norm = channels * taps * taps + 2.0 * taps       # E[(sum of squared weights)^2] / sigma^4
+    dilution = (1.0 + 2.0 / taps) / (channels + 2.0 / taps)
+    if (lags is None or lags.is_point) and cross.sum() / norm < NEGLIGIBLE:
+        # Many channels: no correlation worth keeping, only the kurtosis of the weighted sum.
+        kurtosis = 0.0 if lags is None else 3.0 * taps * lags.kurtosis / norm
+        common, independent_floor = (0.0, 0.0) if lags is None else (lags.common, lags.independent * dilution)
+        return point(len(spatial_out), kurtosis, common, independent_floor)
+    source = expanded(lags, radii_for(spatial_in))
+    m, s, g = source.mean, source.square, source.excess
+    spread = convolve(s, cross, mode="same")
+    offcentre = m.copy()
+    offcentre[source.radii] = 0.0
+    if np.any(offcentre):
+        for index in zip(*np.nonzero(cross)):
+            u = tuple(int(i) - c for i, c in zip(index, centre))
+            spread = spread + cross[index] * _shifted(m, u) * _shifted(m, tuple(-v for v in u))
+    square = m * m + (s - m * m) * dilution + spread / norm
+    excess = (3.0 * taps * g + convolve(g, cross, mode="same")) / norm
+    kurtosis = 2.0 * float(excess[source.radii])
+    full = _centred(source, m, square, excess, kurtosis, source.common, source.independent * dilution)
+    return reduced(_strided(full, radii_for(spatial_out), strides))
+
+
+def _strided(lags: LagCorrelation, radii: Sequence[int], strides: Sequence[int]) -> LagCorrelation:
+    """Output lag d is input lag stride * d; lags beyond the input's kept ones are zero."""
+    index = []
+    for r_out, r_in, stride in zip(radii, lags.radii, strides):
+        steps = np.arange(-r_out, r_out + 1) * stride
+        index.append((steps, np.abs(steps) <= r_in))
+
+    def take(values: np.ndarray) -> np.ndarray:
+        out = values
+        for axis, (steps, inside) in enumerate(index):
+            picked = np.take(out, np.clip(steps + lags.radii[axis], 0, out.shape[axis] - 1), axis=axis)
+            shape = [1] * out.ndim
+            shape[axis] = len(steps)
+            out = picked * inside.reshape(shape)
+        return out
+
+    return LagCorrelation(take(lags.mean), take(lags.square), take(lags.excess), lags.common, lags.independent)
+
+
+@functools.lru_cache(maxsize=None)
+def _function(name: str, params: tuple) -> Callable[[np.ndarray], np.ndarray]:
+    from autoinit_sym import moments
+    from autoinit_sym.expressions import numpy_function
+
+    return numpy_function(moments(name, **dict(params)).expr)
+
+
+def _derivatives(values: np.ndarray, step: float) -> tuple[float, float]:
+    """First and second central differences of values at mu - 2h, ..., mu + 2h (fourth order)."""
+    a, b, c, d, e = values
+    return (a - 8 * b + 8 * d - e) / (12 * step), (-a + 16 * b - 30 * c + 16 * d - e) / (12 * step * step)
+
+
+class ActivatedLags(NamedTuple):
+    """What an activation makes of a lag correlation: the output's, and the per-sample
+    offset variance it adds (a per-sample scale turned into a per-sample mean)."""
+
+    lags: LagCorrelation | None
+    offsets: float = 0.0
+
+
+def activated_lags(lags: LagCorrelation | None, activation: Any, params: dict[str, Any], mean: float,
+                   var: float, shared: float, sample_shared: float, out_var: float,
+                   out_shared: float) -> ActivatedLags:
+    """The lag correlation of f(x) (module docstring) and the per-sample offset variance
+    A_2^2 w^2 floor / 2 the floor adds to the output's shared variance; the per-sample
+    offsets (``sample_shared``) make the squares of the output covary:
+    floor' = (B_1^2 b + B_2^2 (b^2 + w^2 floor) / 2) / (2 w'^2) (b: sample_shared; the common
+    part stays common). Nothing without an input correlation, for an activation the moment engine
+    does not know, or where a within variance is 0."""
+    within, out_within = var - shared, out_var - out_shared
+    if lags is None or within <= 0 or out_within <= 0 or not is_keras_activation(activation):
+        return ActivatedLags(None)
+    name = activation_name(activation)
+    try:
+        from autoinit_sym import moments
+
+        engine = moments(name, **params)
+        f = _function(name, tuple(sorted(params.items())))
+    except (KeyError, ValueError, TypeError):
+        return ActivatedLags(None)
+    # The kurtosis by Gauss-Hermite through f; A_n = d^n/dmu^n E[f] and B_n = d^n/dmu^n
+    # E[(f - c)^2] at fixed c = E[f] (Price's theorem) from the moment engine at five means.
+    nodes, weights = standard_normal_nodes(HERMITE_POINTS)
+    with np.errstate(over="ignore", invalid="ignore"):
+        values = np.asarray(f(mean + math.sqrt(var) * nodes), dtype=np.float64)
+    centre = float(weights @ values)
+    deviations = (values - centre) ** 2
+    spread = float(weights @ deviations)
+    if not (spread > 0 and np.all(np.isfinite(deviations))):
+        return ActivatedLags(None)
+    kurtosis = float(weights @ deviations ** 2) / spread ** 2 - 3.0
+    if lags.is_point and lags.floor == 0.0 and sample_shared <= 0.0:
+        return ActivatedLags(point(len(lags.radii), kurtosis))
+    step = STEP * math.sqrt(var)
+    shifted = mean + step * np.arange(-2.0, 3.0)
+    firsts = np.asarray(engine.mean(shifted, var), dtype=np.float64)
+    seconds = np.asarray(engine.second_moment(shifted, var), dtype=np.float64)
+    centre = float(firsts[2])
+    a1, a2 = _derivatives(firsts, step)
+    b1, b2 = _derivatives(seconds - 2.0 * centre * firsts, step)
+    if not all(map(math.isfinite, (a1, a2, b1, b2))):
+        return ActivatedLags(None)
+    m, s, g = lags.mean, lags.square, lags.excess
+    energy = s + g
+    out_mean = (a1 * a1 * within * m + 0.5 * a2 * a2 * within * within * energy) / out_within
+    out_square = (a1 * a1 * within / out_within) ** 2 * s
+    out_energy = (b1 * b1 * within * m + 0.5 * b2 * b2 * within * within * energy) / (2.0 * out_within ** 2)
+    per_square = b2 * b2 * within * within / (4.0 * out_within ** 2)
+    offsets = max(sample_shared, 0.0)
+    independent = (b1 * b1 * offsets + 0.5 * b2 * b2 * offsets * offsets) / (2.0 * out_within ** 2)
+    out = _centred(lags, out_mean, out_square, out_energy - out_square, kurtosis, per_square * lags.common,
+                   per_square * lags.independent + independent)
+    return ActivatedLags(reduced(out), 0.5 * a2 * a2 * within * within * lags.floor)
+
+
+def resized(lags: LagCorrelation | None, radii: Sequence[int]) -> LagCorrelation | None:
+    """The same correlations kept over other radii (a padded or cropped tensor): lags beyond
+    the old radii are zero, lags beyond the new ones are dropped."""
+    if lags is None or len(radii) != len(lags.radii):
+        return None
+    if lags.is_point:
+        return lags
+
+    def fit(values: np.ndarray) -> np.ndarray:
+        out = np.zeros(tuple(2 * r + 1 for r in radii))
+        keep = [min(r, old) for r, old in zip(radii, lags.radii)]
+        out[tuple(slice(r - k, r + k + 1) for r, k in zip(radii, keep))] = values[
+            tuple(slice(old - k, old + k + 1) for old, k in zip(lags.radii, keep))]
+        return out
+
+    return LagCorrelation(fit(lags.mean), fit(lags.square), fit(lags.excess), lags.common, lags.independent)
+
+
+def rescaled(lags: LagCorrelation | None, ratio: float) -> LagCorrelation | None:
+    """The same correlated covariances over a within variance 1 / ``ratio`` times as large
+    (independent noise added per element): m off the centre times ratio, s and g times ratio^2."""
+    if lags is None:
+        return None
+    r2 = ratio * ratio
+    return _centred(lags, lags.mean * ratio, lags.square * r2, lags.excess * r2, lags.kurtosis * r2,
+                    lags.common * r2, lags.independent * r2)
+
+
+def scaled(lags: LagCorrelation | None, second_moment: float, within: float, fourth_ratio: float,
+           per_sample: bool) -> LagCorrelation | None:
+    """x a for a factor a constant over a (sample, channel)'s positions, independent of x, with
+    E[a^4] / E[a^2]^2 = ``fourth_ratio`` = K (a mask per sample when ``per_sample``, else per
+    (sample, channel)); x has E[x^2] = ``second_moment`` = S and within variance w. Correlations
+    of values keep; squares gain Cov = (K - 1) S^2 at every pair of positions:
+    g' = K (s + g) - s near, floor' = (K (S^2 + 2 w^2 floor) - S^2) / (2 w^2)."""
+    if lags is None or not within > 0:
+        return lags
+    k = fourth_ratio
+    added = (k - 1.0) * second_moment ** 2 / (2.0 * within ** 2)
+    excess = k * (lags.square + lags.excess) - lags.square
+    kurtosis = k * (3.0 + lags.kurtosis) - 3.0
+    return _centred(lags, lags.mean, lags.square, excess, kurtosis, k * lags.common + (added if per_sample else 0.0),
+                    k * lags.independent + (0.0 if per_sample else added))
+
+
+def summed(parts: Sequence[tuple[LagCorrelation | None, float]]) -> LagCorrelation | None:
+    """The lag correlation of a sum of independent tensors given as (lags, within variance);
+    None where no part has one or their lags differ in shape (an input without one counts
+    as independent Gaussian positions)."""
+    known = [lags for lags, _ in parts if lags is not None]
+    full = [lags.radii for lags in known if not lags.is_point]
+    if not known or any(r != full[0] for r in full) or any(len(k.radii) != len(known[0].radii) for k in known):
+        return None
+    total = float(sum(w for _, w in parts))
+    if not total > 0:
+        return None
+    radii = full[0] if full else known[0].radii
+    filled = [(expanded(lags, radii), w / total) for lags, w in parts]
+    mean = sum(w * lags.mean for lags, w in filled)
+    square = sum(w * w * lags.square for lags, w in filled)
+    for (a, wa), (b, wb) in itertools.combinations(filled, 2):
+        square = square + 2.0 * wa * wb * a.mean * b.mean
+    excess = sum(w * w * lags.excess for lags, w in filled)
+    return reduced(LagCorrelation(mean, square, excess, sum(w * w * lags.common for lags, w in filled),
+                                  sum(w * w * lags.independent for lags, w in filled)))
