@@ -37,8 +37,9 @@ class DropoutEstimator(LayerOutputDistributionEstimator):
     """Dropout / SpatialDropout* (kept units scaled by 1/(1-rate); a spatial mask has the same
     per-element law) and GaussianDropout: mean m, var (v + m^2)/(1 - rate) - m^2. Shared
     variance: c with masks per element (E[d_p d_q] = 1 for p != q); (c + m^2)/(1 - rate) - m^2
-    with SpatialDropout's mask per channel, which keeps an activation output's origin
-    (a per-channel factor of second moment 1/(1 - rate))."""
+    with a mask common to a channel's positions (SpatialDropout, or a noise_shape of 1 on every
+    spatial axis such as drop-connect's), which keeps an activation output's origin (a
+    per-channel factor of second moment 1/(1 - rate))."""
 
     method = EXACT
 
