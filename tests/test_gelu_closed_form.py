@@ -21,9 +21,9 @@ MUS = (-40.0, -8.0, -3.0, -1.0, 0.0, 0.5, 2.0, 8.0, 40.0)
 VARS = (1e-8, 1e-4, 0.01, 1.0, 25.0, 1e4)
 GRID = [(mu, var) for mu in MUS for var in VARS]
 # one point per path: chaos series (narrow, and higher terms negligible), left-tail Gauss-Hermite,
-# the Owen's T formula, the quadrature fallback, values below float64's range
+# the Owen's T formula, the split at x = 0, values below float64's range
 SAMPLE = [(-8.0, 1e-8), (40.0, 1e-8), (-3.0, 0.01), (-40.0, 1.0), (0.0, 1.0), (2.0, 25.0),
-          (0.5, 1e4), (-40.0, 25.0), (-40.0, 1e-4)]
+          (0.5, 1e4), (-40.0, 25.0), (-40.0, 1e-4), (40.0, 0.01)]
 RTOL = 1e-9
 NORMAL_MIN = np.finfo(float).tiny
 DPS = 50
@@ -104,29 +104,32 @@ def test_method_and_formulas():
             float(m.second_moment(mu, sigma**2)), rel=1e-13)
 
 
-def test_quadrature_fallback_region():
-    """Mean below -5 standard units of h = mu/sqrt(1 + var), wide inputs, the left-tail Gauss-Hermite
-    form out of reach (mu/(s r) > -2): the Owen's T formula cancels, quadrature takes over."""
-    mu = np.array([-25.0, -40.0, -300.0, -40.0, -8.0, 0.0])
-    var = np.array([10.0, 25.0, 1e3, 1.0, 1.0, 1.0])
-    _, covered = gelu_moments.variance_closed_form(mu, var)
-    assert covered.tolist() == [False, False, False, True, True, True]
-    f = gelu_moments.GeluClosedForm()._f
-    fallback = quadrature.gaussian_moments(f, [], mu[:3], var[:3])[1]
-    np.testing.assert_array_equal(moments("gelu").variance(mu[:3], var[:3]), fallback)
+def test_quadrature_fallback_routing(monkeypatch):
+    """Points whose cancellation check fails go to the engine's quadrature. No such point is known
+    (every branch's check passes over |mu| <= 1e12, 1e-12 <= var <= 1e14), so the check is made
+    to fail: with CANCELLATION_MAX = 1 only the chaos series (narrow inputs) stays."""
+    mu = np.array([-25.0, -40.0, -300.0, -40.0, 0.0, 3.0, -3.0])
+    var = np.array([10.0, 25.0, 1e3, 1.0, 1.0, 0.01, 1e-6])
+    assert gelu_moments.variance_closed_form(mu, var)[1].all()
+    monkeypatch.setattr(gelu_moments, "CANCELLATION_MAX", 1.0)
+    assert gelu_moments.variance_closed_form(mu, var)[1].tolist() == [False] * 5 + [True] * 2
+    closed = gelu_moments.GeluClosedForm()
+    fallback = quadrature.gaussian_moments(closed._f, [], mu[:5], var[:5])[1]
+    np.testing.assert_array_equal(closed.variance(mu, var)[:5], fallback)
 
 
 def test_branches_agree_where_they_overlap():
-    """The chaos series, the Owen's T formula and the left-tail form are independent derivations;
-    where two of them are accurate they must agree."""
+    """The chaos series, the Owen's T formula, the left-tail and the split forms are independent
+    derivations; where two of them are accurate they must agree."""
     mu = np.array([-1.0, 0.0, 0.5, 2.0, -0.3])
     var = np.array([0.1, 0.12, 0.05, 0.1, 0.01])
     second, _ = gelu_moments._second_moment_terms(mu, var)
     m = gelu_moments.mean(mu, var)
     np.testing.assert_allclose(gelu_moments._series_variance(mu, var), second - m * m, rtol=1e-12)
-    mu, var = np.array([-8.0, -12.0, -5.0]), np.array([1.0, 2.0, 0.5])
+    mu, var = np.array([-8.0, -12.0, -5.0, -3.0]), np.array([1.0, 2.0, 0.5, 4.0])
     second, _ = gelu_moments._second_moment_terms(mu, var)
-    np.testing.assert_allclose(gelu_moments._tail_second_moment(mu, var), second, rtol=1e-9)
+    np.testing.assert_allclose(gelu_moments._split_second_moment(mu, var), second, rtol=1e-10)
+    np.testing.assert_allclose(gelu_moments._tail_second_moment(mu[:3], var[:3]), second[:3], rtol=1e-9)
 
 
 def test_broadcasting_dtype_and_far_tails():
