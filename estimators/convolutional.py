@@ -85,6 +85,10 @@ class ConvolutionEstimator(WeightedLayerEstimator):
 
     def tap_fractions(self) -> list[np.ndarray]:
         """Per spatial dimension, the per-tap fractions (see :func:`forward_tap_fractions`)."""
+        return self._tap_fractions
+
+    @functools.cached_property
+    def _tap_fractions(self) -> list[np.ndarray]:
         count = transpose_tap_fractions if self.transpose else forward_tap_fractions
         return [count(*axis, self.layer.padding) for axis in self._axes()]
 
