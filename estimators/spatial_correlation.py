@@ -138,8 +138,8 @@ def expanded(lags: LagCorrelation | None, radii: Sequence[int]) -> LagCorrelatio
     if lags is not None and lags.radii == tuple(radii):
         return lags
     if lags is None or not lags.is_point:
-        return independent(radii)
-    full = independent(radii, lags.kurtosis)
+        return uncorrelated(radii)
+    full = uncorrelated(radii, lags.kurtosis)
     return LagCorrelation(full.mean, full.square, full.excess, lags.common, lags.independent)
 
 
@@ -148,7 +148,7 @@ def radii_for(spatial: Sequence[int]) -> tuple[int, ...]:
     return tuple(min(int(n) - 1, RADIUS) for n in spatial)
 
 
-def independent(radii: Sequence[int], kurtosis: float = 0.0) -> LagCorrelation:
+def uncorrelated(radii: Sequence[int], kurtosis: float = 0.0) -> LagCorrelation:
     """Independent positions: m = s = 1 at lag 0 only, g(0) = kurtosis / 2."""
     delta = np.zeros(tuple(2 * r + 1 for r in radii))
     delta[tuple(radii)] = 1.0

@@ -13,8 +13,8 @@ from autoinit_sym import moments
 from autoinit_sym.estimators import convolutional
 from autoinit_sym.estimators.activations import standard_normal_nodes
 from autoinit_sym.estimators.regularization import DropoutEstimator
-from autoinit_sym.estimators.spatial_correlation import (LagCorrelation, activated_lags, convolved, independent,
-                                                         pair_counts, resized, scaled, summed)
+from autoinit_sym.estimators.spatial_correlation import (LagCorrelation, activated_lags, convolved, pair_counts,
+                                                         resized, scaled, summed, uncorrelated)
 
 
 def _kernel_correlations(kernels: np.ndarray) -> np.ndarray:
@@ -119,7 +119,7 @@ def test_per_sample_factor_adds_a_common_floor():
     a = rng.choice([0.0, 1.0 / 0.7], size=(200000, 1), p=[0.3, 0.7])
     y = x * a
     cov = np.cov(y[:, 0] ** 2, y[:, 1] ** 2)[0, 1]
-    lags = scaled(independent((1,)), 1.0 + 0.16, 1.0, 1 / 0.7, per_sample=True)
+    lags = scaled(uncorrelated((1,)), 1.0 + 0.16, 1.0, 1 / 0.7, per_sample=True)
     w_out = 1.0 / 0.7
     assert 2 * lags.common * w_out ** 2 == pytest.approx(cov, rel=0.05)
     assert lags.independent == 0.0
