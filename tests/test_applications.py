@@ -20,7 +20,7 @@ SLOW = pytest.mark.slow
 # Depthwise blocks make a channel's nearby positions correlated (estimators.spatial_correlation);
 # EfficientNetB0's squeeze pools depend on it. Its squeeze-and-excitation reductions have 4 to
 # 48 channels, so one weight draw scatters their variance widely: it is measured over 4 draws
-# (32x32: median 0.064, p90 0.306; one draw: 0.080 / 0.346).
+# (32x32: median 0.066, p90 0.298; one draw: 0.083 / 0.335).
 DRAWS = {"EfficientNetB0": (0, 1, 2, 3)}
 
 
