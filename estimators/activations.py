@@ -179,8 +179,9 @@ class Activated(NamedTuple):
 def adopt(estimator: Any, result: Activated) -> tuple[float, float]:
     """Record an :class:`Activated` result on ``estimator`` (method, shared, per-sample shared,
     origin, profile and lag correlation of its output) and return its (mean, var)."""
-    estimator.method, estimator.shared_out, estimator.sample_shared_out = result.method, result.shared, result.sample_shared
-    estimator.origin_out, estimator.profile_out, estimator.lags_out = result.origin, result.profile, result.lags
+    estimator.method, estimator.shared_out = result.method, result.shared
+    estimator.sample_shared_out, estimator.origin_out = result.sample_shared, result.origin
+    estimator.profile_out, estimator.lags_out = result.profile, result.lags
     return result.mean, result.var
 
 

@@ -204,8 +204,7 @@ class _Global(_Pooling):
     global_pool = True
 
     def pooled_window(self):
-        spatial = self.spatial_shape()
-        return None if any(n is None for n in spatial) else tuple(int(n) for n in spatial)
+        return tuple(self.known(self.spatial_shape(), "global pooling"))
 
     def axis_window_sizes(self, spatial):
         return [np.array([n]) for n in self.known(spatial, "global pooling")]

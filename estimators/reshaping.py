@@ -19,8 +19,8 @@ from .activations import ActivationOutput
 from .base import EXACT, LayerOutputDistributionEstimator
 from .core import IdentityEstimator
 from .registry import estimates
-from .spatial_profile import normalized, spatial_shape
 from .spatial_correlation import radii_for, resized
+from .spatial_profile import normalized, spatial_shape
 
 
 @estimates(keras.layers.Flatten, keras.layers.Reshape, keras.layers.Permute)
