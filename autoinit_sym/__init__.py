@@ -12,11 +12,11 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "moments": "autoinit_sym.activation_moments",
-    "register_activation": "autoinit_sym.activation_moments",
-    "ActivationMoments": "autoinit_sym.activation_moments",
-    "registered_names": "autoinit_sym.activation_moments",
-    "export_table": "autoinit_sym.tables",
+    "moments": "autoinit_sym.moment_engine.activation_moments",
+    "register_activation": "autoinit_sym.moment_engine.activation_moments",
+    "ActivationMoments": "autoinit_sym.moment_engine.activation_moments",
+    "registered_names": "autoinit_sym.moment_engine.activation_moments",
+    "export_table": "autoinit_sym.moment_engine.tables",
     "AutoInit": "autoinit_sym.autoinit",
     "AutoInitVisualizer": "autoinit_sym.visualizer",
 }

@@ -16,13 +16,13 @@ from typing import Any, Mapping, NamedTuple
 
 import keras
 
-from autoinit_sym.estimates import LayerEstimate
+from autoinit_sym.walk.results import LayerEstimate
 from autoinit_sym.estimators.base import (CARRY, EstimationContext, LayerOutputDistributionEstimator,
                                           WeightInitConfig, carried_shared)
-from autoinit_sym.estimators.spatial_profile import mixed, spatial_shape
-from autoinit_sym.graph import Call, ModelGraph, build_graph
-from autoinit_sym.probe import ProbeEstimator, missing_estimator_warning, probe_impossible
-from autoinit_sym.weights import write_pending
+from autoinit_sym.statistics.border_profile import mixed, spatial_shape
+from autoinit_sym.walk.graph import Call, ModelGraph, build_graph
+from autoinit_sym.walk.probe import ProbeEstimator, missing_estimator_warning, probe_impossible
+from autoinit_sym.walk.weights import write_pending
 
 logger = logging.getLogger("autoinit_sym")
 
@@ -165,7 +165,7 @@ class TensorStatistics(NamedTuple):
     """What the walk knows of one tensor (see ``estimators.base``): pooled mean and variance,
     the position-shared variance and its per-sample part, how it was made elementwise from a
     Gaussian (origin), its per-position second-moment profile and its short-range spatial
-    correlation (``estimators.spatial_correlation``)."""
+    correlation (``statistics.lag_correlation``)."""
 
     mean: float
     var: float
@@ -191,7 +191,7 @@ def _profile_outputs(estimator: Any, call: Call, means_in: list[float], vars_in:
                      profiles_in: list[Any]) -> list[Any]:
     """The per-position profile of each output: what the estimator set in ``profile_out``
     (one for all outputs, or a list), else the inputs' profiles mixed by second moment where
-    the output has their spatial shape (``estimators.spatial_profile.mixed``). A profile
+    the output has their spatial shape (``statistics.border_profile.mixed``). A profile
     whose shape is not the output's spatial shape is dropped (uniform)."""
     shapes = [spatial_shape(shape) for shape in (call.output_shapes or [None] * len(call.outputs))]
     seconds = [v + m * m for m, v in zip(means_in, vars_in)]
@@ -271,8 +271,8 @@ class AutoInit:
         """Initialize ``model`` (in place for a model object; built once from a config
         dict or JSON string) and return it, with the estimates when ``return_estimates``.
 
-        The estimates map each layer call's key (see ``autoinit_sym.graph``) to a
-        :class:`~autoinit_sym.estimates.LayerEstimate`, in topological order."""
+        The estimates map each layer call's key (see ``autoinit_sym.walk.graph``) to a
+        :class:`~autoinit_sym.walk.results.LayerEstimate`, in topological order."""
         model = load_model(model, custom_objects)
         graph = build_graph(model)
         means, variances = input_statistics(graph, self.input_data_mean, self.input_data_var)

@@ -297,7 +297,7 @@ def _cmd_demo(args: argparse.Namespace) -> None:
 
 
 def _cmd_init(args: argparse.Namespace) -> None:
-    from .estimators.base import DISTRIBUTIONS
+    from .walk.settings import DISTRIBUTIONS
 
     if args.distribution not in DISTRIBUTIONS:
         raise InputError(f"unknown distribution {args.distribution!r}; valid choices: {', '.join(DISTRIBUTIONS)}")
@@ -336,7 +336,7 @@ def _cmd_visualize(args: argparse.Namespace) -> None:
 
 
 def _cmd_table(args: argparse.Namespace) -> None:
-    from .tables import export_table
+    from .moment_engine.tables import export_table
 
     text = export_table(format=args.format, names=args.names or None)  # it splits "a,b" itself
     if args.output:
@@ -349,7 +349,7 @@ def _cmd_table(args: argparse.Namespace) -> None:
 def _cmd_derive(args: argparse.Namespace) -> None:
     import numpy as np
 
-    from .activation_moments import moments
+    from .moment_engine.activation_moments import moments
 
     m = moments(args.expr, **dict(args.param))
     label = args.name or (m.name if m.name.isidentifier() else "f")

@@ -1,7 +1,7 @@
 """Measure every layer call's output statistics in a real model under Gaussian input.
 
 Each model input is drawn iid N(mean, var) (integer inputs: rounded and clipped at 0),
-the model runs call by call (``autoinit_sym.graph.run_graph``, nested models
+the model runs call by call (``autoinit_sym.walk.graph.run_graph``, nested models
 included, ``training=True`` by default so dropout and noise layers are active), and
 the mean and variance over all elements of every call's output(s) are accumulated in
 float64. Keys match AutoInit's estimates.
@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 
 from autoinit_sym.autoinit import input_statistics, load_model
-from autoinit_sym.graph import Call, build_graph, run_graph
-from autoinit_sym.monte_carlo import RunningMoments
+from autoinit_sym.walk.graph import Call, build_graph, run_graph
+from autoinit_sym.walk.monte_carlo import RunningMoments
 
 
 def measure(model: Any, input_mean: Any = 0.0, input_var: Any = 1.0, samples: int = 1024,

@@ -78,7 +78,7 @@ def activation_statistics(activation: Any, mean: float, var: float, axis_size: i
     if name in AXIS_WISE:
         logger.warning("%s has no estimator yet: passing its input statistics through unchanged", name)
         return float(mean), float(var), PASS_THROUGH
-    from autoinit_sym import moments
+    from autoinit_sym.moment_engine.activation_moments import moments
 
     try:
         engine = moments(name, **params)
@@ -106,7 +106,7 @@ def activation_shared(activation: Any, mean: float, var: float, shared: float, v
         return float(shared)
     if name in SOFTMAX + AXIS_WISE or name == "glu":
         return var_out * shared / var
-    from autoinit_sym import moments
+    from autoinit_sym.moment_engine.activation_moments import moments
 
     engine = moments(name, **params)
     nodes, weights = standard_normal_nodes(SHARED_HERMITE_POINTS)
@@ -138,7 +138,7 @@ class ActivationOutput:
     scale_second: float = 1.0
 
     def engine(self) -> Any:
-        from autoinit_sym import moments
+        from autoinit_sym.moment_engine.activation_moments import moments
 
         return moments(self.name, **dict(self.params))
 
@@ -162,8 +162,8 @@ def activation_output(activation: Any, mean: float, var: float, shared: float,
 class Activated(NamedTuple):
     """What an activation makes of its input: the output's moments, how they were obtained,
     its position-shared variance, its :class:`ActivationOutput` origin (or None), its
-    per-position profile (``estimators.spatial_profile``; None when uniform) and its
-    short-range spatial correlation (``estimators.spatial_correlation``; None when independent).
+    per-position profile (``statistics.border_profile``; None when uniform) and its
+    short-range spatial correlation (``statistics.lag_correlation``; None when independent).
     ``sample_shared`` is the part of ``shared`` that varies per sample."""
 
     mean: float
@@ -213,12 +213,12 @@ def activated(activation: Any, mean: float, var: float, shared: float, axis_size
     if name in SOFTMAX:
         out_profile = None  # every position's outputs average 1/n
     elif name is not None and name not in IDENTITY + AXIS_WISE and name != "glu":
-        from autoinit_sym import moments
+        from autoinit_sym.moment_engine.activation_moments import moments
 
         engine = moments(name, **params)
         if profile is not None:
             out_mean, out_var, out_profile = profile_moments(engine, mean, var, profile)
-        from .residual_sums import ShiftedActivation, activation_of_sum
+        from autoinit_sym.statistics.residual_sums import ShiftedActivation, activation_of_sum
 
         if isinstance(origin, ShiftedActivation):
             out_mean, out_var, out_shared, out_origin = activation_of_sum(
@@ -228,7 +228,7 @@ def activated(activation: Any, mean: float, var: float, shared: float, axis_size
     out_shared = activation_shared(activation, mean, var, shared, out_var, **params)
     out_sample, out_lags = per_sample * out_shared, lags
     if not (is_keras_activation(activation) and activation_name(activation) in IDENTITY):
-        from .spatial_correlation import activated_lags
+        from autoinit_sym.statistics.lag_correlation import activated_lags
 
         out_lags, offsets = activated_lags(lags, activation, params, mean, var, shared, per_sample * shared,
                                            out_var, out_shared)
@@ -243,7 +243,7 @@ def profile_moments(engine: Any, mean: float, var: float, profile: np.ndarray,
     """Pooled (mean, var) and profile of f(x_p) for x_p ~ N(mean, v_p),
     v_p = r(p) (var + mean^2) - mean^2 (floored at a tiny positive value), evaluated once
     per distinct profile value: mean = sum_u w_u m_u, var = sum_u w_u (v_u + (m_u - mean)^2)."""
-    from .spatial_profile import distinct, normalized
+    from autoinit_sym.statistics.border_profile import distinct, normalized
 
     values, inverse, fractions = distinct(profile)
     second = var + mean * mean
@@ -273,7 +273,7 @@ def _softmax(name: str, mean: float, var: float, axis_size: int | None) -> tuple
 def _glu(mean: float, var: float) -> tuple[float, float, str]:
     """glu(a, b) = a * sigmoid(b), a and b independent N(mean, var):
     E = mean * E[s], E[out^2] = (var + mean^2) * E[s^2]."""
-    from autoinit_sym import moments
+    from autoinit_sym.moment_engine.activation_moments import moments
 
     sig = moments("sigmoid")
     s_mean, s_second = float(sig.mean(mean, var)), float(sig.second_moment(mean, var))
@@ -361,7 +361,7 @@ class PReLUEstimator(LayerOutputDistributionEstimator):
     method = CLOSED_FORM
 
     def estimate(self, means_in, vars_in):
-        from autoinit_sym import moments
+        from autoinit_sym.moment_engine.activation_moments import moments
 
         from .weighted import initializer_statistics
 

@@ -237,7 +237,7 @@ def tanh_score_terms(q_mean: float, q_var: float, k_mean: float, k_var: float, s
     E_q[Var_k t] (the spread of one additive score term over the keys), and the mean and
     variance over q of the slope E_k[1 - t^2] (E[tanh^2] by the moment engine, the
     expectation over q by Gauss-Hermite)."""
-    from autoinit_sym import moments
+    from autoinit_sym.moment_engine.activation_moments import moments
 
     tanh = moments("tanh")
     total = float(tanh.second_moment(scale * (q_mean + k_mean), scale**2 * (q_var + k_var)))

@@ -26,7 +26,7 @@ takes ``self.sample_shared_out`` where an estimator sets it; otherwise each outp
 inputs' per-sample fraction of the shared variance.
 
 Per-position profile: the walk also keeps, per tensor, the relative second moment of each
-spatial position, ``profile`` (see ``estimators.spatial_profile``; None = uniform), which
+spatial position, ``profile`` (see ``statistics.border_profile``; None = uniform), which
 zero-padded borders make non-uniform. The walk sets ``estimator.profile_in`` (one entry per
 input); ``mean``/``var`` stay pooled over positions. An estimator that knows its output's
 profile sets ``self.profile_out`` (an array, None, or a list per output); otherwise
@@ -35,7 +35,7 @@ has the same spatial shape, and drops it elsewhere.
 
 Short-range correlation: the walk may also keep, per tensor, the correlation of a channel's
 values at nearby positions beyond the shared offset, ``lags`` (an
-``estimators.spatial_correlation.LagCorrelation``; None = independent positions), which
+``statistics.lag_correlation.LagCorrelation``; None = independent positions), which
 depthwise convolutions and curved activations build up. The walk sets ``estimator.lags_in``;
 an estimator with a rule for it sets ``self.lags_out`` (one for all outputs, or a list);
 otherwise it is dropped (None), the AutoInit assumption.
@@ -44,6 +44,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Sequence
+
+from autoinit_sym.walk.settings import WeightInitConfig
+from autoinit_sym.walk.weights import PendingWeight
 
 # How an estimate was obtained (recorded per layer call in the estimates).
 EXACT = "exact"                # exact algebra (affine maps, reshapes, merges of independent inputs)
@@ -57,55 +60,6 @@ METHODS = (EXACT, CLOSED_FORM, QUADRATURE, MONTE_CARLO, PROBE, PASS_THROUGH)
 
 CARRY = "carry"
 """``profile_out`` default: let the walk carry the input profile (see the module docstring)."""
-
-DISTRIBUTIONS = ("truncated_normal", "untruncated_normal", "uniform", "orthogonal")
-
-
-@dataclass
-class WeightInitConfig:
-    """Validated ``weight_init_config`` (see ``AutoInit``)."""
-
-    distribution: str = "truncated_normal"
-    constrain_weights: bool = False
-    monte_carlo_samples: int = 100_000
-    recurrent_monte_carlo_samples: int = 10_000
-    seed: int = 0
-
-    KEYS = ("distribution", "constrain_weights", "monte_carlo_samples",
-            "recurrent_monte_carlo_samples", "seed")
-
-    @classmethod
-    def from_dict(cls, config: dict | None) -> "WeightInitConfig":
-        if config is None:
-            return cls()
-        if not isinstance(config, dict):
-            raise TypeError(f"weight_init_config must be a dict or None, got {type(config).__name__}")
-        unknown = sorted(set(config) - set(cls.KEYS))
-        if unknown:
-            raise ValueError(f"unknown weight_init_config key(s) {unknown}; valid keys: {list(cls.KEYS)}")
-        out = cls(**config)
-        if out.distribution not in DISTRIBUTIONS:
-            raise ValueError(f"unknown distribution {out.distribution!r}; valid choices: {list(DISTRIBUTIONS)}")
-        for key in ("monte_carlo_samples", "recurrent_monte_carlo_samples"):
-            value = getattr(out, key)
-            if not (isinstance(value, (int, float)) and value >= 1):
-                raise ValueError(f"{key} must be a positive number, got {value!r}")
-            setattr(out, key, int(value))
-        if not isinstance(out.seed, int) or isinstance(out.seed, bool):
-            raise ValueError(f"seed must be an int, got {out.seed!r}")
-        return out
-
-
-@dataclass
-class PendingWeight:
-    """A weight to redraw once the walk succeeds: zero mean, standard deviation ``stddev``."""
-
-    layer: Any
-    variable: Any            # keras.Variable
-    stddev: float
-    attr: str | None = None  # initializer attribute on the layer to update, e.g. "kernel_initializer"
-    fan_in: float | None = None
-
 
 @dataclass
 class EstimationContext:

@@ -2,7 +2,7 @@
 
 Fan-in is the *average* number of (input element, kernel tap) products summed into
 one output element, counted exactly from the shapes and weighted by the input's
-per-position second-moment profile r (``estimators.spatial_profile``): the output at o
+per-position second-moment profile r (``statistics.border_profile``): the output at o
 has E[z_o^2] proportional to S(o) = sum over the (input position i, tap) pairs reaching o
 of r(i). Zero padding at the borders ("same", "causal") removes taps, and a strided
 transposed convolution reaches each output with only about kernel/stride taps. With
@@ -24,8 +24,8 @@ import keras
 import numpy as np
 
 from .registry import estimates
-from .spatial_correlation import LagCorrelation, convolved
-from .spatial_profile import along_axes, tap_matrix, tap_positions
+from autoinit_sym.statistics.lag_correlation import LagCorrelation, convolved
+from autoinit_sym.statistics.border_profile import along_axes, tap_matrix, tap_positions
 from .weighted import WeightedLayerEstimator, kernel_stddev
 
 

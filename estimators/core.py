@@ -6,7 +6,7 @@ import math
 import keras
 import numpy as np
 
-from autoinit_sym.probe import ProbeEstimator
+from autoinit_sym.walk.probe import ProbeEstimator
 
 from .base import EXACT, LayerOutputDistributionEstimator
 from .registry import estimates

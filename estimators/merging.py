@@ -19,14 +19,14 @@ import keras
 import numpy as np
 from scipy import stats
 
-from autoinit_sym.order_statistics import clark_max, clark_min
+from autoinit_sym.moment_engine.order_statistics import clark_max, clark_min
 
 from .activations import ActivationOutput
 from .base import CLOSED_FORM, EXACT, LayerOutputDistributionEstimator
 from .normalization import direction_moments
 from .registry import estimates
-from .residual_sums import ShiftedActivation
-from .spatial_correlation import scaled, summed
+from autoinit_sym.statistics.residual_sums import ShiftedActivation
+from autoinit_sym.statistics.lag_correlation import scaled, summed
 
 
 def identical_inputs(node: Any, count: int) -> list[list[int]]:

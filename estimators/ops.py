@@ -22,7 +22,7 @@ from keras.src.ops import nn as ops_nn
 from keras.src.ops import numpy as ops_np
 from scipy import special
 
-from autoinit_sym.order_statistics import clark_max, clark_min
+from autoinit_sym.moment_engine.order_statistics import clark_max, clark_min
 
 from .activations import activated, adopt
 from .base import CLOSED_FORM, EXACT, LayerOutputDistributionEstimator
@@ -89,7 +89,7 @@ def probe_instead(estimator: LayerOutputDistributionEstimator, means_in: list[fl
                   warning: str):
     """Estimate ``estimator``'s call by probing the real layer on Gaussian samples, after logging
     ``warning``; ``estimator.method`` becomes the probe's method (probe, or pass-through)."""
-    from autoinit_sym.probe import ProbeEstimator
+    from autoinit_sym.walk.probe import ProbeEstimator
 
     logger.warning(warning)
     prober = ProbeEstimator(estimator.layer, estimator.context, estimator.input_shapes, estimator.output_shapes,
@@ -207,7 +207,7 @@ class ClipOp(OpEstimator):
         lo, hi = (np.asarray(keras.ops.convert_to_numpy(b), dtype=float) for b in (self.layer.x_min, self.layer.x_max))
         if lo.size != 1 or hi.size != 1:
             return None
-        from autoinit_sym import moments
+        from autoinit_sym.moment_engine.activation_moments import moments
 
         engine = moments(f"Min(Max(x, {float(lo)!r}), {float(hi)!r})")
         self.method = engine.method

@@ -7,12 +7,12 @@ positions of a channel (``shared_in``, see ``estimators.base``) is common to the
 window and cannot be pooled away: with x_i = mean + a + e_i, a ~ N(0, c),
 e_i iid N(0, var - c), per position average -> (mean, c + (var - c)/k);
 max -> (mean + sd E[M_k], c + sd^2 Var[M_k]), sd^2 = var - c, M_k the max of k iid N(0, 1)
-(:func:`autoinit_sym.order_statistics.max_of_iid_normal_moments`). The output statistics
+(:func:`autoinit_sym.moment_engine.order_statistics.max_of_iid_normal_moments`). The output statistics
 are the mixture over output positions, computed from the actual input shape; every
 output keeps the shared offset a, so its shared variance is c. A global pool leaves no
 positions: its shared variance is the part of c fixed by the weight draw (per-channel
 offsets); the per-sample part of c (``estimators.base``) varies over samples like the rest.
-A windowed pool's per-position profile (``estimators.spatial_profile``) is its input's
+A windowed pool's per-position profile (``statistics.border_profile``) is its input's
 averaged over each window; the moments themselves are pooled over positions.
 
 Max pooling of an activation's output (``origin_in``: s f(z), f non-decreasing, z Gaussian,
@@ -29,12 +29,12 @@ from typing import Any, Sequence
 import keras
 import numpy as np
 
-from autoinit_sym.order_statistics import max_of_iid_normal_moments, max_of_iid_normal_nodes
+from autoinit_sym.moment_engine.order_statistics import max_of_iid_normal_moments, max_of_iid_normal_nodes
 
 from .activations import ActivationOutput, standard_normal_nodes
 from .base import EXACT, QUADRATURE, LayerOutputDistributionEstimator
 from .registry import estimates
-from .spatial_profile import spatial_shape, tap_matrix, window_means
+from autoinit_sym.statistics.border_profile import spatial_shape, tap_matrix, window_means
 
 
 def window_sizes(n: int, pool: int, stride: int, padding: str) -> np.ndarray:

@@ -16,7 +16,7 @@ from .activations import ActivationOutput
 from .base import EXACT, LayerOutputDistributionEstimator
 from .core import IdentityEstimator
 from .registry import estimates
-from .spatial_correlation import rescaled, scaled
+from autoinit_sym.statistics.lag_correlation import rescaled, scaled
 
 _SPATIAL = (keras.layers.SpatialDropout1D, keras.layers.SpatialDropout2D, keras.layers.SpatialDropout3D)
 

@@ -4,7 +4,7 @@ ZeroPadding*, Resizing, and the TimeDistributed wrapper.
 Rearranging, repeating or cropping iid elements leaves each element's law unchanged;
 zero padding and interpolation change the mixture over output positions exactly.
 Zero padding, cropping and upsampling also map the per-position profile
-(``estimators.spatial_profile``); Flatten and Reshape end it.
+(``statistics.border_profile``); Flatten and Reshape end it.
 The position-shared variance (see ``estimators.base``) keeps its fraction (the default
 rule), except where noted.
 """
@@ -19,8 +19,8 @@ from .activations import ActivationOutput
 from .base import EXACT, LayerOutputDistributionEstimator
 from .core import IdentityEstimator
 from .registry import estimates
-from .spatial_correlation import radii_for, resized
-from .spatial_profile import normalized, spatial_shape
+from autoinit_sym.statistics.lag_correlation import radii_for, resized
+from autoinit_sym.statistics.border_profile import normalized, spatial_shape
 
 
 @estimates(keras.layers.Flatten, keras.layers.Reshape, keras.layers.Permute)
@@ -218,7 +218,7 @@ class TimeDistributedEstimator(LayerOutputDistributionEstimator):
         inner = self.context.estimator_for(self.layer.layer, [step(s) for s in self.input_shapes],
                                            [step(s) for s in self.output_shapes], None)
         if inner is None:
-            from autoinit_sym.probe import missing_estimator_warning
+            from autoinit_sym.walk.probe import missing_estimator_warning
 
             from .ops import probe_instead
 

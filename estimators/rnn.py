@@ -43,9 +43,9 @@ from typing import Any, Callable, Iterator
 import keras
 import numpy as np
 
-from autoinit_sym.monte_carlo import (CHUNK_BYTES, OutputStatistics, RunningMoments, batch_statistics,
+from autoinit_sym.walk.monte_carlo import (CHUNK_BYTES, OutputStatistics, RunningMoments, batch_statistics,
                                       gaussian_statistics)
-from autoinit_sym.weights import draw
+from autoinit_sym.walk.weights import draw
 
 from .base import MONTE_CARLO, LayerOutputDistributionEstimator
 from .registry import estimates

@@ -30,11 +30,11 @@ from typing import Any
 import keras
 import numpy as np
 
-from autoinit_sym.weights import TRUNCATED_STD
+from autoinit_sym.walk.weights import TRUNCATED_STD
 
 from .activations import activated, adopt
 from .base import EXACT, LayerOutputDistributionEstimator
-from .spatial_profile import normalized, spatial_shape
+from autoinit_sym.statistics.border_profile import normalized, spatial_shape
 
 
 def initializer_statistics(initializer: Any, variable: Any = None) -> tuple[float, float]:
@@ -112,7 +112,7 @@ class WeightedLayerEstimator(LayerOutputDistributionEstimator):
         return normalized(bias_mean ** 2 + bias_var + weighted * relative)
 
     def pre_activation_lags(self) -> Any:
-        """The pre-activation's short-range spatial correlation (``estimators.spatial_correlation``);
+        """The pre-activation's short-range spatial correlation (``statistics.lag_correlation``);
         None by default (a layer mixing only the last axis, whose rule is not written)."""
         return None
 

@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 import mpmath
 import sympy
 
-from autoinit_sym.expressions import X, breakpoints
+from autoinit_sym.moment_engine.expressions import X, breakpoints
 
 DPS = 32
 

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from autoinit_sym import activations
-from autoinit_sym.expressions import numpy_function
+from autoinit_sym.moment_engine import catalog
+from autoinit_sym.moment_engine.expressions import numpy_function
 
 keras = pytest.importorskip("keras")
 
@@ -40,7 +40,7 @@ GRID = np.unique(np.concatenate([
 
 
 def test_registry_holds_exactly_the_elementwise_keras_activations():
-    assert {n for n in activations.names() if activations.get(n).builtin} == KERAS_NAMES
+    assert {n for n in catalog.names() if catalog.get(n).builtin} == KERAS_NAMES
     for name in KERAS_NAMES:
         assert callable(getattr(keras.activations, name))
 
@@ -54,14 +54,14 @@ def test_defaults_match_keras_signatures():
                           if k != "x" and p.default is not inspect.Parameter.empty}
         keras_required = [k for k, p in signature.parameters.items()
                           if k != "x" and p.default is inspect.Parameter.empty]
-        entry = activations.get(name)
+        entry = catalog.get(name)
         assert entry.defaults == keras_defaults, name
         assert list(entry.required) == keras_required, name
 
 
 @pytest.mark.parametrize("name,params", CASES, ids=[f"{n}-{p}" for n, p in CASES])
 def test_expression_matches_keras(name, params):
-    entry = activations.get(name)
+    entry = catalog.get(name)
     ours = numpy_function(entry.expression(entry.resolve(params)))(GRID)
     theirs = np.asarray(getattr(keras.activations, name)(GRID, **params), dtype=np.float64)
     # Keras casts slopes to float32 (0.2 -> 0.2000000030) and forms gelu as
@@ -72,7 +72,7 @@ def test_expression_matches_keras(name, params):
 def test_gelu_tail_is_exact_where_keras_cancels():
     import mpmath
 
-    entry = activations.get("gelu")
+    entry = catalog.get("gelu")
     for approximate in (False, True):
         f = numpy_function(entry.expression(entry.resolve({"approximate": approximate})))
         for x in (-4.9, -9.0, -20.0):

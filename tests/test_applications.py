@@ -12,12 +12,12 @@ from test_model_quality import assert_quality, log_errors
 
 from autoinit_sym.estimators.base import EstimationContext
 from autoinit_sym.estimators.registry import lookup
-from autoinit_sym.graph import build_graph
+from autoinit_sym.walk.graph import build_graph
 from autoinit_sym.supported_layers import (END, START, markdown_table, probed_paragraph, readme_is_current, rows,
                                           update_readme)
 
 SLOW = pytest.mark.slow
-# Depthwise blocks make a channel's nearby positions correlated (estimators.spatial_correlation);
+# Depthwise blocks make a channel's nearby positions correlated (statistics.lag_correlation);
 # EfficientNetB0's squeeze pools depend on it. Its squeeze-and-excitation reductions have 4 to
 # 48 channels, so one weight draw scatters their variance widely: it is measured over 4 draws
 # (32x32: median 0.066, p90 0.298; one draw: 0.083 / 0.335).

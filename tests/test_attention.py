@@ -14,7 +14,7 @@ from autoinit_sym.estimators import attention
 from autoinit_sym.estimators.attention import square_sum
 from autoinit_sym.estimators.base import EstimationContext, WeightInitConfig
 from autoinit_sym.estimators.registry import lookup
-from autoinit_sym.weights import write_pending
+from autoinit_sym.walk.weights import write_pending
 
 T, F, BATCH = 24, 32, 128
 

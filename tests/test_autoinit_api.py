@@ -10,7 +10,7 @@ from autoinit_sym import AutoInit
 from autoinit_sym.estimators import LayerOutputDistributionEstimator
 from autoinit_sym.measure import measure
 from autoinit_sym.estimators.base import EstimationContext, PendingWeight, WeightInitConfig
-from autoinit_sym.weights import BLOCK, TRUNCATED_STD, ZeroMeanFixedScale, draw, sample, write_pending
+from autoinit_sym.walk.weights import BLOCK, TRUNCATED_STD, ZeroMeanFixedScale, draw, sample, write_pending
 from doubling import Doubling, DoublingEstimator
 
 

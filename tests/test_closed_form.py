@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import sympy as sp
 
-from autoinit_sym.closed_form import MU, SIGMA, X, ClosedForm, derive
-from autoinit_sym.piecewise import split_pieces
+from autoinit_sym.moment_engine.closed_form import MU, SIGMA, X, ClosedForm, derive
+from autoinit_sym.moment_engine.piecewise import split_pieces
 
 x = X
 P = sp.Piecewise

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 import sympy
 
-from autoinit_sym import gelu_moments, moments, quadrature
-from autoinit_sym.closed_form import MU, SIGMA
+from autoinit_sym import moments
+from autoinit_sym.moment_engine import gelu as gelu_moments, quadrature
+from autoinit_sym.moment_engine.closed_form import MU, SIGMA
 
 MUS = (-40.0, -8.0, -3.0, -1.0, 0.0, 0.5, 2.0, 8.0, 40.0)
 VARS = (1e-8, 1e-4, 0.01, 1.0, 25.0, 1e4)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from autoinit_sym import AutoInit
-from autoinit_sym.graph import build_graph, run_graph
+from autoinit_sym.walk.graph import build_graph, run_graph
 from autoinit_sym.measure import measure
 
 

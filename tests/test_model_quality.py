@@ -120,7 +120,7 @@ def residual_net(activation: str, blocks: int = 6, width: int = 32) -> keras.Mod
 @pytest.mark.parametrize("activation", ["tanh", "relu"])
 def test_residual_net_without_normalization(activation):
     """ReLU blocks add a ReLU output to a Gaussian branch: the activation after each sum is
-    integrated as such (``estimators.residual_sums``)."""
+    integrated as such (``statistics.residual_sums``)."""
     width = RELU_WIDTH if activation == "relu" else 64
     assert_quality(log_errors(residual_net(activation, width=width)))
 

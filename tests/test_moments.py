@@ -16,8 +16,9 @@ import pytest
 import sympy
 
 import autoinit_sym
-from autoinit_sym import activations, moments, register_activation
-from autoinit_sym.expressions import X
+from autoinit_sym.moment_engine import catalog
+from autoinit_sym import moments, register_activation
+from autoinit_sym.moment_engine.expressions import X
 from reference_moments import reference
 
 GRID_A = [(mu, var) for mu in (-3.0, -1.3, -0.2, 0.0, 0.7, 3.0) for var in (0.01, 0.2, 1.0, 5.0, 25.0)]
@@ -27,7 +28,7 @@ GRID_B = [(50.0, 1e-4), (-50.0, 1e-4), (100.0, 1e-8), (-100.0, 1e-8), (-100.0, 1
 RTOL_A, RTOL_B = 1e-9, 1e-6
 EPS = np.finfo(float).eps
 
-CASES = [(name, dict(activations.get(name).example)) for name in activations.names()] + [
+CASES = [(name, dict(catalog.get(name).example)) for name in catalog.names()] + [
     ("celu", {"alpha": 2.0}),
     ("elu", {"alpha": 0.5}),
     ("gelu", {"approximate": True}),
@@ -126,8 +127,8 @@ def test_broadcasting_and_dtypes():
 
 
 def test_quadrature_matches_closed_form_where_both_exist():
-    from autoinit_sym import quadrature
-    from autoinit_sym.expressions import numpy_function
+    from autoinit_sym.moment_engine import quadrature
+    from autoinit_sym.moment_engine.expressions import numpy_function
 
     mu, var = np.meshgrid(np.linspace(-4, 4, 9), np.geomspace(1e-3, 1e3, 7))
     for name in ("elu", "hard_silu", "sparse_plus", "relu6"):
@@ -163,7 +164,7 @@ def test_expression_inputs():
 
 def test_register_activation_with_parameters():
     register_activation("scaled_tanh", "k * tanh(x / k)", k=2.0)
-    assert "scaled_tanh" in activations.names() and "scaled_tanh" in autoinit_sym.registered_names()
+    assert "scaled_tanh" in catalog.names() and "scaled_tanh" in autoinit_sym.registered_names()
     m = moments("scaled_tanh")
     assert m.params == {"k": 2.0}
     assert_matches_reference(m, 0.4, 3.0, RTOL_A)
@@ -199,14 +200,14 @@ def test_package_exports_the_function_whichever_import_came_first():
 
     import autoinit_sym
 
-    module = importlib.import_module("autoinit_sym.activation_moments")
+    module = importlib.import_module("autoinit_sym.moment_engine.activation_moments")
     assert autoinit_sym.moments is module.moments is moments
     assert autoinit_sym.moments("relu") is moments("relu")
-    assert autoinit_sym.registered_names() == activations.names()
+    assert autoinit_sym.registered_names() == catalog.names()
 
 
 def test_mean_then_variance_share_one_quadrature_run(monkeypatch):
-    from autoinit_sym import quadrature
+    from autoinit_sym.moment_engine import quadrature
 
     m = moments("softsign")
     calls = []
@@ -224,7 +225,7 @@ def test_mean_then_variance_share_one_quadrature_run(monkeypatch):
 def test_numpy_function_prints_integer_powers_as_products_correctly():
     """Integer powers are printed as parenthesized products (fast in NumPy); negative
     powers, powers of sums and of functions must keep their meaning."""
-    from autoinit_sym.expressions import numpy_function
+    from autoinit_sym.moment_engine.expressions import numpy_function
 
     f = numpy_function(X**3 - 2 / X**4 + (X + 1) ** 5 + sympy.exp(-X) ** 3 + sympy.sqrt(X))
     x = np.linspace(0.5, 3.0, 7)

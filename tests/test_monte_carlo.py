@@ -6,8 +6,8 @@ import keras
 import numpy as np
 import pytest
 
-from autoinit_sym import monte_carlo
-from autoinit_sym.monte_carlo import OutputStatistics, RunningMoments, gaussian_statistics
+from autoinit_sym.walk import monte_carlo
+from autoinit_sym.walk.monte_carlo import OutputStatistics, RunningMoments, gaussian_statistics
 
 
 def test_relu_and_identity_match_closed_forms():

@@ -5,7 +5,7 @@ import mpmath as mp
 import numpy as np
 import pytest
 
-from autoinit_sym.order_statistics import clark_max, clark_min, max_of_iid_normal_moments, max_pool_moments
+from autoinit_sym.moment_engine.order_statistics import clark_max, clark_min, max_of_iid_normal_moments, max_pool_moments
 
 
 def mp_reference(k: int) -> tuple[float, float]:

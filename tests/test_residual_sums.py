@@ -1,4 +1,4 @@
-"""Activations of residual sums g(c f(z) + n) (``estimators.residual_sums``): against mpmath,
+"""Activations of residual sums g(c f(z) + n) (``statistics.residual_sums``): against mpmath,
 Monte Carlo for the shared offsets, and real layers."""
 import math
 
@@ -10,7 +10,7 @@ from keras import layers
 
 from autoinit_sym import AutoInit, moments
 from autoinit_sym.estimators.activations import activation_output, activation_shared
-from autoinit_sym.estimators.residual_sums import (ShiftedActivation, matched_output, shifted_moments,
+from autoinit_sym.statistics.residual_sums import (ShiftedActivation, matched_output, shifted_moments,
                                                    shifted_shared)
 from autoinit_sym.measure import measure
 

@@ -9,7 +9,7 @@ from keras import layers
 from autoinit_sym.estimators.base import EstimationContext, WeightInitConfig
 from autoinit_sym.estimators.rnn import (DEFAULT_TIMESTEPS, RecurrentEstimator, input_cells,
                                          recurrent_layers, sampling_setup)
-from autoinit_sym.weights import write_pending
+from autoinit_sym.walk.weights import write_pending
 
 T, F, BATCH = 12, 8, 512
 

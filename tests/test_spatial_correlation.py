@@ -1,4 +1,4 @@
-"""Short-range spatial correlation (estimators.spatial_correlation): each rule against exact
+"""Short-range spatial correlation (statistics.lag_correlation): each rule against exact
 values or Gaussian noise through real layers, and a depthwise (MBConv) stack whose global pools
 AutoInit now predicts where independent positions were off by a factor of two."""
 import math
@@ -13,7 +13,7 @@ from autoinit_sym import moments
 from autoinit_sym.estimators import convolutional
 from autoinit_sym.estimators.activations import standard_normal_nodes
 from autoinit_sym.estimators.regularization import DropoutEstimator
-from autoinit_sym.estimators.spatial_correlation import (LagCorrelation, activated_lags, convolved, pair_counts,
+from autoinit_sym.statistics.lag_correlation import (LagCorrelation, activated_lags, convolved, pair_counts,
                                                          resized, scaled, summed, uncorrelated)
 
 

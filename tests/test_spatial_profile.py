@@ -1,4 +1,4 @@
-"""Per-position second-moment profiles (``estimators.spatial_profile``): tap matrices against
+"""Per-position second-moment profiles (``statistics.border_profile``): tap matrices against
 the real Keras convolutions, profile bookkeeping through padding/cropping/pooling, and the
 border effect they remove, measured through real initialized layers."""
 import math
@@ -9,7 +9,7 @@ import pytest
 from keras import layers
 
 from autoinit_sym import AutoInit
-from autoinit_sym.estimators.spatial_profile import (along_axes, distinct, mixed, normalized, tap_matrix,
+from autoinit_sym.statistics.border_profile import (along_axes, distinct, mixed, normalized, tap_matrix,
                                                      window_means)
 
 

@@ -55,7 +55,7 @@ PRESETS = {
 def estimation_only(model: Any) -> None:
     """AutoInit's graph walk without writing weights (how cost splits: estimate vs write)."""
     from autoinit_sym.autoinit import AutoInit, WalkContext, input_statistics
-    from autoinit_sym.graph import build_graph
+    from autoinit_sym.walk.graph import build_graph
 
     init = AutoInit()
     graph = build_graph(model)

@@ -58,11 +58,11 @@ PRESETS = {
 
 def activation_list(names: tuple[str, ...] | None) -> list[tuple[str, str, dict]]:
     """(label, registered name, parameters) for every activation to benchmark."""
-    from autoinit_sym import activations
+    from autoinit_sym.moment_engine import catalog
 
     out = []
-    for name in activations.names() if names is None else names:
-        entry = activations.get(name)
+    for name in catalog.names() if names is None else names:
+        entry = catalog.get(name)
         out.append((name, name, dict(entry.example) if entry.required else {}))
     if names is None:
         out += [(label, name, params) for label, (name, params) in VARIANTS.items()]
@@ -138,8 +138,8 @@ def quad_moments(f, mu: float, var: float) -> tuple[float, float]:
 def cost(m, settings: Settings, rng: np.random.Generator) -> dict:
     """Per-pair seconds: vectorized mean + variance vs two scipy.quad calls; their ratio. For a
     closed form, also the engine's quadrature path at the same pairs and its ratio to the closed form."""
-    from autoinit_sym import quadrature
-    from autoinit_sym.expressions import numpy_function
+    from autoinit_sym.moment_engine import quadrature
+    from autoinit_sym.moment_engine.expressions import numpy_function
 
     mus = rng.uniform(-3, 3, settings.pairs)
     variances = np.exp(rng.uniform(math.log(0.01), math.log(25), settings.pairs))

@@ -63,7 +63,9 @@ from typing import Any, Callable, NamedTuple, Sequence
 import numpy as np
 from scipy.signal import convolve
 
-from .activations import activation_name, is_keras_activation, standard_normal_nodes
+from autoinit_sym.moment_engine.expressions import numpy_function
+from autoinit_sym.moment_engine.nodes import standard_normal_nodes
+from autoinit_sym.statistics.activation import ENGINE, Activation
 
 RADIUS = 7
 """Largest lag kept per spatial axis; correlations further apart are taken as zero."""
@@ -251,11 +253,8 @@ def _strided(lags: LagCorrelation, radii: Sequence[int], strides: Sequence[int])
 
 
 @functools.lru_cache(maxsize=None)
-def _function(name: str, params: tuple) -> Callable[[np.ndarray], np.ndarray]:
-    from autoinit_sym import moments
-    from autoinit_sym.expressions import numpy_function
-
-    return numpy_function(moments(name, **dict(params)).expr)
+def _function(activation: Activation) -> Callable[[np.ndarray], np.ndarray]:
+    return numpy_function(activation.engine().expr)
 
 
 def _derivatives(values: np.ndarray, step: float) -> tuple[float, float]:
@@ -272,7 +271,7 @@ class ActivatedLags(NamedTuple):
     offsets: float = 0.0
 
 
-def activated_lags(lags: LagCorrelation | None, activation: Any, params: dict[str, Any], mean: float,
+def activated_lags(lags: LagCorrelation | None, activation: Activation, mean: float,
                    var: float, shared: float, sample_shared: float, out_var: float,
                    out_shared: float) -> ActivatedLags:
     """The lag correlation of f(x) (module docstring) and the per-sample offset variance
@@ -282,16 +281,9 @@ def activated_lags(lags: LagCorrelation | None, activation: Any, params: dict[st
     part stays common). Nothing without an input correlation, for an activation the moment engine
     does not know, or where a within variance is 0."""
     within, out_within = var - shared, out_var - out_shared
-    if lags is None or within <= 0 or out_within <= 0 or not is_keras_activation(activation):
+    if lags is None or within <= 0 or out_within <= 0 or activation.kind != ENGINE:
         return ActivatedLags(None)
-    name = activation_name(activation)
-    try:
-        from autoinit_sym import moments
-
-        engine = moments(name, **params)
-        f = _function(name, tuple(sorted(params.items())))
-    except (KeyError, ValueError, TypeError):
-        return ActivatedLags(None)
+    engine, f = activation.engine(), _function(activation)
     # The kurtosis by Gauss-Hermite through f; A_n = d^n/dmu^n E[f] and B_n = d^n/dmu^n
     # E[(f - c)^2] at fixed c = E[f] (Price's theorem) from the moment engine at five means.
     nodes, weights = standard_normal_nodes(HERMITE_POINTS)

@@ -25,10 +25,10 @@ import numpy as np
 import sympy as sp
 from sympy.printing.numpy import SciPyPrinter
 
-from autoinit_sym.expressions import X
-from autoinit_sym.gaussian_integrals import (NUMPY_FUNCTIONS, TAIL_START, gauss_expm1, gauss_expm1_centered,
+from autoinit_sym.moment_engine.expressions import X
+from autoinit_sym.moment_engine.gaussian_integrals import (NUMPY_FUNCTIONS, TAIL_START, gauss_expm1, gauss_expm1_centered,
                                              one_sided_moment, truncated_moments)
-from autoinit_sym.piecewise import Piece, Terms, split_pieces
+from autoinit_sym.moment_engine.piecewise import Piece, Terms, split_pieces
 
 MU = sp.Symbol("mu", real=True)
 SIGMA = sp.Symbol("sigma", positive=True)

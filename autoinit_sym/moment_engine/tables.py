@@ -15,8 +15,8 @@ from typing import Any, Callable, Iterable
 
 import sympy
 
-from autoinit_sym import activations
-from autoinit_sym.activation_moments import ActivationMoments, moments
+from autoinit_sym.moment_engine import catalog
+from autoinit_sym.moment_engine.activation_moments import ActivationMoments, moments
 
 FORMATS = ("markdown", "latex", "json", "csv")
 COLUMNS = ("name", "parameters", "definition", "mean", "second_moment", "method",
@@ -28,7 +28,7 @@ _HEADERS = ("activation", "parameters", "f(x)", "E[f(X)], X ~ N(mu, sigma^2)", "
 def _rows(names: Iterable[str]) -> list[tuple[str, ActivationMoments]]:
     rows = []
     for name in names:
-        entry = activations.get(name)
+        entry = catalog.get(name)
         rows.append((name, moments(name, **{**entry.example})))
     return rows
 
@@ -115,5 +115,5 @@ def export_table(format: str = "markdown", names: Iterable[str] | None = None) -
     if isinstance(names, str):
         names = [n.strip() for n in names.split(",") if n.strip()]
     formula, write = _WRITERS[format]
-    selected = activations.names() if names is None else list(names)
+    selected = catalog.names() if names is None else list(names)
     return write([_record(name, m, formula) for name, m in _rows(selected)])

@@ -21,14 +21,12 @@ import math
 from functools import lru_cache
 from typing import Callable
 
-import keras
 import numpy as np
 from scipy.interpolate import CubicSpline
 from scipy.special import logsumexp
 
-from .base import CLOSED_FORM, EXACT, MONTE_CARLO, QUADRATURE, LayerOutputDistributionEstimator
-from .normalization import elements_along
-from .registry import estimates
+from autoinit_sym.moment_engine.activation_moments import ActivationMoments, moments
+from autoinit_sym.statistics.methods import CLOSED_FORM, EXACT, MONTE_CARLO, QUADRATURE
 
 SEED = 20230207
 """Fixed seed of the sampled log-sum-exp of the other logits (results are reproducible)."""
@@ -42,9 +40,7 @@ SMALL_VAR = 1e-4         # below this logit variance the first-order expansion i
 GRID_STEP = 0.02         # spline step in L (times max(1, sd)) for the conditional terms
 
 
-def _moments(name: str):
-    from autoinit_sym import moments
-
+def _moments(name: str) -> ActivationMoments:
     return moments(name)
 
 
@@ -151,27 +147,3 @@ def mean_sum_of_squares(var: float, n: int) -> tuple[float, str]:
     how Var(s) was obtained."""
     _, variance, method = softmax_statistics(0.0, var, n)
     return n * variance + 1.0 / n, method
-
-
-def axis_size(shape: tuple, axis: int | tuple[int, ...], name: str) -> int:
-    """Number of elements along ``axis`` (an int or several) of ``shape``; error if unknown."""
-    size = elements_along(shape, (axis,) if isinstance(axis, int) else tuple(axis))
-    if size is None:
-        raise ValueError(f"softmax over axis {axis} of layer {name!r} needs a known size along "
-                         f"that axis; input shape is {shape}")
-    return size
-
-
-@estimates(keras.layers.Softmax)
-class SoftmaxEstimator(LayerOutputDistributionEstimator):
-    """Softmax layer over ``axis``: mean 1/n (n = size of the softmax axes only); variance
-    by :func:`softmax_statistics`. Inputs iid Gaussian; a mask is ignored."""
-
-    method = MONTE_CARLO  # typical; each call records how it was obtained (exact, quadrature)
-
-    def estimate(self, means_in, vars_in):
-        if not self.input_shapes:
-            raise ValueError(f"Softmax layer {self.layer.name!r}: input shape unknown")
-        n = axis_size(tuple(self.input_shapes[0]), self.layer.axis, self.layer.name)
-        mean, var, self.method = softmax_statistics(means_in[0], vars_in[0], n)
-        return mean, var

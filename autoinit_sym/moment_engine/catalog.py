@@ -14,7 +14,7 @@ from typing import Any, Callable
 import sympy
 from sympy import Max, Min, Piecewise, exp, log, sqrt, tanh
 
-from autoinit_sym.expressions import X, as_number, parse, substitute
+from autoinit_sym.moment_engine.expressions import X, as_number, parse, substitute
 
 Builder = Callable[[dict[str, Any]], sympy.Expr]
 

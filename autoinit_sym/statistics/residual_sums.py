@@ -9,7 +9,7 @@ part s_z, n ~ N(mu_n, v_n) with position-shared part s_n, is integrated exactly:
     E[g^k] = E_z[ E_n[g(c f(z) + n)^k] ],
 
 the inner expectation by the moment engine's Gaussian moments of g, the outer by the
-graded quadrature (``autoinit_sym.quadrature``) split at f's breakpoints. The output's
+graded quadrature (``autoinit_sym.moment_engine.quadrature``) split at f's breakpoints. The output's
 position-shared variance is Var over the offsets (a_z, a_n) of E[g | a_z, a_n]
 (Gauss-Hermite over both). The output is then recorded as the activation f'(z') whose
 mean, variance and shared variance match (moment matching), so the next block's sum is
@@ -24,11 +24,13 @@ from functools import lru_cache
 from typing import Any, Callable
 
 import numpy as np
+from scipy.optimize import brentq
 
-from autoinit_sym.quadrature import gaussian_moments
-
-from .activations import (VARIANCE_FLOOR, ActivationOutput, activation_output, activation_shared,
-                          standard_normal_nodes)
+from autoinit_sym.moment_engine.expressions import numpy_function
+from autoinit_sym.moment_engine.nodes import standard_normal_nodes
+from autoinit_sym.moment_engine.quadrature import gaussian_moments
+from autoinit_sym.statistics.activation import (VARIANCE_FLOOR, Activation, ActivationOutput, activation_output,
+                                                activation_shared)
 
 OFFSET_NODES = 12
 """Gauss-Hermite nodes per position-shared offset in :func:`shifted_shared`."""
@@ -56,8 +58,6 @@ class ShiftedActivation:
 @lru_cache(maxsize=None)
 def _pointwise(engine: Any) -> Callable[[np.ndarray], np.ndarray]:
     """f itself, as NumPy code, from the engine's expression."""
-    from autoinit_sym.expressions import numpy_function
-
     return numpy_function(engine.expr)
 
 
@@ -100,16 +100,14 @@ def shifted_shared(engine: Any, origin: ShiftedActivation, out_var: float) -> fl
     return min(max(float(n_weights @ (grid - centre) ** 2 @ z_weights), 0.0), out_var)
 
 
-def matched_output(activation: Any, out_mean: float, out_var: float, out_shared: float, mean: float,
-                   var: float, shared: float, **params: Any) -> ActivationOutput | None:
+def matched_output(activation: Activation, out_mean: float, out_var: float, out_shared: float, mean: float,
+                   var: float, shared: float) -> ActivationOutput | None:
     """The :class:`ActivationOutput` f(z'), z' ~ N(mu, v) with shared part s, whose mean,
     variance and shared variance are the given ones (moment matching by Newton's method from
     the Gaussian guess N(mean, var)): the law the next residual sum or max pool assumes for
     this activation's non-Gaussian input. The Gaussian guess where nothing matches; None for
     activations without an origin."""
-    from scipy.optimize import brentq
-
-    guess = activation_output(activation, mean, var, shared, **params)
+    guess = activation_output(activation, mean, var, shared)
     second = out_var + out_mean ** 2
     if guess is None or not second > 0:
         return guess
@@ -140,20 +138,21 @@ def matched_output(activation: Any, out_mean: float, out_var: float, out_shared:
     target = min(max(out_shared, 0.0), out_var)
 
     def excess(s: float) -> float:
-        return activation_shared(activation, mu, v, s, out_var, **params) - target
+        return activation_shared(activation, mu, v, s, out_var) - target
 
     s = 0.0 if target <= 0 else v if target >= out_var else brentq(excess, 0.0, v, xtol=1e-12 * v)
     return dataclasses.replace(guess, mean=mu, var=v, shared=s)
 
 
-def activation_of_sum(activation: Any, engine: Any, origin: ShiftedActivation, gaussian: tuple[float, float],
-                      per_position: tuple[float, float], mean: float, var: float, shared: float,
-                      **params: Any) -> tuple[float, float, float, ActivationOutput | None]:
+def activation_of_sum(activation: Activation, origin: ShiftedActivation, gaussian: tuple[float, float],
+                      per_position: tuple[float, float], mean: float, var: float,
+                      shared: float) -> tuple[float, float, float, ActivationOutput | None]:
     """(mean, var, shared, origin) of g(x) for the residual sum x (``origin``): the pooled
     moments of :func:`shifted_moments`, carried to ``per_position`` (the profile-weighted
     moments computed as if x were Gaussian, whose pooled value is ``gaussian``) by the ratios
     of mean and second moment, which is exact for positively homogeneous f and g at zero-mean
     pre-activations (every position is then a rescaled copy of the same sum)."""
+    engine = activation.engine()
     exact_mean, exact_var = shifted_moments(engine, origin)
     exact_shared = shifted_shared(engine, origin, exact_var)
     (g_mean, g_var), (p_mean, p_var) = gaussian, per_position
@@ -162,5 +161,5 @@ def activation_of_sum(activation: Any, engine: Any, origin: ShiftedActivation, g
     second = (p_var + p_mean ** 2) * (exact_var + exact_mean ** 2) / g_second if g_second > 0 else exact_var
     out_var = max(second - out_mean ** 2, 0.0)
     out_shared = exact_shared * out_var / exact_var if exact_var > 0 else 0.0
-    matched = matched_output(activation, exact_mean, exact_var, exact_shared, mean, var, shared, **params)
+    matched = matched_output(activation, exact_mean, exact_var, exact_shared, mean, var, shared)
     return out_mean, out_var, min(out_shared, out_var), matched

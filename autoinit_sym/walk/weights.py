@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 import keras
@@ -25,6 +26,17 @@ import numpy as np
 
 TRUNCATED_STD = 0.87962566103423978
 """Standard deviation of N(0, 1) truncated to [-2, 2]."""
+
+
+@dataclass
+class PendingWeight:
+    """A weight to redraw once the walk succeeds: zero mean, standard deviation ``stddev``."""
+
+    layer: Any
+    variable: Any            # keras.Variable
+    stddev: float
+    attr: str | None = None  # initializer attribute on the layer to update, e.g. "kernel_initializer"
+    fan_in: float | None = None
 
 
 def keras_initializer(distribution: str, std: float, shape: tuple[int, ...], seed: int) -> Any:
@@ -113,7 +125,7 @@ class ZeroMeanFixedScale(keras.constraints.Constraint):
     """Kernel constraint w -> (w - mean(w)) * std / rms(w - mean(w)): the weights keep
     zero empirical mean and standard deviation ``std`` through training.
 
-    Registered as ``autoinit_sym>ZeroMeanFixedScale``; import ``autoinit_sym.weights``
+    Registered as ``autoinit_sym>ZeroMeanFixedScale``; import ``autoinit_sym.walk.weights``
     (or ``autoinit_sym.AutoInit``) before loading a saved model that uses it."""
 
     def __init__(self, std: float) -> None:
@@ -134,7 +146,7 @@ def _seed(pending: Any, seed_for: Callable[..., int]) -> int:
 
 
 def draw(pending: Any, distribution: str, seed_for: Callable[..., int]) -> np.ndarray:
-    """The values a :class:`estimators.base.PendingWeight` will be written with: its
+    """The values a :class:`PendingWeight` will be written with: its
     variable's shape and dtype, seeded by ``seed_for(owner name, variable path)``.
     The one place that fixes the seed convention, so that estimators which run a
     layer with its pending weights (recurrent Monte Carlo) see exactly these values."""
@@ -145,7 +157,7 @@ def draw(pending: Any, distribution: str, seed_for: Callable[..., int]) -> np.nd
 
 def write_pending(pending: Iterable[Any], distribution: str, constrain: bool,
                   seed_for: Callable[..., int]) -> None:
-    """Draw (:func:`draw`) and assign every :class:`estimators.base.PendingWeight`; update
+    """Draw (:func:`draw`) and assign every :class:`PendingWeight`; update
     the owners' initializer (and, with ``constrain``, constraint) attributes to match."""
     for item in pending:
         variable = item.variable

@@ -2,7 +2,7 @@
 
 Each input is drawn iid N(mean, var) with the call's per-sample shape, the layer runs
 in training mode with the call's constant arguments, and the mean and variance of
-every output are measured (:func:`autoinit_sym.monte_carlo.gaussian_statistics`,
+every output are measured (:func:`autoinit_sym.walk.monte_carlo.gaussian_statistics`,
 seeded). A probe is impossible when the call has no graph node, a shape is unknown
 or the inputs are not floating point; then, and when the layer fails on the samples,
 the input statistics pass through unchanged.
@@ -13,8 +13,8 @@ import logging
 from typing import Any
 
 from autoinit_sym.estimators.base import PASS_THROUGH, PROBE, LayerOutputDistributionEstimator
-from autoinit_sym.graph import invoke
-from autoinit_sym.monte_carlo import gaussian_statistics
+from autoinit_sym.walk.graph import invoke
+from autoinit_sym.walk.monte_carlo import gaussian_statistics
 
 logger = logging.getLogger("autoinit_sym")
 

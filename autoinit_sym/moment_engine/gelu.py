@@ -62,9 +62,9 @@ import numpy as np
 import sympy as sp
 from scipy import special
 
-from autoinit_sym import quadrature
-from autoinit_sym.closed_form import MU, SIGMA
-from autoinit_sym.expressions import X, numpy_function
+from autoinit_sym.moment_engine import quadrature
+from autoinit_sym.moment_engine.closed_form import MU, SIGMA
+from autoinit_sym.moment_engine.expressions import X, numpy_function
 
 GELU = X / 2 * (1 + sp.erf(X / sp.sqrt(2)))
 
@@ -242,10 +242,10 @@ def variance_closed_form(mu: np.ndarray, var: np.ndarray) -> tuple[np.ndarray, n
 
 class GeluClosedForm:
     """Moments of GELU for X ~ N(mu, var), with the interface of
-    :class:`autoinit_sym.closed_form.ClosedForm`: ``mean_expr``, ``second_moment_expr`` (SymPy in
+    :class:`autoinit_sym.moment_engine.closed_form.ClosedForm`: ``mean_expr``, ``second_moment_expr`` (SymPy in
     mu and sigma) and ``mean``, ``variance``, ``second_moment`` over broadcast arrays (float64).
     ``variance`` integrates the points :func:`variance_closed_form` does not cover with
-    :func:`autoinit_sym.quadrature.gaussian_moments`."""
+    :func:`autoinit_sym.moment_engine.quadrature.gaussian_moments`."""
 
     mean_expr = MEAN_EXPR
     second_moment_expr = SECOND_MOMENT_EXPR

@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 import sympy
 
-from autoinit_sym import activations, quadrature
-from autoinit_sym.closed_form import ClosedForm, derive
-from autoinit_sym.expressions import X, breakpoints, numpy_function, parse, substitute
-from autoinit_sym.gelu_moments import GeluClosedForm, is_gelu
+from autoinit_sym.moment_engine import catalog, quadrature
+from autoinit_sym.moment_engine.closed_form import ClosedForm, derive
+from autoinit_sym.moment_engine.expressions import X, breakpoints, numpy_function, parse, substitute
+from autoinit_sym.moment_engine.gelu import GeluClosedForm, is_gelu
 
 CLOSED_FORM = "closed_form"
 QUADRATURE = "quadrature"
@@ -28,8 +28,8 @@ ArrayLike = Any
 
 
 def _derive_closed_form(expr: sympy.Expr) -> ClosedForm | GeluClosedForm | None:
-    """The closed form: GELU's (x Phi(x), :mod:`autoinit_sym.gelu_moments`), else the derivation
-    for piecewise exp-polynomials (:func:`autoinit_sym.closed_form.derive`), or None when there
+    """The closed form: GELU's (x Phi(x), :mod:`autoinit_sym.moment_engine.gelu`), else the derivation
+    for piecewise exp-polynomials (:func:`autoinit_sym.moment_engine.closed_form.derive`), or None when there
     is none."""
     try:
         return GeluClosedForm() if is_gelu(expr) else derive(expr, X)
@@ -142,7 +142,7 @@ def moments(activation: str | sympy.Expr, **params: Any) -> ActivationMoments:
     except (KeyError, TypeError):
         pass
     if isinstance(activation, str) and (activation.isidentifier() and activation != "x"):
-        entry = activations.get(activation)
+        entry = catalog.get(activation)
         resolved = entry.resolve(params)
         name, expr = activation, entry.expression(resolved)
     else:
@@ -164,11 +164,11 @@ def moments(activation: str | sympy.Expr, **params: Any) -> ActivationMoments:
 
 def register_activation(name: str, expr: str | sympy.Expr, **default_params: float) -> None:
     """Register ``expr`` (in x and parameters with the given defaults) under ``name``."""
-    activations.register(name, expr, **default_params)
+    catalog.register(name, expr, **default_params)
     for key in [k for k, v in _CACHE.items() if v.name == name or k[0] == name]:
         del _CACHE[key]
 
 
 def registered_names() -> list[str]:
     """All registered activation names."""
-    return activations.names()
+    return catalog.names()
