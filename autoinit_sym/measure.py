@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from autoinit_sym.autoinit import input_statistics, load_model
+from autoinit_sym.walk.loading import input_statistics, load_model
 from autoinit_sym.walk.graph import Call, build_graph, run_graph
 from autoinit_sym.walk.monte_carlo import RunningMoments
 

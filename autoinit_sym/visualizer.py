@@ -137,7 +137,8 @@ class AutoInitVisualizer:
         """
         import keras
 
-        from .autoinit import AutoInit, load_model
+        from .autoinit import AutoInit
+        from .walk.loading import load_model
         from .measure import measure
 
         if not (isinstance(num_samples, (int, np.integer)) and num_samples >= 2):

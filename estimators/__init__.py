@@ -1,13 +1,15 @@
-"""Layer estimators: one module per Keras layer family (installed as ``autoinit_sym.estimators``).
+"""Layer rules: one module per Keras layer family (installed as ``autoinit_sym.estimators``).
 
-``base`` holds the contract; ``registry`` says which rule serves which layer.
+``base`` holds the contract, ``weighted`` the base every weighted layer shares, ``shapes``
+the shape helpers; ``registry`` says which rule serves which layer and finds the family
+modules itself.
 """
 from .base import (CLOSED_FORM, EXACT, METHODS, MONTE_CARLO, PASS_THROUGH, PROBE, QUADRATURE,
-                   EstimationContext, LayerOutputDistributionEstimator, WeightInitConfig)
-from .registry import estimates, lookup, registered
+                   EstimationContext, IdentityRule, LayerOutputDistributionEstimator, LayerRule)
+from .registry import lookup, registered, rule_for
 
 __all__ = [
-    "LayerOutputDistributionEstimator", "EstimationContext", "WeightInitConfig",
-    "estimates", "lookup", "registered",
+    "LayerRule", "LayerOutputDistributionEstimator", "IdentityRule", "EstimationContext",
+    "rule_for", "lookup", "registered",
     "EXACT", "CLOSED_FORM", "QUADRATURE", "MONTE_CARLO", "PROBE", "PASS_THROUGH", "METHODS",
 ]

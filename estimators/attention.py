@@ -3,10 +3,9 @@
 Every attention output is a mix o = sum_j a_j v_j of n values with softmax weights a
 over the n keys (training mode). For one query the logits over the keys are treated
 as iid N(., logit_var), so Q = E[sum_j a_j^2] = n Var(s) + 1/n follows from the
-softmax statistics (:mod:`softmax`); a causal mask averages Q over queries that see
+softmax statistics (``statistics.softmax``); a causal mask averages Q over queries that see
 1..n keys. The values split into a part common to all keys (from the input's mean,
-and the input's position-shared variance that the walk tracks, ``shared_in``, see
-``estimators.base``) and a part that varies with the key; only the latter is averaged down by the mix
+and the input's position-shared variance that the walk tracks, ``statistics.state``) and a part that varies with the key; only the latter is averaged down by the mix
 (:func:`mix_statistics`). Attention dropout at rate p scales Q by 1/(1 - p). When the
 values are (partly) the keys, the weights favour keys aligned with the query, which
 Stein's lemma turns into an extra term (:func:`selection_term`). The output's shared
@@ -17,22 +16,25 @@ MultiHeadAttention and GroupQueryAttention are initialized through the weighted-
 rule of their EinsumDense sublayers: query, key and value projections for unit
 variance (so the logits q.k / sqrt(key_dim) have unit variance), the output
 projection for signal_variance given the mix. An unknown key length counts as
-``rnn.DEFAULT_TIMESTEPS``.
+``shapes.DEFAULT_TIMESTEPS``.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, Sequence
 
 import keras
 import numpy as np
 
-from .activations import standard_normal_nodes
-from .base import MONTE_CARLO, LayerOutputDistributionEstimator
-from .registry import estimates
-from .rnn import DEFAULT_TIMESTEPS
-from .softmax import mean_sum_of_squares
+from autoinit_sym.moment_engine.activation_moments import moments
+from autoinit_sym.moment_engine.nodes import standard_normal_nodes
+from autoinit_sym.statistics.softmax import mean_sum_of_squares
+from autoinit_sym.statistics.state import TensorState
+
+from .base import MONTE_CARLO, LayerRule, moments_of
+from .registry import rule_for
+from .shapes import DEFAULT_TIMESTEPS
 
 CAUSAL_POINTS = 12
 """Key counts (log-spaced) at which a causal mask's E[sum a^2] is evaluated, then interpolated."""
@@ -107,12 +109,24 @@ def _length(shape: tuple, axes: tuple[int, ...]) -> int:
     return int(np.prod([DEFAULT_TIMESTEPS if s is None else s for s in sizes]))
 
 
-class _AttentionBase(LayerOutputDistributionEstimator):
+class _AttentionBase(LayerRule):
     """Shared plumbing: which inputs are query/value/key, key count, call flags, outputs."""
 
     method = MONTE_CARLO  # the softmax variance's; each call records its own
-    profile_out = None  # every query mixes the values of all positions: a uniform profile
     scores_after_dropout = True  # whether returned attention scores include dropout
+
+    def propagate(self, inputs: Sequence[TensorState]) -> TensorState | list[TensorState]:
+        mix, shared, squares, n, dropout, self.method = self.mix(inputs)
+        # every query mixes the values of all positions: a uniform profile
+        out = self.output(inputs, *mix, shared=shared, profile=None)
+        if len(self.output_shapes) < 2:
+            return out
+        scores = weight_statistics(squares, n, dropout if self.scores_after_dropout else 0.0)
+        return [out, self.output(inputs, *scores, 1, shared=shared, profile=None)]
+
+    def mix(self, inputs: Sequence[TensorState]) -> tuple[tuple[float, float], float, float, int, float, str]:
+        """((mean, var) of the output, its shared variance, E[sum a^2], key count, dropout rate, method)."""
+        raise NotImplementedError
 
     def _inputs(self, means_in, vars_in) -> dict[str, tuple[float, float, tuple]]:
         shapes = self.input_shapes or [None] * len(means_in)
@@ -123,17 +137,10 @@ class _AttentionBase(LayerOutputDistributionEstimator):
         key = stats[2] if len(stats) > 2 else value
         return {"query": query, "value": value, "key": key}
 
-    def _outputs(self, mix: tuple[float, float], squares: float, n: int, dropout: float, method: str):
-        self.method = method
-        if len(self.output_shapes) < 2:
-            return mix
-        scores = weight_statistics(squares, n, dropout if self.scores_after_dropout else 0.0)
-        return [mix, scores]
-
-    def shared_fractions(self, vars_in: list[float]) -> tuple[float, float]:
-        """Position-shared variance fractions of the (value, key) inputs, from the walk's
-        ``shared_in`` (0 when called without it)."""
-        fractions = [min(self.shared(i) / v, 1.0) if v > 0 else 0.0 for i, v in enumerate(vars_in)]
+    @staticmethod
+    def shared_fractions(inputs: Sequence[TensorState]) -> tuple[float, float]:
+        """Position-shared variance fractions of the (value, key) inputs."""
+        fractions = [min(s.shared / s.var, 1.0) if s.var > 0 else 0.0 for s in inputs]
         value = fractions[1] if len(fractions) > 1 else fractions[0]
         key = fractions[2] if len(fractions) > 2 else value
         return value, key
@@ -146,7 +153,7 @@ def varying_fraction(mean: float, var: float) -> float:
     return var / second if second > 0 else 1.0
 
 
-@estimates(keras.layers.MultiHeadAttention)
+@rule_for(keras.layers.MultiHeadAttention)
 class MultiHeadAttentionEstimator(_AttentionBase):
     """MultiHeadAttention: unit-variance query/key/value projections, logits
     q.k / sqrt(key_dim) with variance E[q^2] Var(k) over the keys, the softmax mix of
@@ -169,10 +176,11 @@ class MultiHeadAttentionEstimator(_AttentionBase):
 
     def _project(self, sublayer: Any, context: Any, stats: tuple[float, float, tuple]
                  ) -> tuple[float, float]:
-        estimator = context.estimator_for(sublayer, [stats[2]])
-        return estimator.estimate([stats[0]], [stats[1]])
+        out = context.rule_for(sublayer, [stats[2]]).propagate([TensorState(stats[0], stats[1])])
+        return out.mean, out.var
 
-    def estimate(self, means_in, vars_in):
+    def mix(self, states):
+        means_in, vars_in = moments_of(states)
         inputs = self._inputs(means_in, vars_in)
         unit = dataclasses.replace(self.context, signal_variance=1.0)
         q_mean, q_var = self._project(self.layer._query_dense, unit, inputs["query"])
@@ -180,7 +188,7 @@ class MultiHeadAttentionEstimator(_AttentionBase):
         v_mean, v_var = self._project(self.layer._value_dense, unit, inputs["value"])
         key_shape = inputs["key"][2] or (None, None)
         n = _length(key_shape, self.attention_axes())
-        value_shared, key_shared = self.shared_fractions(vars_in)
+        value_shared, key_shared = self.shared_fractions(states)
         logit_var = (q_var + q_mean**2) * k_var * varying_fraction(*inputs["key"][:2]) * (1.0 - key_shared)
         squares, method = square_sum(logit_var, n, _flag(self.node, "use_causal_mask"))
         features = float(self.layer._key_dense.kernel.shape[0])
@@ -198,14 +206,12 @@ class MultiHeadAttentionEstimator(_AttentionBase):
         query_shape = inputs["query"][2]
         out_shape = None if query_shape is None else tuple(query_shape[:-1]) + tuple(
             self.layer._output_dense.kernel.shape[:-1])
-        out = self.context.estimator_for(self.layer._output_dense, [out_shape])
-        out.shared_in = [shared * var]
-        output = out.estimate([mean], [var])
-        self.shared_out = out.shared_out
-        return self._outputs(output, squares, n, dropout, method)
+        out = self.context.rule_for(self.layer._output_dense, [out_shape]).propagate(
+            [TensorState(mean, var, shared * var)])
+        return (out.mean, out.var), out.shared, squares, n, dropout, method
 
 
-@estimates(keras.layers.GroupQueryAttention)
+@rule_for(keras.layers.GroupQueryAttention)
 class GroupQueryAttentionEstimator(MultiHeadAttentionEstimator):
     """GroupQueryAttention: as MultiHeadAttention (key/value heads shared by query
     groups change no per-element statistics), attention over the key sequence axis."""
@@ -237,8 +243,6 @@ def tanh_score_terms(q_mean: float, q_var: float, k_mean: float, k_var: float, s
     E_q[Var_k t] (the spread of one additive score term over the keys), and the mean and
     variance over q of the slope E_k[1 - t^2] (E[tanh^2] by the moment engine, the
     expectation over q by Gauss-Hermite)."""
-    from autoinit_sym.moment_engine.activation_moments import moments
-
     tanh = moments("tanh")
     total = float(tanh.second_moment(scale * (q_mean + k_mean), scale**2 * (q_var + k_var)))
     nodes, weights = standard_normal_nodes(HERMITE_NODES)
@@ -250,7 +254,7 @@ def tanh_score_terms(q_mean: float, q_var: float, k_mean: float, k_var: float, s
     return spread, slope_mean, max(float(np.sum(weights * slope**2)) - slope_mean**2, 0.0)
 
 
-@estimates(keras.layers.Attention)
+@rule_for(keras.layers.Attention)
 class AttentionEstimator(_AttentionBase):
     """Attention (no projections): dot scores scale * q.k have variance over the keys
     scale^2 dim E[q^2] Var(k); concat scores c * sum_d tanh(scale (q_d + k_d)) have
@@ -273,13 +277,14 @@ class AttentionEstimator(_AttentionBase):
         return (weight**2 * dim * spread, weight * scale * slope_mean,
                 (weight * scale) ** 2 * slope_var)
 
-    def estimate(self, means_in, vars_in):
+    def mix(self, states):
+        means_in, vars_in = moments_of(states)
         inputs = self._inputs(means_in, vars_in)
         (q_mean, q_var, q_shape), (k_mean, k_var, k_shape) = inputs["query"], inputs["key"]
         if k_shape is None or q_shape is None or q_shape[-1] is None:
             raise ValueError(f"{type(self.layer).__name__} {self.layer.name!r}: input shapes unknown")
         n = _length(k_shape, (1,))
-        value_shared, key_shared = self.shared_fractions(vars_in)
+        value_shared, key_shared = self.shared_fractions(states)
         k_var = k_var * (1.0 - key_shared)
         logit_var, slope_mean, slope_var = self.logit_terms(q_mean, q_var, k_mean, k_var,
                                                             int(q_shape[-1]))
@@ -290,12 +295,11 @@ class AttentionEstimator(_AttentionBase):
         mean, var = mix_statistics(v_mean, v_var * (1.0 - value_shared), squares, dropout,
                                    v_var * value_shared, selection_term(squares, k_var * slope_var, aligned))
         mix = (mean + aligned * (1.0 - squares) * k_var * slope_mean, var)
-        self.shared_out = var * shared_output_fraction(v_var * value_shared, v_var * (1.0 - value_shared),
-                                                       n, var)
-        return self._outputs(mix, squares, n, dropout, method)
+        shared = var * shared_output_fraction(v_var * value_shared, v_var * (1.0 - value_shared), n, var)
+        return mix, shared, squares, n, dropout, method
 
 
-@estimates(keras.layers.AdditiveAttention)
+@rule_for(keras.layers.AdditiveAttention)
 class AdditiveAttentionEstimator(AttentionEstimator):
     """AdditiveAttention: scores sum_d w_d tanh(q_d + k_d). With use_scale the weights w
     are redrawn with mean 0 and Var(w) = 1 / (dim E_q[Var_k tanh]), so the logits have

@@ -23,7 +23,7 @@ from typing import Sequence
 import keras
 import numpy as np
 
-from .registry import estimates
+from .registry import rule_for
 from autoinit_sym.statistics.lag_correlation import LagCorrelation, convolved
 from autoinit_sym.statistics.border_profile import along_axes, tap_matrix, tap_positions
 from .weighted import WeightedLayerEstimator, kernel_stddev
@@ -92,25 +92,20 @@ class ConvolutionEstimator(WeightedLayerEstimator):
         count = transpose_tap_fractions if self.transpose else forward_tap_fractions
         return [count(*axis, self.layer.padding) for axis in self._axes()]
 
-    def tap_sums(self) -> np.ndarray | None:
+    def tap_sums(self, profile: np.ndarray | None) -> np.ndarray | None:
         """S(o) = sum over the (input position, tap) pairs reaching output o of the input's
         profile r (r = 1 without one): (M_1 (x) M_2 (x) ...) r with the per-axis tap matrices;
-        None when a spatial length is unknown or the layout is channels_first. Computed once
-        per call (the walk sets the profile before ``estimate``)."""
-        return self._tap_sums
-
-    @functools.cached_property
-    def _tap_sums(self) -> np.ndarray | None:
+        None when a spatial length is unknown or the layout is channels_first."""
         axes = self._axes()
         if not self.channels_last() or any(i is None or o is None for i, o, *_ in axes):
             return None
         matrices = [tap_matrix(int(i), int(o), k, s, d, self.layer.padding, self.transpose)
                     for i, o, k, s, d in axes]
-        return along_axes(matrices, self.profile())
+        return along_axes(matrices, profile)
 
-    def pre_activation_lags(self) -> LagCorrelation | None:
+    def pre_activation_lags(self, lags: LagCorrelation | None, sums: np.ndarray | None) -> LagCorrelation | None:
         """The output's short-range spatial correlation from the input's
-        (``spatial_correlation.convolved`` with :meth:`lag_channels` input channels per output
+        (``lag_correlation.convolved`` with :meth:`lag_channels` input channels per output
         and the average number of taps inside the input per axis);
         None for transposed convolutions, channels_first or unknown spatial lengths."""
         axes = self._axes()
@@ -118,16 +113,15 @@ class ConvolutionEstimator(WeightedLayerEstimator):
             return None
         ins, outs, _, strides, dilation = (tuple(int(v) for v in values) for values in zip(*axes))
         inside = tuple(float(f.sum()) for f in self.tap_fractions())
-        return convolved(self.lags(), ins, outs, inside, strides, dilation, self.lag_channels())
+        return convolved(lags, ins, outs, inside, strides, dilation, self.lag_channels())
 
     def lag_channels(self) -> float:
         """Input channels whose independent kernels reach one output (the kernel's second-to-last axis)."""
         return float(self.layer.kernel.shape[-2])
 
-    def average_taps(self) -> float:
-        """mean_o S(o): the input elements summed into one output, weighted by their relative
-        second moment; the plain average tap count where S is unknown."""
-        sums = self.tap_sums()
+    def average_taps(self, sums: np.ndarray | None) -> float:
+        """mean_o S(o) (``sums``, :meth:`tap_sums`): the input elements summed into one output,
+        weighted by their relative second moment; the plain average tap count where S is unknown."""
         if sums is None:
             return math.prod(float(f.sum()) for f in self.tap_fractions())
         return float(sums.mean())
@@ -139,54 +133,54 @@ class ConvolutionEstimator(WeightedLayerEstimator):
                          for f in self.tap_fractions())
 
 
-@estimates(keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
+@rule_for(keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
 class ConvEstimator(ConvolutionEstimator):
     """ConvND: fan_in = average taps x input channels / groups (the kernel's second-to-last axis)."""
 
-    def fan_in(self) -> float:
-        return self.average_taps() * int(self.layer.kernel.shape[-2])
+    def fan_in(self, sums: np.ndarray | None) -> float:
+        return self.average_taps(sums) * int(self.layer.kernel.shape[-2])
 
 
-@estimates(keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose)
+@rule_for(keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose)
 class ConvTransposeEstimator(ConvolutionEstimator):
     """ConvNDTranspose: fan_in = average (input position, tap) pairs per output x input
     channels (the kernel's last axis)."""
 
     transpose = True
 
-    def fan_in(self) -> float:
-        return self.average_taps() * int(self.layer.kernel.shape[-1])
+    def fan_in(self, sums: np.ndarray | None) -> float:
+        return self.average_taps(sums) * int(self.layer.kernel.shape[-1])
 
 
-@estimates(keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
+@rule_for(keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
 class DepthwiseConvEstimator(ConvolutionEstimator):
     """DepthwiseConvND: each output channel sums one input channel: fan_in = average taps."""
 
     kernel_initializer_attr = "depthwise_initializer"
 
-    def fan_in(self) -> float:
-        return self.average_taps()
+    def fan_in(self, sums: np.ndarray | None) -> float:
+        return self.average_taps(sums)
 
     def lag_channels(self) -> float:
         return 1.0
 
 
-@estimates(keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)
+@rule_for(keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)
 class SeparableConvEstimator(ConvolutionEstimator):
     """SeparableConvND: the depthwise kernel brings the intermediate to variance 1
     (fan_in = average taps), the pointwise kernel to signal_variance
     (fan_in = input channels x depth_multiplier)."""
 
-    def fan_in(self) -> float:
-        return self.average_taps()
+    def fan_in(self, sums: np.ndarray | None) -> float:
+        return self.average_taps(sums)
 
     def lag_channels(self) -> float:
         return 1.0
 
-    def pre_activation_lags(self) -> LagCorrelation | None:
+    def pre_activation_lags(self, lags: LagCorrelation | None, sums: np.ndarray | None) -> LagCorrelation | None:
         """The depthwise stage's correlation (one channel per output), then the pointwise
         kernel's (a 1x1 convolution over input channels x depth_multiplier)."""
-        depthwise = super().pre_activation_lags()
+        depthwise = super().pre_activation_lags(lags, sums)
         if depthwise is None:
             return None
         spatial = tuple(int(o) for _, o, *_ in self._axes())
@@ -194,9 +188,9 @@ class SeparableConvEstimator(ConvolutionEstimator):
         return convolved(depthwise, spatial, spatial, ones, ones, ones,
                          float(self.layer.pointwise_kernel.shape[-2]))
 
-    def schedule_weights(self, second_moment: float) -> None:
+    def schedule_weights(self, second_moment: float, sums: np.ndarray | None) -> None:
         layer = self.layer
-        taps = self.fan_in()
+        taps = self.fan_in(sums)
         self.set_initializer(layer.depthwise_kernel, kernel_stddev(1.0, taps, second_moment),
                              "depthwise_initializer", taps)
         pointwise_fan_in = float(layer.pointwise_kernel.shape[-2])  # input channels x depth_multiplier

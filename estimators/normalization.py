@@ -6,7 +6,7 @@ statistics). Per-channel parameters (gamma/beta, scale/offset, adapted mean/vari
 are averaged over their positions: the output statistics are those of the mixture over
 channels, as a measurement over the whole tensor sees them.
 
-Position-shared variance c (see ``estimators.base``): an affine map a x + b per channel
+Position-shared variance c (``statistics.state``): an affine map a x + b per channel
 shares avg(a^2) c + Var_channels(a m + b) (:func:`affine_shared`). BatchNormalization in
 training mode subtracts each channel's batch mean, which removes per-channel offsets;
 assuming those dominate the shared part before it (they do after weighted layers), its
@@ -19,93 +19,34 @@ import math
 from typing import Any, Sequence
 
 import keras
-import mpmath
 import numpy as np
-from scipy import integrate, stats
 
-from .base import CARRY, CLOSED_FORM, EXACT, QUADRATURE, LayerOutputDistributionEstimator
-from .registry import estimates
+from autoinit_sym.statistics.linear import (affine_moments, affine_shared, direction_moments,
+                                            standardized_second_moment)
+from autoinit_sym.statistics.state import TensorState
 
-
-def affine_moments(scale: Any, offset: Any, mean: float, var: float) -> tuple[float, float]:
-    """Moments of ``scale * x + offset`` for x ~ (mean, var), mixed over the broadcast positions.
-
-    mean = avg(scale) mean + avg(offset); var = avg(scale^2) var + Var_positions(scale mean + offset).
-    """
-    a, b = np.broadcast_arrays(np.asarray(scale, dtype=float), np.asarray(offset, dtype=float))
-    centres = a * mean + b
-    return float(centres.mean()), float((a ** 2).mean() * var + centres.var())
+from .base import CLOSED_FORM, EXACT, QUADRATURE, LayerRule
+from .registry import rule_for
+from .shapes import elements_along, positive_axes
 
 
-def affine_shared(scale: Any, offset: Any, mean: float, shared: float) -> float:
-    """Position-shared variance of ``scale * x + offset`` (per-channel arrays) for x with mean
-    ``mean`` and shared variance ``shared``: avg(scale^2) shared + Var_channels(scale mean + offset)."""
-    a, b = np.broadcast_arrays(np.asarray(scale, dtype=float), np.asarray(offset, dtype=float))
-    return float((a ** 2).mean() * shared + (a * mean + b).var())
-
-
-def standardized_second_moment(n: int | None, var: float, epsilon: float) -> tuple[float, str]:
-    """E[s^2 / (s^2 + eps)] for s^2 the biased sample variance of n iid N(., var) values, and how.
-
-    This is the second moment of (x - mean_n) / sqrt(s^2 + eps). With n*s^2/var ~ chi^2(n-1) it is
-    a one-dimensional integral (quadrature); with n unknown (batch statistics) it is the
-    large-n limit var / (var + eps) (closed form).
-    """
-    if epsilon <= 0:
-        return (0.0 if n == 1 else 1.0), EXACT
-    if n is None:
-        return var / (var + epsilon), CLOSED_FORM
-    if n <= 1 or var <= 0:
-        return 0.0, EXACT
-    c = n * epsilon / var
-    dof = n - 1
-    dist = stats.chi2(dof)
-    centre, spread = float(dof), math.sqrt(2.0 * dof)
-    lo, hi = max(0.0, centre - 40 * spread), centre + 40 * spread
-    points = [p for p in (centre - 3 * spread, centre, centre + 3 * spread) if lo < p < hi]
-    value, _ = integrate.quad(lambda q: q / (q + c) * dist.pdf(q), lo, hi, points=points,
-                              epsabs=0.0, epsrel=1e-10, limit=200)
-    return value, QUADRATURE
-
-
-def direction_moments(mean: float, var: float, d: int) -> tuple[float, float]:
-    """(E[u_i], E[u_i u_j], i != j) for u = x / ||x||, x of d iid N(mean, var) elements.
-
-    Closed form (projected normal): with delta = sqrt(d) |mean| / sd,
-    E[u_i] = sign(mean) / sqrt(d) * delta / sqrt(2) * Gamma((d+1)/2) / Gamma(d/2+1) * 1F1(1/2; d/2+1; -delta^2/2),
-    E[u_i u_j] = (1 - 1F1(1; d/2+1; -delta^2/2)) / d; and E[u_i^2] = 1/d exactly.
-    """
-    if var <= 0:
-        return math.copysign(1.0, mean) / math.sqrt(d) if mean else 0.0, 1.0 / d if mean else 0.0
-    delta = math.sqrt(d) * abs(mean) / math.sqrt(var)
-    z = -delta * delta / 2
-    with mpmath.workdps(30):
-        first = (delta / mpmath.sqrt(2) * mpmath.exp(mpmath.loggamma((d + 1) / 2) - mpmath.loggamma(d / 2 + 1))
-                 * mpmath.hyp1f1(0.5, d / 2 + 1, z))
-        cross = (1 - mpmath.hyp1f1(1, d / 2 + 1, z)) / d
-    return math.copysign(float(first), mean) / math.sqrt(d), float(cross)
-
-
-def positive_axes(axis: int | Sequence[int], rank: int) -> list[int]:
-    """``axis`` (an int or several, negative counting from the end) as non-negative indices."""
-    return [a % rank for a in ([axis] if isinstance(axis, int) else axis)]
-
-
-def elements_along(shape: Sequence[int | None], axes: Sequence[int]) -> int | None:
-    """Number of elements spanned by ``axes`` of ``shape`` (None if one of them is unknown)."""
-    dims = [shape[a] for a in axes]
-    return None if any(d is None for d in dims) else int(np.prod(dims))
-
-
-def per_position_profile(estimator: LayerOutputDistributionEstimator) -> Any:
-    """``profile_out`` of a layer normalizing each sample over ``layer.axis``: uniform (None)
-    when no spatial axis (1..rank-2) is among those axes (each position is scaled to the same
-    second moment), else :data:`CARRY` (positions are scaled together, keeping their ratios)."""
-    shape = estimator.input_shapes[0] if estimator.input_shapes else None
+def per_position(rule: LayerRule) -> dict[str, Any]:
+    """The profile a layer normalizing each sample over ``layer.axis`` leaves: uniform
+    (``{"profile": None}``) when no spatial axis (1..rank-2) is among those axes (each position
+    is scaled to the same second moment), else the carried one (``{}``: positions are scaled
+    together, keeping their ratios)."""
+    shape = rule.input_shapes[0] if rule.input_shapes else None
     if shape is None:
-        return None
-    axes = positive_axes(estimator.layer.axis, len(shape))
-    return CARRY if any(1 <= a <= len(shape) - 2 for a in axes) else None
+        return {"profile": None}
+    axes = positive_axes(rule.layer.axis, len(shape))
+    return {} if any(1 <= a <= len(shape) - 2 for a in axes) else {"profile": None}
+
+
+def affine_output(rule: LayerRule, inputs: Sequence[TensorState], scale: Any, offset: Any) -> TensorState:
+    """The record of the exact affine map x * scale + offset (per-channel arrays allowed)."""
+    state = inputs[0]
+    return rule.output(inputs, *affine_moments(scale, offset, state.mean, state.var),
+                       shared=affine_shared(scale, offset, state.mean, state.shared))
 
 
 def _parameter(layer: Any, enabled: bool, variable: str, initializer: str, default: float,
@@ -120,7 +61,7 @@ def _parameter(layer: Any, enabled: bool, variable: str, initializer: str, defau
     return np.asarray(keras.ops.convert_to_numpy(init(shape or (1,))), dtype=float)
 
 
-class _Standardizing(LayerOutputDistributionEstimator):
+class _Standardizing(LayerRule):
     """gamma * (x - m) / sqrt(s^2 + eps) + beta with m, s^2 the statistics over the reduction set:
     output mean avg(beta), var avg(gamma^2) * E[s^2/(s^2+eps)] + Var_channels(beta)."""
 
@@ -138,20 +79,25 @@ class _Standardizing(LayerOutputDistributionEstimator):
         dims = tuple(shape[a] for a in positive_axes(self.layer.axis, len(shape)))
         return None if None in dims else dims
 
-    def estimate(self, means_in, vars_in):
-        ratio, self.method = standardized_second_moment(self.reduction_size(), vars_in[0], self.layer.epsilon)
+    def propagate(self, inputs: Sequence[TensorState]) -> TensorState:
+        return self.standardized(inputs)
+
+    def standardized(self, inputs: Sequence[TensorState], **known: Any) -> TensorState:
+        """The standardized output's record (class docstring), with the fields in ``known``."""
+        state = inputs[0]
+        ratio, self.method = standardized_second_moment(self.reduction_size(), state.var, self.layer.epsilon)
         shape = self.parameter_shape()
         gamma = _parameter(self.layer, self.layer.scale, "gamma", "gamma_initializer", 1.0, shape)
         beta = _parameter(self.layer, self.layer.center, "beta", "beta_initializer", 0.0, shape)
-        kept = self.shared() if self.keeps_shared else self.sample_shared()
-        fraction = kept / vars_in[0] if vars_in[0] > 0 else 0.0
-        self.shared_out = affine_shared(gamma, beta, 0.0, ratio * fraction)
-        self.sample_shared_out = affine_shared(gamma, 0.0, 0.0, ratio * self.sample_shared() / vars_in[0]
-                                               if vars_in[0] > 0 else 0.0)
-        return affine_moments(gamma, beta, 0.0, ratio)
+        kept = state.shared if self.keeps_shared else state.sample_shared
+        fraction = kept / state.var if state.var > 0 else 0.0
+        sample_fraction = state.sample_shared / state.var if state.var > 0 else 0.0
+        return self.output(inputs, *affine_moments(gamma, beta, 0.0, ratio),
+                           shared=affine_shared(gamma, beta, 0.0, ratio * fraction),
+                           sample_shared=affine_shared(gamma, 0.0, 0.0, ratio * sample_fraction), **known)
 
 
-@estimates(keras.layers.BatchNormalization)
+@rule_for(keras.layers.BatchNormalization)
 class BatchNormalizationEstimator(_Standardizing):
     """Training mode, batch statistics over batch (and spatial) positions of unknown count:
     mean avg(beta), var avg(gamma^2) var/(var+eps) + Var(beta); shared Var(beta) plus the scaled
@@ -163,12 +109,12 @@ class BatchNormalizationEstimator(_Standardizing):
     def reduction_size(self) -> int | None:
         return None
 
-    def estimate(self, means_in, vars_in):
-        self.lags_out = self.lags()  # a per-channel affine map keeps the correlation of positions
-        return super().estimate(means_in, vars_in)
+    def propagate(self, inputs: Sequence[TensorState]) -> TensorState:
+        # a per-channel affine map keeps the correlation of positions
+        return self.standardized(inputs, lags=inputs[0].lags)
 
 
-@estimates(keras.layers.LayerNormalization)
+@rule_for(keras.layers.LayerNormalization)
 class LayerNormalizationEstimator(_Standardizing):
     """Statistics over the normalized axes (d elements): mean avg(beta),
     var avg(gamma^2) E[s^2/(s^2+eps)] + Var(beta), s^2 ~ var chi^2(d-1)/d.
@@ -180,18 +126,18 @@ class LayerNormalizationEstimator(_Standardizing):
         shape = self.input_shapes[0] if self.input_shapes else None
         return None if shape is None else elements_along(shape, positive_axes(self.layer.axis, len(shape)))
 
-    def estimate(self, means_in, vars_in):
-        self.profile_out = per_position_profile(self)
+    def propagate(self, inputs: Sequence[TensorState]) -> TensorState:
         if not self.layer.rms_scaling:
-            return super().estimate(means_in, vars_in)
+            return self.standardized(inputs, **per_position(self))
         self.method = CLOSED_FORM
-        inv = 1.0 / math.sqrt(vars_in[0] + self.layer.epsilon)
+        state = inputs[0]
+        inv = 1.0 / math.sqrt(state.var + self.layer.epsilon)
         gamma = _parameter(self.layer, True, "gamma", "gamma_initializer", 1.0, self.parameter_shape())
-        self.shared_out = affine_shared(gamma * inv, 0.0, means_in[0], self.shared())
-        return affine_moments(gamma * inv, 0.0, means_in[0], vars_in[0])
+        return self.output(inputs, *affine_moments(gamma * inv, 0.0, state.mean, state.var),
+                           shared=affine_shared(gamma * inv, 0.0, state.mean, state.shared), **per_position(self))
 
 
-@estimates(keras.layers.GroupNormalization)
+@rule_for(keras.layers.GroupNormalization)
 class GroupNormalizationEstimator(_Standardizing):
     """Statistics over each group: all non-batch positions times channels/groups elements;
     mean avg(beta), var avg(gamma^2) E[s^2/(s^2+eps)] + Var(beta)."""
@@ -207,31 +153,29 @@ class GroupNormalizationEstimator(_Standardizing):
         return None if size is None else size // self.layer.groups
 
 
-@estimates(keras.layers.UnitNormalization)
-class UnitNormalizationEstimator(LayerOutputDistributionEstimator):
+@rule_for(keras.layers.UnitNormalization)
+class UnitNormalizationEstimator(LayerRule):
     """x / ||x|| over d elements (projected normal, closed form): E[y^2] = 1/d,
     mean from :func:`direction_moments`."""
 
     method = CLOSED_FORM
 
-    def estimate(self, means_in, vars_in):
-        self.profile_out = per_position_profile(self)
+    def propagate(self, inputs: Sequence[TensorState]) -> TensorState:
         shape = self.input_shapes[0]
         d = elements_along(shape, positive_axes(self.layer.axis, len(shape)))
-        first, _ = direction_moments(means_in[0], vars_in[0], d)
-        return first, 1.0 / d - first ** 2
+        first, _ = direction_moments(inputs[0].mean, inputs[0].var, d)
+        return self.output(inputs, first, 1.0 / d - first ** 2, **per_position(self))
 
 
-@estimates(keras.layers.RMSNormalization)
-class RMSNormalizationEstimator(LayerOutputDistributionEstimator):
+@rule_for(keras.layers.RMSNormalization)
+class RMSNormalizationEstimator(LayerRule):
     """scale * x / sqrt(mean(x^2) + eps) = scale * sqrt(d) u sqrt(r), u = x/||x||, with the
     epsilon factor r taken at mean(x^2) = E[x^2]: r = E[x^2] / (E[x^2] + eps)."""
 
     method = CLOSED_FORM
 
-    def estimate(self, means_in, vars_in):
-        self.profile_out = per_position_profile(self)
-        mean, var = means_in[0], vars_in[0]
+    def propagate(self, inputs: Sequence[TensorState]) -> TensorState:
+        mean, var = inputs[0].mean, inputs[0].var
         shape = self.input_shapes[0]
         axes = positive_axes(self.layer.axis, len(shape))
         d = elements_along(shape, axes)
@@ -240,33 +184,32 @@ class RMSNormalizationEstimator(LayerOutputDistributionEstimator):
         unit_scale = math.sqrt(d * second / (second + self.layer.epsilon))
         scale = np.asarray(keras.ops.convert_to_numpy(self.layer.scale), dtype=float)
         # u has mean `first` and variance 1/d - first^2 per element.
-        return affine_moments(scale * unit_scale, 0.0, first, 1.0 / d - first ** 2)
+        return self.output(inputs, *affine_moments(scale * unit_scale, 0.0, first, 1.0 / d - first ** 2),
+                           **per_position(self))
 
 
-@estimates(keras.layers.Normalization)
-class NormalizationEstimator(LayerOutputDistributionEstimator):
+@rule_for(keras.layers.Normalization)
+class NormalizationEstimator(LayerRule):
     """Exact affine map with the adapted statistics m, v per feature:
     (x - m) / max(sqrt(v), eps), or with invert=True m + x * max(sqrt(v), eps)."""
 
     method = EXACT
 
-    def estimate(self, means_in, vars_in):
+    def propagate(self, inputs: Sequence[TensorState]) -> TensorState:
         layer = self.layer
         m, v = (np.asarray(keras.ops.convert_to_numpy(t), dtype=float) for t in (layer.mean, layer.variance))
         sd = np.maximum(np.sqrt(v), keras.config.epsilon())
         scale, offset = (sd, m) if layer.invert else (1.0 / sd, -m / sd)
-        self.shared_out = affine_shared(scale, offset, means_in[0], self.shared())
-        return affine_moments(scale, offset, means_in[0], vars_in[0])
+        return affine_output(self, inputs, scale, offset)
 
 
-@estimates(keras.layers.Rescaling)
-class RescalingEstimator(LayerOutputDistributionEstimator):
+@rule_for(keras.layers.Rescaling)
+class RescalingEstimator(LayerRule):
     """Exact affine map x * scale + offset (scale/offset may be per-channel arrays)."""
 
     method = EXACT
 
-    def estimate(self, means_in, vars_in):
+    def propagate(self, inputs: Sequence[TensorState]) -> TensorState:
         scale, offset = (np.asarray(keras.ops.convert_to_numpy(t), dtype=float)
                          for t in (self.layer.scale, self.layer.offset))
-        self.shared_out = affine_shared(scale, offset, means_in[0], self.shared())
-        return affine_moments(scale, offset, means_in[0], vars_in[0])
+        return affine_output(self, inputs, scale, offset)

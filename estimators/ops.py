@@ -9,10 +9,9 @@ exact rule for (say ``2.0 / x``) is probed on Gaussian samples, with a warning.
 from __future__ import annotations
 
 import functools
-import logging
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import keras
 import numpy as np
@@ -22,81 +21,71 @@ from keras.src.ops import nn as ops_nn
 from keras.src.ops import numpy as ops_np
 from scipy import special
 
+from autoinit_sym.moment_engine.activation_moments import moments
 from autoinit_sym.moment_engine.order_statistics import clark_max, clark_min
+from autoinit_sym.statistics.activation import classify
+from autoinit_sym.statistics.elementwise import activated
+from autoinit_sym.statistics.linear import (affine_moments, contracted_product_moments, linear_moments,
+                                            mixture_moments, product_moments)
+from autoinit_sym.statistics.state import TensorState
+from autoinit_sym.walk.probe import no_rule_warning, probed
 
-from .activations import activated, adopt
-from .base import CLOSED_FORM, EXACT, LayerOutputDistributionEstimator
-from .merging import (concat_weights, contracted_product_moments, linear_moments, mixture_moments,
-                      product_moments)
-from .normalization import affine_moments, elements_along, positive_axes
-from .registry import estimates
-
-logger = logging.getLogger("autoinit_sym")
+from .base import CLOSED_FORM, EXACT, LayerRule
+from .registry import rule_for
+from .shapes import concat_weights, elements_along, positive_axes
 
 
 @dataclass
 class Operand:
-    """One argument of the call: a tensor with (mean, var) and identity, or a constant array."""
+    """One argument of the call: a tensor (its record and identity) or a constant array."""
 
-    mean: float = 0.0
-    var: float = 0.0
-    ident: int | None = None         # id() of the KerasTensor; None for a constant
-    value: np.ndarray | None = None  # the constant
+    state: TensorState | None = None  # the tensor's record; None for a constant
+    ident: int | None = None          # id() of the KerasTensor; None for a constant
+    value: np.ndarray | None = None   # the constant
 
     @property
     def is_tensor(self) -> bool:
         return self.ident is not None
 
+    @property
+    def mean(self) -> float:
+        return self.state.mean
 
-def operands(node: Any, means_in: list[float], vars_in: list[float]) -> list[Operand]:
-    """The call's positional then keyword arguments, flattened, tensors matched to means_in."""
+    @property
+    def var(self) -> float:
+        return self.state.var
+
+
+def operands(node: Any, inputs: Sequence[TensorState]) -> list[Operand]:
+    """The call's positional then keyword arguments, flattened, tensors matched to ``inputs``."""
     found, index = [], 0
     for arg in tree.flatten((list(node.arguments.args), dict(node.arguments.kwargs))):
         if isinstance(arg, keras.KerasTensor):
-            found.append(Operand(means_in[index], vars_in[index], id(arg)))
+            found.append(Operand(inputs[index], id(arg)))
             index += 1
         elif arg is not None and not isinstance(arg, (str, bool)):
             found.append(Operand(value=np.asarray(keras.ops.convert_to_numpy(arg), dtype=float)))
     return found
 
 
-class OpEstimator(LayerOutputDistributionEstimator):
-    """Base for operation rules: ``combine(operands)`` returns (mean, var) or None when no exact
-    rule applies (then the call is probed)."""
+class OpEstimator(LayerRule):
+    """Base for operation rules: ``combine(operands)`` returns (mean, var), the output's record,
+    or None when no exact rule applies (then the call is probed)."""
 
     method = EXACT
 
-    def combine(self, args: list[Operand]) -> tuple[float, float] | None:
+    def combine(self, args: list[Operand]) -> tuple[float, float] | TensorState | None:
         raise NotImplementedError
 
-    def estimate(self, means_in, vars_in):
-        args = operands(self.node, means_in, vars_in) if self.node is not None else \
-            [Operand(m, v, i) for i, (m, v) in enumerate(zip(means_in, vars_in))]
+    def propagate(self, inputs: Sequence[TensorState]) -> TensorState | list[TensorState]:
+        args = operands(self.node, inputs) if self.node is not None else \
+            [Operand(s, i) for i, s in enumerate(inputs)]
         result = self.combine(args)
+        if isinstance(result, TensorState):
+            return result
         if result is not None:
-            return float(result[0]), float(result[1])
-        return self.probe(means_in, vars_in)
-
-    def probe(self, means_in, vars_in):
-        return probe_instead(self, means_in, vars_in, no_rule_warning(self.layer, "called with these operands"))
-
-
-def no_rule_warning(layer: Any, why: str) -> str:
-    return f"No exact rule for {layer.name} {why}; probing it with Gaussian samples instead."
-
-
-def probe_instead(estimator: LayerOutputDistributionEstimator, means_in: list[float], vars_in: list[float],
-                  warning: str):
-    """Estimate ``estimator``'s call by probing the real layer on Gaussian samples, after logging
-    ``warning``; ``estimator.method`` becomes the probe's method (probe, or pass-through)."""
-    from autoinit_sym.walk.probe import ProbeEstimator
-
-    logger.warning(warning)
-    prober = ProbeEstimator(estimator.layer, estimator.context, estimator.input_shapes, estimator.output_shapes,
-                            estimator.node)
-    result = prober.estimate(means_in, vars_in)
-    estimator.method = prober.method
-    return result[0] if isinstance(result, list) and len(result) == 1 else result
+            return self.output(inputs, float(result[0]), float(result[1]))
+        return probed(self, inputs, no_rule_warning(self.layer, "called with these operands"))
 
 
 def _tensor_groups(args: list[Operand]) -> list[list[int]]:
@@ -116,7 +105,7 @@ def _linear(args: list[Operand], signs: list[float]) -> tuple[float, float]:
     return affine_moments(1.0, offset, mean, var)
 
 
-@estimates(ops_np.Add, ops_np.Subtract)
+@rule_for(ops_np.Add, ops_np.Subtract)
 class AddSubtractOp(OpEstimator):
     """a + b, a - b: means add, variances of independent tensors add; constants shift."""
 
@@ -124,7 +113,7 @@ class AddSubtractOp(OpEstimator):
         return _linear(args, [1.0, -1.0] if isinstance(self.layer, ops_np.Subtract) else [1.0] * len(args))
 
 
-@estimates(ops_np.Negative)
+@rule_for(ops_np.Negative)
 class NegativeOp(OpEstimator):
     """-x: (-mean, var)."""
 
@@ -132,7 +121,7 @@ class NegativeOp(OpEstimator):
         return -args[0].mean, args[0].var
 
 
-@estimates(ops_np.Multiply)
+@rule_for(ops_np.Multiply)
 class MultiplyOp(OpEstimator):
     """x * c: exact affine map (per-position c mixed); x * y: independent product
     (mean m1 m2, var (v1 + m1^2)(v2 + m2^2) - m1^2 m2^2); x * x: Gaussian raw moments of x^2."""
@@ -144,7 +133,7 @@ class MultiplyOp(OpEstimator):
         return affine_moments(scale, 0.0, mean, var)
 
 
-@estimates(ops_np.Divide, ops_np.TrueDivide)
+@rule_for(ops_np.Divide, ops_np.TrueDivide)
 class DivideOp(OpEstimator):
     """x / c: exact affine map with scale 1/c. A tensor divisor has no finite moments (probed)."""
 
@@ -155,7 +144,7 @@ class DivideOp(OpEstimator):
         return affine_moments(1.0 / c.value, 0.0, x.mean, x.var)
 
 
-@estimates(ops_np.Square)
+@rule_for(ops_np.Square)
 class SquareOp(OpEstimator):
     """x^2: mean v + m^2, var 2 v^2 + 4 m^2 v."""
 
@@ -164,7 +153,7 @@ class SquareOp(OpEstimator):
         return v + m * m, 2 * v * v + 4 * m * m * v
 
 
-@estimates(ops_np.Absolute)
+@rule_for(ops_np.Absolute)
 class AbsoluteOp(OpEstimator):
     """|x| (folded normal): mean sd sqrt(2/pi) exp(-m^2/2v) + m (1 - 2 Phi(-m/sd)), E[x^2] = v + m^2."""
 
@@ -179,7 +168,7 @@ class AbsoluteOp(OpEstimator):
         return mean, max(v + m * m - mean * mean, 0.0)
 
 
-@estimates(ops_np.Maximum, ops_np.Minimum)
+@rule_for(ops_np.Maximum, ops_np.Minimum)
 class ExtremumOp(OpEstimator):
     """max/min of two tensors (Clark, independent) or of a tensor and a constant (Clark with a
     zero-variance operand, exact; a constant array is mixed over positions)."""
@@ -197,7 +186,7 @@ class ExtremumOp(OpEstimator):
         return mixture_moments(np.ones_like(means), means, variances)
 
 
-@estimates(ops_np.Clip)
+@rule_for(ops_np.Clip)
 class ClipOp(OpEstimator):
     """clip(x, lo, hi) with scalar bounds: the moment engine's closed form of Min(Max(x, lo), hi)."""
 
@@ -207,14 +196,12 @@ class ClipOp(OpEstimator):
         lo, hi = (np.asarray(keras.ops.convert_to_numpy(b), dtype=float) for b in (self.layer.x_min, self.layer.x_max))
         if lo.size != 1 or hi.size != 1:
             return None
-        from autoinit_sym.moment_engine.activation_moments import moments
-
         engine = moments(f"Min(Max(x, {float(lo)!r}), {float(hi)!r})")
         self.method = engine.method
         return engine.mean(args[0].mean, args[0].var), engine.variance(args[0].mean, args[0].var)
 
 
-@estimates(ops_np.Matmul)
+@rule_for(ops_np.Matmul)
 class MatmulOp(OpEstimator):
     """x @ y over the contracted length n: independent tensors give mean n m1 m2,
     var n [(v1 + m1^2)(v2 + m2^2) - m1^2 m2^2]; a constant matrix W gives per output column j
@@ -241,7 +228,7 @@ def _reduced_size(shape: tuple, axis: Any) -> int | None:
     return elements_along(shape, range(1, rank) if axis is None else positive_axes(axis, rank))
 
 
-@estimates(ops_np.Mean, ops_np.Sum)
+@rule_for(ops_np.Mean, ops_np.Sum)
 class ReductionOp(OpEstimator):
     """mean over n independent elements: (m, v/n); sum: (n m, n v). ``axis=None`` reduces the
     per-sample elements (the batch axis's size is not known when initializing)."""
@@ -255,16 +242,22 @@ class ReductionOp(OpEstimator):
         return (m, v / n) if isinstance(self.layer, ops_np.Mean) else (n * m, n * v)
 
 
-@estimates(ops_np.Reshape, ops_np.Transpose, ops_np.ExpandDims, ops_np.Squeeze, ops_np.Repeat, ops_np.Tile,
+@rule_for(ops_np.Reshape, ops_np.Transpose, ops_np.ExpandDims, ops_np.Squeeze, ops_np.Repeat, ops_np.Tile,
            ops_np.Ravel, ops_core.Cast, ops_core.StopGradient, ops_core.ConvertToTensor)
 class RearrangingOp(OpEstimator):
-    """Moves, repeats or casts elements: (mean, var) unchanged."""
+    """Moves, repeats or casts elements: the input record where the per-sample shape is
+    unchanged, without its profile and lag correlation otherwise."""
 
     def combine(self, args):
-        return args[0].mean, args[0].var
+        state = args[0].state
+        shape_in = tuple(self.input_shapes[0][1:]) if self.input_shapes else None
+        shape_out = tuple(self.output_shapes[0][1:]) if self.output_shapes else None
+        if shape_in is not None and shape_in == shape_out and None not in shape_in:
+            return state
+        return state.replace(profile=None, lags=None)
 
 
-@estimates(ops_np.Concatenate, ops_np.Stack)
+@rule_for(ops_np.Concatenate, ops_np.Stack)
 class JoinOp(OpEstimator):
     """concatenate: mixture weighted by size along the axis; stack: equal weights."""
 
@@ -295,7 +288,7 @@ ACTIVATION_OPS: dict[type, tuple[str, tuple[str, ...]]] = {
 }
 
 
-@estimates(*ACTIVATION_OPS)
+@rule_for(*ACTIVATION_OPS)
 class ActivationOp(OpEstimator):
     """Elementwise activation f(x): the moment engine's E[f(X)], Var[f(X)] (closed form or
     quadrature) through ``activation_statistics``; softmax over the length of its axis. Its
@@ -310,6 +303,5 @@ class ActivationOp(OpEstimator):
         if name in ("softmax", "log_softmax"):
             shape, axis = self.input_shapes[0], self.layer.axis
             axis_size = shape[axis if isinstance(axis, int) else axis[0]]
-        x = args[0]
-        return adopt(self, activated(name, x.mean, x.var, self.shared(), axis_size, sample_shared=self.sample_shared(),
-                                     profile=self.profile(), origin=self.origin(), lags=self.lags(), **params))
+        state, self.method = activated(args[0].state, classify(name, **params), axis_size)
+        return state

@@ -31,10 +31,13 @@ import numpy as np
 
 from autoinit_sym.moment_engine.order_statistics import max_of_iid_normal_moments, max_of_iid_normal_nodes
 
-from .activations import ActivationOutput, standard_normal_nodes
-from .base import EXACT, QUADRATURE, LayerOutputDistributionEstimator
-from .registry import estimates
+from autoinit_sym.moment_engine.nodes import standard_normal_nodes
+from autoinit_sym.statistics.activation import ActivationOutput
 from autoinit_sym.statistics.border_profile import spatial_shape, tap_matrix, window_means
+from autoinit_sym.statistics.state import TensorState
+
+from .base import EXACT, QUADRATURE, LayerRule
+from .registry import rule_for
 
 
 def window_sizes(n: int, pool: int, stride: int, padding: str) -> np.ndarray:
@@ -122,7 +125,7 @@ def max_of_activation_moments(origin: Any, ks: np.ndarray, weights: np.ndarray) 
     return first, max(scale * second - first ** 2, 0.0), shared
 
 
-class _Pooling(LayerOutputDistributionEstimator):
+class _Pooling(LayerRule):
     """Shared rule; subclasses set ``mode`` and say how big the windows are along each axis."""
 
     mode = "average"
@@ -144,44 +147,44 @@ class _Pooling(LayerOutputDistributionEstimator):
                 f"but the input shape is {tuple(self.input_shapes[0])}; build the model with fixed sizes")
         return [int(n) for n in spatial]
 
-    def output_profile(self) -> np.ndarray | None:
-        """The output's per-position profile; None here (a global or adaptive pool)."""
+    def output_profile(self, profile: np.ndarray | None) -> np.ndarray | None:
+        """The output's per-position profile from the input's; None here (a global or adaptive pool)."""
         return None
 
     def pooled_window(self) -> Sequence[int] | None:
         """The window whose positions an average pools, per spatial axis (None: not known)."""
         return None
 
-    def correlation(self) -> float:
+    def correlation(self, lags: Any) -> float:
         """How much more than independent positions an average over the window keeps of the
-        varying part (``spatial_correlation.LagCorrelation.pooled_factor``; 1 without one)."""
-        lags, window = self.lags(), self.pooled_window()
+        varying part (``lag_correlation.LagCorrelation.pooled_factor`` of the input's ``lags``;
+        1 without one)."""
+        window = self.pooled_window()
         if lags is None or window is None or len(window) != len(lags.radii):
             return 1.0
         return lags.pooled_factor(window)
 
-    def estimate(self, means_in, vars_in):
-        self.profile_out = self.output_profile()
+    def propagate(self, inputs: Sequence[TensorState]) -> TensorState:
+        state = inputs[0]
         ks, weights = pooled_counts(self.axis_window_sizes(self.spatial_shape()))
-        origin = self.origin()
-        if self.mode == "max" and isinstance(origin, ActivationOutput):
-            mean, var, self.shared_out = max_of_activation_moments(origin, ks, weights)
+        known: dict[str, Any] = {"profile": self.output_profile(state.profile)}
+        if self.mode == "max" and isinstance(state.origin, ActivationOutput):
+            mean, var, known["shared"] = max_of_activation_moments(state.origin, ks, weights)
         else:
-            self.shared_out = min(self.shared(), vars_in[0])
-            mean, var = pooled_moments(means_in[0], vars_in[0], ks, weights, self.mode, self.shared_out,
-                                       self.correlation())
+            known["shared"] = min(state.shared, state.var)
+            mean, var = pooled_moments(state.mean, state.var, ks, weights, self.mode, known["shared"],
+                                       self.correlation(state.lags))
         if self.global_pool:
             # No positions are left: what the output shares is the per-channel offsets fixed by
             # the draw; the per-sample part varies with the sample like everything else.
-            fixed = 1.0 - min(self.sample_shared() / self.shared(), 1.0) if self.shared() > 0 else 1.0
-            self.shared_out, self.sample_shared_out = self.shared_out * fixed, 0.0
-        return mean, var
+            fixed = 1.0 - min(state.sample_shared / state.shared, 1.0) if state.shared > 0 else 1.0
+            known["shared"], known["sample_shared"] = known["shared"] * fixed, 0.0
+        return self.output(inputs, mean, var, **known)
 
 
 class _Windowed(_Pooling):
-    def output_profile(self):
+    def output_profile(self, profile):
         """The input profile averaged over each window's real elements (channels_last)."""
-        profile = self.profile()
         if profile is None or self.layer.data_format != "channels_last":
             return None
         matrices = [tap_matrix(n, o, p, s, 1, self.layer.padding) for n, o, p, s in
@@ -226,38 +229,38 @@ class _Max:
     mode, method = "max", QUADRATURE
 
 
-@estimates(keras.layers.AveragePooling1D, keras.layers.AveragePooling2D, keras.layers.AveragePooling3D)
+@rule_for(keras.layers.AveragePooling1D, keras.layers.AveragePooling2D, keras.layers.AveragePooling3D)
 class AveragePoolingEstimator(_Average, _Windowed):
     """(mean, c + (var - c)/k) per window of k real elements (smaller windows at 'same' borders),
     c the position-shared variance, mixed over positions."""
 
 
-@estimates(keras.layers.MaxPooling1D, keras.layers.MaxPooling2D, keras.layers.MaxPooling3D)
+@rule_for(keras.layers.MaxPooling1D, keras.layers.MaxPooling2D, keras.layers.MaxPooling3D)
 class MaxPoolingEstimator(_Max, _Windowed):
     """(mean + sd E[M_k], c + sd^2 Var[M_k]) per window of k real elements, M_k = max of k iid N(0, 1),
     c the position-shared variance, sd^2 = var - c. An activation's output s f(z) is pooled as
     s f(max z) (:func:`max_of_activation_moments`)."""
 
 
-@estimates(keras.layers.GlobalAveragePooling1D, keras.layers.GlobalAveragePooling2D,
+@rule_for(keras.layers.GlobalAveragePooling1D, keras.layers.GlobalAveragePooling2D,
            keras.layers.GlobalAveragePooling3D)
 class GlobalAveragePoolingEstimator(_Average, _Global):
     """(mean, c + (var - c)/k) for k = all spatial positions, c the position-shared variance."""
 
 
-@estimates(keras.layers.GlobalMaxPooling1D, keras.layers.GlobalMaxPooling2D, keras.layers.GlobalMaxPooling3D)
+@rule_for(keras.layers.GlobalMaxPooling1D, keras.layers.GlobalMaxPooling2D, keras.layers.GlobalMaxPooling3D)
 class GlobalMaxPoolingEstimator(_Max, _Global):
     """(mean + sd E[M_k], c + sd^2 Var[M_k]) for k = all spatial positions, as MaxPooling."""
 
 
-@estimates(keras.layers.AdaptiveAveragePooling1D, keras.layers.AdaptiveAveragePooling2D,
+@rule_for(keras.layers.AdaptiveAveragePooling1D, keras.layers.AdaptiveAveragePooling2D,
            keras.layers.AdaptiveAveragePooling3D)
 class AdaptiveAveragePoolingEstimator(_Average, _Adaptive):
     """(mean, c + (var - c)/k) per adaptive window [floor(i n/out), ceil((i+1) n/out)), mixed over
     positions, c the position-shared variance."""
 
 
-@estimates(keras.layers.AdaptiveMaxPooling1D, keras.layers.AdaptiveMaxPooling2D,
+@rule_for(keras.layers.AdaptiveMaxPooling1D, keras.layers.AdaptiveMaxPooling2D,
            keras.layers.AdaptiveMaxPooling3D)
 class AdaptiveMaxPoolingEstimator(_Max, _Adaptive):
     """(mean + sd E[M_k], c + sd^2 Var[M_k]) per adaptive window, mixed over positions, as MaxPooling."""

@@ -1,58 +1,60 @@
-"""The one place that says which estimator serves which layer or operation class.
+"""The one place that says which rule serves which layer or operation class.
 
-Family modules register with the :func:`estimates` decorator::
+Family modules register with the :func:`rule_for` decorator::
 
-    @estimates(keras.layers.Add, keras.layers.Average)
-    class MeanOfInputs(LayerOutputDistributionEstimator): ...
+    @rule_for(keras.layers.Add, keras.layers.Average)
+    class MeanOfInputs(LayerRule): ...
 
-Lookup walks the class's MRO, so a subclass of a registered layer is served by its
-parent's rule unless it has one of its own; user estimators take precedence.
+Every module of this package except the shared ones (:data:`SHARED_MODULES`) is a family
+module, found and imported on the first lookup. Lookup walks the class's MRO, so a subclass
+of a registered layer is served by its parent's rule unless it has one of its own; user
+rules take precedence.
 """
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from typing import Any, Callable, Mapping
 
-from .base import LayerOutputDistributionEstimator
+SHARED_MODULES = frozenset({"base", "registry", "weighted", "shapes"})
+"""Modules that hold what families share (the contract, this registry, the weighted-layer
+base, shape helpers) rather than rules for one Keras family."""
 
-_REGISTRY: dict[type, type[LayerOutputDistributionEstimator]] = {}
-
-# Family modules, imported on first lookup (they import Keras).
-FAMILIES = (
-    "activations", "core", "convolutional", "normalization", "merging", "regularization",
-    "reshaping", "pooling", "ops", "applications", "softmax", "attention", "rnn",
-)
-
-
-def estimates(*classes: type) -> Callable[[type], type]:
-    """Class decorator registering an estimator for the given layer/operation classes."""
-    def register(estimator: type) -> type:
-        for cls in classes:
-            _REGISTRY[cls] = estimator
-        return estimator
-    return register
-
-
+_REGISTRY: dict[type, type] = {}
 _loaded = False
 
 
-def load_builtin_estimators() -> None:
+def rule_for(*classes: type) -> Callable[[type], type]:
+    """Class decorator registering a rule for the given layer/operation classes."""
+    def register(rule: type) -> type:
+        for cls in classes:
+            _REGISTRY[cls] = rule
+        return rule
+    return register
+
+
+def family_modules() -> list[str]:
+    """The family modules' names, in name order."""
+    return sorted(info.name for info in pkgutil.iter_modules(_package_path())
+                  if info.name not in SHARED_MODULES)
+
+
+def _package_path() -> list[str]:
+    return list(importlib.import_module(__package__).__path__)
+
+
+def load_builtin_rules() -> None:
     """Import every family module once, which fills the registry."""
     global _loaded
-    if _loaded:
-        return
-    for family in FAMILIES:
-        try:
+    if not _loaded:
+        for family in family_modules():
             importlib.import_module(f"{__package__}.{family}")
-        except ModuleNotFoundError as err:  # a family not written yet
-            if err.name != f"{__package__}.{family}":
-                raise
-    _loaded = True
+        _loaded = True
 
 
-def lookup(obj: Any, custom: Mapping[type, type] | None = None) -> type[LayerOutputDistributionEstimator] | None:
-    """The estimator class for layer/operation ``obj``, or None when none is registered."""
-    load_builtin_estimators()
+def lookup(obj: Any, custom: Mapping[type, type] | None = None) -> type | None:
+    """The rule class for layer/operation ``obj``, or None when none is registered."""
+    load_builtin_rules()
     for cls in type(obj).__mro__:
         if custom and cls in custom:
             return custom[cls]
@@ -61,7 +63,7 @@ def lookup(obj: Any, custom: Mapping[type, type] | None = None) -> type[LayerOut
     return None
 
 
-def registered() -> dict[type, type[LayerOutputDistributionEstimator]]:
-    """A copy of the built-in registry (layer class -> estimator class)."""
-    load_builtin_estimators()
+def registered() -> dict[type, type]:
+    """A copy of the built-in registry (layer class -> rule class)."""
+    load_builtin_rules()
     return dict(_REGISTRY)

@@ -5,27 +5,49 @@ Rearranging, repeating or cropping iid elements leaves each element's law unchan
 zero padding and interpolation change the mixture over output positions exactly.
 Zero padding, cropping and upsampling also map the per-position profile
 (``statistics.border_profile``); Flatten and Reshape end it.
-The position-shared variance (see ``estimators.base``) keeps its fraction (the default
-rule), except where noted.
+A layer that only moves elements keeps every element's value, so its output keeps the
+input's record (its origin included) except what depends on where the positions are.
+The position-shared variance (``statistics.state``) keeps its fraction, except where noted.
 """
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any, Sequence
 
 import keras
 import numpy as np
 
-from .activations import ActivationOutput
-from .base import EXACT, LayerOutputDistributionEstimator
-from .core import IdentityEstimator
-from .registry import estimates
-from autoinit_sym.statistics.lag_correlation import radii_for, resized
+from autoinit_sym.statistics.activation import ActivationOutput
 from autoinit_sym.statistics.border_profile import normalized, spatial_shape
+from autoinit_sym.statistics.lag_correlation import permuted, radii_for, resized
+from autoinit_sym.statistics.state import TensorState
+from autoinit_sym.walk.probe import missing_estimator_warning, no_rule_warning, probed
+
+from .base import EXACT, LayerRule
+from .registry import rule_for
 
 
-@estimates(keras.layers.Flatten, keras.layers.Reshape, keras.layers.Permute)
-class RearrangingEstimator(IdentityEstimator):
-    """Every output element is one input element (moved, repeated or kept): (mean, var) unchanged."""
+@rule_for(keras.layers.Flatten, keras.layers.Reshape, keras.layers.Permute)
+class RearrangingEstimator(LayerRule):
+    """Every output element is one input element (moved, repeated or kept): the input record,
+    unchanged where the per-sample shape is; a Permute of the spatial axes (channels staying
+    last) permutes the profile and lag correlation, any other rearrangement ends them."""
+
+    def propagate(self, inputs: Sequence[TensorState]) -> TensorState:
+        state = inputs[0]
+        shape_in = tuple(self.input_shapes[0][1:]) if self.input_shapes else None
+        shape_out = tuple(self.output_shapes[0][1:]) if self.output_shapes else None
+        if isinstance(self.layer, keras.layers.Permute):
+            order = [d - 1 for d in self.layer.dims]
+            if order == sorted(order):
+                return state
+            if order[-1] == len(order) - 1 and shape_in is not None and None not in shape_in:
+                spatial = order[:-1]
+                profile = None if state.profile is None else np.transpose(state.profile, spatial)
+                return state.replace(profile=profile, lags=permuted(state.lags, spatial))
+        elif shape_in is not None and shape_in == shape_out and None not in shape_in:
+            return state
+        return state.replace(profile=None, lags=None)
 
 
 def _pairs(value, rank: int) -> list[tuple[int, int]]:
@@ -35,61 +57,71 @@ def _pairs(value, rank: int) -> list[tuple[int, int]]:
     return [tuple(pair) for pair in value]
 
 
-def _channels_last_profile(estimator: LayerOutputDistributionEstimator) -> np.ndarray | None:
-    """The input profile of a channels_last layer; None when uniform or channels_first."""
-    if getattr(estimator.layer, "data_format", None) == "channels_first":
+def _channels_last_profile(rule: LayerRule, profile: np.ndarray | None) -> np.ndarray | None:
+    """The input ``profile`` of a channels_last layer; None when uniform or channels_first."""
+    if getattr(rule.layer, "data_format", None) == "channels_first":
         return None
-    return estimator.profile()
+    return profile
 
 
-@estimates(keras.layers.Cropping1D, keras.layers.Cropping2D, keras.layers.Cropping3D)
-class CroppingEstimator(RearrangingEstimator):
-    """Kept positions are input positions: (mean, var) unchanged for a uniform input; with a
-    per-position profile r the kept second moment is E[x^2] mean(r over the kept positions)
-    (the mean taken as uniform) and the profile is r cropped."""
+def _resized_lags(rule: LayerRule, lags: Any) -> Any:
+    """The input's lag correlation with its radii fitted to the output's spatial shape."""
+    spatial = rule.output_spatial()
+    return None if spatial is None else resized(lags, radii_for(spatial))
 
-    def estimate(self, means_in, vars_in):
-        profile = _channels_last_profile(self)
+
+@rule_for(keras.layers.Cropping1D, keras.layers.Cropping2D, keras.layers.Cropping3D)
+class CroppingEstimator(LayerRule):
+    """Kept positions are input positions: the input record for a uniform input (its lag
+    correlation fitted to the smaller map); with a per-position profile r the kept second
+    moment is E[x^2] mean(r over the kept positions) (the mean taken as uniform) and the
+    profile is r cropped."""
+
+    def propagate(self, inputs: Sequence[TensorState]) -> TensorState:
+        state = inputs[0]
+        lags = _resized_lags(self, state.lags)
+        profile = _channels_last_profile(self, state.profile)
         if profile is None:
-            return super().estimate(means_in, vars_in)
+            return state.replace(profile=None, lags=lags)
         kept = profile[tuple(slice(a, n - b) for (a, b), n in
                              zip(_pairs(self.layer.cropping, profile.ndim), profile.shape))]
-        self.profile_out = normalized(kept)
-        second = (vars_in[0] + means_in[0] ** 2) * float(kept.mean())
-        return means_in[0], max(second - means_in[0] ** 2, 0.0)
+        second = state.second_moment * float(kept.mean())
+        return self.output(inputs, state.mean, max(second - state.mean ** 2, 0.0), profile=normalized(kept),
+                           lags=lags)
 
 
-@estimates(keras.layers.UpSampling1D, keras.layers.UpSampling3D)
-class UpSamplingEstimator(RearrangingEstimator):
-    """Nearest-neighbour repetition: (mean, var) unchanged; the profile is repeated."""
+@rule_for(keras.layers.UpSampling1D, keras.layers.UpSampling3D)
+class UpSamplingEstimator(LayerRule):
+    """Nearest-neighbour repetition: the input record with the profile repeated (repeated
+    neighbours are not independent: the lag correlation ends)."""
 
-    def estimate(self, means_in, vars_in):
-        self.profile_out = repeated_profile(self)
-        return super().estimate(means_in, vars_in)
+    def propagate(self, inputs: Sequence[TensorState]) -> TensorState:
+        return inputs[0].replace(profile=repeated_profile(self, inputs[0].profile), lags=None)
 
 
-def repeated_profile(estimator: LayerOutputDistributionEstimator) -> np.ndarray | None:
-    """The input profile with every position repeated ``layer.size`` times along its axis."""
-    profile = _channels_last_profile(estimator)
+def repeated_profile(rule: LayerRule, profile: np.ndarray | None) -> np.ndarray | None:
+    """The input ``profile`` with every position repeated ``layer.size`` times along its axis."""
+    profile = _channels_last_profile(rule, profile)
     if profile is None:
         return None
-    size = estimator.layer.size
+    size = rule.layer.size
     for axis, factor in enumerate((size,) * profile.ndim if isinstance(size, int) else size):
         profile = np.repeat(profile, factor, axis=axis)
     return profile
 
 
-@estimates(keras.layers.RepeatVector)
-class RepeatVectorEstimator(RearrangingEstimator):
-    """Every output position is the same input vector: (mean, var) unchanged, all of var shared."""
+@rule_for(keras.layers.RepeatVector)
+class RepeatVectorEstimator(LayerRule):
+    """Every output position is the same input vector: (mean, var) and origin unchanged, all
+    of var shared."""
 
-    def estimate(self, means_in, vars_in):
-        self.shared_out = vars_in[0]
-        return super().estimate(means_in, vars_in)
+    def propagate(self, inputs: Sequence[TensorState]) -> TensorState:
+        state = inputs[0]
+        return self.output(inputs, state.mean, state.var, shared=state.var, origin=state.origin)
 
 
-@estimates(keras.layers.ZeroPadding1D, keras.layers.ZeroPadding2D, keras.layers.ZeroPadding3D)
-class ZeroPaddingEstimator(LayerOutputDistributionEstimator):
+@rule_for(keras.layers.ZeroPadding1D, keras.layers.ZeroPadding2D, keras.layers.ZeroPadding3D)
+class ZeroPaddingEstimator(LayerRule):
     """A fraction p of the output positions is zero: mean m (1-p), E[x^2] = (v + m^2)(1-p),
     with 1 - p = (input elements) / (output elements) per sample. Two positions are both real
     with probability ~(1-p)^2: shared (1-p)^2 c (the zeros' fixed pattern is not shared).
@@ -98,26 +130,25 @@ class ZeroPaddingEstimator(LayerOutputDistributionEstimator):
 
     method = EXACT
 
-    def estimate(self, means_in, vars_in):
+    def propagate(self, inputs: Sequence[TensorState]) -> TensorState:
+        state = inputs[0]
         kept = _elements(self.input_shapes[0]) / _elements(self._output_shape())
-        mean, var = means_in[0], vars_in[0]
-        self.profile_out = self.padded_profile()
-        self.shared_out = kept ** 2 * self.shared()
+        mean, var = state.mean, state.var
         out_spatial = spatial_shape(self._output_shape())
-        self.lags_out = None if out_spatial is None else resized(self.lags(), radii_for(out_spatial))
-        origin = self.origin()
-        self.origin_out = origin if isinstance(origin, ActivationOutput) and origin.non_negative else None
-        return mean * kept, (var + mean ** 2) * kept - (mean * kept) ** 2
+        origin = state.origin if isinstance(state.origin, ActivationOutput) and state.origin.non_negative else None
+        return self.output(inputs, mean * kept, (var + mean ** 2) * kept - (mean * kept) ** 2,
+                           profile=self.padded_profile(state.profile), shared=kept ** 2 * state.shared,
+                           lags=None if out_spatial is None else resized(state.lags, radii_for(out_spatial)),
+                           origin=origin)
 
-    def padded_profile(self) -> np.ndarray | None:
-        """The input profile (1 where uniform) with zeros at the padded positions, normalized:
+    def padded_profile(self, profile: np.ndarray | None) -> np.ndarray | None:
+        """The input ``profile`` (1 where uniform) with zeros at the padded positions, normalized:
         zero padding is where border profiles start."""
         if self.layer.data_format == "channels_first":
             return None
         spatial = spatial_shape(self.input_shapes[0])
         if spatial is None:
             return None
-        profile = self.profile()
         values = np.ones(spatial) if profile is None else profile
         return normalized(np.pad(values, _pairs(self.layer.padding, len(spatial))))
 
@@ -161,8 +192,8 @@ def resized_moments(mean: float, var: float, sizes: list[tuple[int, int]], inter
     return mean * r1, var * q + mean ** 2 * (r2 - r1 ** 2)
 
 
-def _spatial(estimator: LayerOutputDistributionEstimator) -> list[int]:
-    layer, shape = estimator.layer, estimator.input_shapes[0]
+def _spatial(rule: LayerRule) -> list[int]:
+    layer, shape = rule.layer, rule.input_shapes[0]
     spatial = shape[1:3] if layer.data_format == "channels_last" else shape[2:4]
     if any(n is None for n in spatial):
         raise ValueError(f"{type(layer).__name__} {layer.name!r} with interpolation={layer.interpolation!r} "
@@ -170,61 +201,55 @@ def _spatial(estimator: LayerOutputDistributionEstimator) -> list[int]:
     return [int(n) for n in spatial]
 
 
-@estimates(keras.layers.UpSampling2D)
-class UpSampling2DEstimator(LayerOutputDistributionEstimator):
+@rule_for(keras.layers.UpSampling2D)
+class UpSampling2DEstimator(LayerRule):
     """nearest: unchanged; otherwise the exact moments of the interpolated outputs
     (:func:`resized_moments` for n -> n * factor along height and width)."""
 
     method = EXACT
 
-    def estimate(self, means_in, vars_in):
-        layer = self.layer
-        self.profile_out = repeated_profile(self)  # exact for nearest, the nearest pattern otherwise
+    def propagate(self, inputs: Sequence[TensorState]) -> TensorState:
+        layer, state = self.layer, inputs[0]
+        profile = repeated_profile(self, state.profile)  # exact for nearest, the nearest pattern otherwise
         if layer.interpolation == "nearest":
-            return means_in[0], vars_in[0]
+            return state.replace(profile=profile, lags=None)
         sizes = [(n, n * f) for n, f in zip(_spatial(self), layer.size)]
-        return resized_moments(means_in[0], vars_in[0], sizes, layer.interpolation)
+        return self.output(inputs, *resized_moments(state.mean, state.var, sizes, layer.interpolation),
+                           profile=profile)
 
 
-@estimates(keras.layers.Resizing)
-class ResizingEstimator(LayerOutputDistributionEstimator):
+@rule_for(keras.layers.Resizing)
+class ResizingEstimator(LayerRule):
     """Exact moments of the interpolated outputs (:func:`resized_moments`, antialias included);
     with crop_to_aspect_ratio or pad_to_aspect_ratio the layer is probed instead."""
 
     method = EXACT
 
-    def estimate(self, means_in, vars_in):
+    def propagate(self, inputs: Sequence[TensorState]) -> TensorState | list[TensorState]:
         layer = self.layer
         if layer.crop_to_aspect_ratio or layer.pad_to_aspect_ratio:
-            from .ops import no_rule_warning, probe_instead
-
             why = "with crop_to_aspect_ratio/pad_to_aspect_ratio"
-            return probe_instead(self, means_in, vars_in, no_rule_warning(layer, why))
+            return probed(self, inputs, no_rule_warning(layer, why))
         sizes = list(zip(_spatial(self), (layer.height, layer.width)))
-        return resized_moments(means_in[0], vars_in[0], sizes, layer.interpolation, layer.antialias)
+        return self.output(inputs, *resized_moments(inputs[0].mean, inputs[0].var, sizes, layer.interpolation,
+                                                    layer.antialias))
 
 
-@estimates(keras.layers.TimeDistributed)
-class TimeDistributedEstimator(LayerOutputDistributionEstimator):
-    """The wrapped layer's estimate on one time step (shapes without the time axis); its
-    weight writes and method are those of the wrapped layer's estimator."""
+@rule_for(keras.layers.TimeDistributed)
+class TimeDistributedEstimator(LayerRule):
+    """The wrapped layer's rule on one time step (shapes without the time axis); its weight
+    writes, output records and method are those of the wrapped layer's rule."""
 
     method_label = "the wrapped layer's"
 
-    def estimate(self, means_in, vars_in):
+    def propagate(self, inputs: Sequence[TensorState]) -> TensorState | list[TensorState]:
         def step(shape):
             return None if shape is None else (shape[0], *shape[2:])
 
-        inner = self.context.estimator_for(self.layer.layer, [step(s) for s in self.input_shapes],
-                                           [step(s) for s in self.output_shapes], None)
+        inner = self.context.rule_for(self.layer.layer, [step(s) for s in self.input_shapes],
+                                      [step(s) for s in self.output_shapes], None)
         if inner is None:
-            from autoinit_sym.walk.probe import missing_estimator_warning
-
-            from .ops import probe_instead
-
-            warning = missing_estimator_warning(self.layer.layer.name, True)
-            return probe_instead(self, means_in, vars_in, warning)
-        inner.shared_in = self.shared_in
-        result = inner.estimate(means_in, vars_in)
-        self.method, self.shared_out = inner.method, inner.shared_out
+            return probed(self, inputs, missing_estimator_warning(self.layer.layer.name, True))
+        result = inner.propagate(inputs)
+        self.method = inner.method
         return result

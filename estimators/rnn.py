@@ -38,7 +38,7 @@ from __future__ import annotations
 import inspect
 import math
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import keras
 import numpy as np
@@ -47,8 +47,11 @@ from autoinit_sym.walk.monte_carlo import (CHUNK_BYTES, OutputStatistics, Runnin
                                       gaussian_statistics)
 from autoinit_sym.walk.weights import draw
 
-from .base import MONTE_CARLO, LayerOutputDistributionEstimator
-from .registry import estimates
+from autoinit_sym.statistics.state import TensorState
+
+from .base import MONTE_CARLO, LayerRule, moments_of
+from .registry import rule_for
+from .shapes import DEFAULT_TIMESTEPS
 from .weighted import kernel_stddev
 
 OUTPUT_ELEMENTS = 100_000
@@ -62,8 +65,6 @@ text model (174 sequences)."""
 
 MIN_SEQUENCES = 128
 MAX_SEQUENCES = 1024
-DEFAULT_TIMESTEPS = 16
-"""Sequence length used when the model leaves the time dimension unknown (None)."""
 
 
 def _first(outputs: Any) -> Any:
@@ -212,16 +213,16 @@ class RecurrentStatistics(OutputStatistics):
         return out
 
 
-@estimates(keras.layers.RNN, keras.layers.Bidirectional)
-class RecurrentEstimator(LayerOutputDistributionEstimator):
+@rule_for(keras.layers.RNN, keras.layers.Bidirectional)
+class RecurrentEstimator(LayerRule):
     """Monte Carlo through the recurrent layer itself, with the scheduled kernels swapped
     in and restored afterwards (see the module docstring).
     Inputs: the sequence, then any initial states; all iid Gaussian, training mode."""
 
     method = MONTE_CARLO
-    profile_out = None  # every step mixes the whole past: no border profile over time
 
-    def estimate(self, means_in, vars_in):
+    def propagate(self, inputs: Sequence[TensorState]) -> TensorState | list[TensorState]:
+        means_in, vars_in = moments_of(inputs)
         if not self.input_shapes:
             raise ValueError(f"recurrent layer {self.layer.name!r}: input shapes unknown")
         second_moment = vars_in[0] + means_in[0] ** 2
@@ -237,7 +238,7 @@ class RecurrentEstimator(LayerOutputDistributionEstimator):
                         max(MIN_SEQUENCES, math.ceil(OUTPUT_ELEMENTS / row_elements)))
         upstream = self._upstream_samples() if len(shapes) == 1 else None
         captured: list[Any] | None = [] if getattr(self.layer, "return_sequences", False) else None
-        offset = min(max(self.shared(0), 0.0), vars_in[0]) if upstream is None else 0.0
+        offset = min(max(inputs[0].shared, 0.0), vars_in[0]) if upstream is None else 0.0
 
         def run(*inputs):
             if offset:  # the drawn per-(sample, channel) offset, common to all positions
@@ -260,8 +261,9 @@ class RecurrentEstimator(LayerOutputDistributionEstimator):
                 stats = batch_statistics(run, [(batch,) for batch in upstream], description, statistics)
         if captured and sum(4 * int(np.prod(y.shape)) for y in captured) <= CHUNK_BYTES:
             self._record_samples(captured)
-        self.shared_out = statistics.shared()
-        return stats if len(stats) > 1 else stats[0]
+        # every step mixes the whole past: no border profile over time
+        return [self.output(inputs, m, v, i, shared=shared, profile=None)
+                for i, ((m, v), shared) in enumerate(zip(stats, statistics.shared()))]
 
     def _upstream_samples(self) -> list[Any] | None:
         """Output sequences kept from the Monte Carlo run of the recurrent layer that made

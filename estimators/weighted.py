@@ -6,14 +6,14 @@ s^2 independent of the inputs has E[z] = E[b] and Var(z) = fan_in s^2 E[x^2] + V
 AutoInit sets s^2 = signal_variance / (fan_in E[x^2]) with E[x^2] = var + mean^2,
 then passes N(E[b], signal_variance + Var(b)) through the layer's activation.
 
-Position-shared variance (see ``estimators.base``): for an input x = m + a + e with
+Position-shared variance (``statistics.state``): for an input x = m + a + e with
 Cov(x_p, x_q) = c between distinct positions, one output channel's sum at positions p, q
 shares the same weights, so Cov(z_p, z_q) = fan_in s^2 (m^2 + c) + Var(b)
 = signal_variance (m^2 + c) / E[x^2] + Var(b) (times ``shared_tap_ratio`` for convolutions): an input mean becomes a per-channel
 offset common to all positions. That pre-activation sharing goes through the
-activation by :func:`activations.activation_shared`.
+activation by ``statistics.activation.activation_shared``.
 
-The per-sample part of the input's shared variance (``estimators.base``) passes the same
+The per-sample part of the input's shared variance passes the same
 way, without the mean: pre-activation sample part signal_variance b / E[x^2]; the
 activation keeps its fraction of the shared variance.
 
@@ -25,16 +25,18 @@ pre-activation then has variance signal_variance * E[x^2]_call / E[x^2]_combined
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Sequence
 
 import keras
 import numpy as np
 
+from autoinit_sym.statistics.activation import classify
+from autoinit_sym.statistics.border_profile import normalized
+from autoinit_sym.statistics.elementwise import activated
+from autoinit_sym.statistics.state import TensorState
 from autoinit_sym.walk.weights import TRUNCATED_STD
 
-from .activations import activated, adopt
-from .base import EXACT, LayerOutputDistributionEstimator
-from autoinit_sym.statistics.border_profile import normalized, spatial_shape
+from .base import EXACT, LayerRule, moments_of
 
 
 def initializer_statistics(initializer: Any, variable: Any = None) -> tuple[float, float]:
@@ -73,7 +75,7 @@ def second_moments(means: list[float], variances: list[float]) -> list[float]:
     return [float(v) + float(m) ** 2 for m, v in zip(means, variances)]
 
 
-class WeightedLayerEstimator(LayerOutputDistributionEstimator):
+class WeightedLayerEstimator(LayerRule):
     """Base of every weighted layer: subclasses say which kernels to draw
     (:meth:`schedule_weights`) and may override the bias and activation lookup."""
 
@@ -81,62 +83,66 @@ class WeightedLayerEstimator(LayerOutputDistributionEstimator):
     kernel_initializer_attr = "kernel_initializer"
     """The layer's initializer attribute for ``kernel`` (e.g. ``"depthwise_initializer"``)."""
 
-    def estimate(self, means_in, vars_in):
-        call_second = second_moments(means_in, vars_in)[0]
-        scale_means, scale_vars = self.scale_statistics(means_in, vars_in)
+    def propagate(self, inputs: Sequence[TensorState]) -> TensorState:
+        state = inputs[0]
+        scale_means, scale_vars = self.scale_statistics(inputs)
         scale_second = second_moments(scale_means, scale_vars)[0]
         if not (scale_second > 0 and math.isfinite(scale_second)):
             raise ValueError(f"layer {self.layer.name!r} receives inputs with second moment "
                              f"{scale_second!r}; AutoInit needs a finite, positive one")
-        self.schedule_weights(scale_second)
+        sums = self.tap_sums(state.profile)
+        self.schedule_weights(scale_second, sums)
         bias_mean, bias_var = self.bias_statistics()
-        pre_var = self.signal_variance * call_second / scale_second + bias_var
+        pre_var = self.signal_variance * state.second_moment / scale_second + bias_var
         reach = self.shared_tap_ratio() * self.signal_variance / scale_second
-        pre_shared = reach * (means_in[0] ** 2 + self.shared()) + bias_var
-        pre_sample = reach * self.sample_shared()
+        pre_shared = min(reach * (state.mean ** 2 + state.shared) + bias_var, pre_var)
+        pre_sample = min(reach * state.sample_shared, pre_shared)
+        pre = TensorState(bias_mean, pre_var, pre_shared, pre_sample, None,
+                          self.pre_activation_profile(sums, bias_mean, bias_var, pre_var),
+                          self.pre_activation_lags(state.lags, sums))
         axis_size = self.output_shapes[0][-1] if self.output_shapes else None  # softmax: last axis
-        activation = getattr(self.layer, "activation", None)
-        return adopt(self, activated(activation, bias_mean, pre_var, min(pre_shared, pre_var), axis_size,
-                                     sample_shared=min(pre_sample, pre_shared, pre_var),
-                                     profile=self.pre_activation_profile(bias_mean, bias_var, pre_var),
-                                     lags=self.pre_activation_lags()))
+        out, self.method = activated(pre, classify(getattr(self.layer, "activation", None)), axis_size)
+        return out
 
-    def pre_activation_profile(self, bias_mean: float, bias_var: float, pre_var: float) -> np.ndarray | None:
+    @staticmethod
+    def pre_activation_profile(sums: np.ndarray | None, bias_mean: float, bias_var: float,
+                               pre_var: float) -> np.ndarray | None:
         """The pre-activation's per-position profile: the weighted sum's variance follows
-        S / mean S (:meth:`tap_sums`), the bias is the same everywhere:
+        S / mean S (``sums``, :meth:`tap_sums`), the bias is the same everywhere:
         r(p) = (bias_mean^2 + Var(b) + (pre_var - Var(b)) S(p) / mean S) / (bias_mean^2 + pre_var)."""
-        relative = normalized(self.tap_sums())
+        relative = normalized(sums)
         if relative is None:
             return None
         weighted = pre_var - bias_var
         return normalized(bias_mean ** 2 + bias_var + weighted * relative)
 
-    def pre_activation_lags(self) -> Any:
-        """The pre-activation's short-range spatial correlation (``statistics.lag_correlation``);
-        None by default (a layer mixing only the last axis, whose rule is not written)."""
+    def pre_activation_lags(self, lags: Any, sums: np.ndarray | None) -> Any:
+        """The pre-activation's short-range spatial correlation from the input's ``lags``
+        (``statistics.lag_correlation``); None by default (a layer mixing only the last axis,
+        whose rule is not written)."""
         return None
 
-    def tap_sums(self) -> np.ndarray | None:
-        """Per output position, the input's relative second moment summed over what reaches
-        it (convolutions: over their taps); by default the input's own profile, which a
-        layer mixing only the last axis (Dense, EinsumDense) keeps position by position."""
-        profile = self.profile()
-        if profile is None or not self.output_shapes or spatial_shape(self.output_shapes[0]) != profile.shape:
+    def tap_sums(self, profile: np.ndarray | None) -> np.ndarray | None:
+        """Per output position, the input's relative second moment ``profile`` summed over what
+        reaches it (convolutions: over their taps); by default the input's own profile, which
+        a layer mixing only the last axis (Dense, EinsumDense) keeps position by position."""
+        if profile is None or self.output_spatial() != profile.shape:
             return None
         return profile
 
-    def scale_statistics(self, means_in: list[float], vars_in: list[float]) -> tuple[list, list]:
+    def scale_statistics(self, inputs: Sequence[TensorState]) -> tuple[list, list]:
         """The input statistics the weights are scaled for: the combined ones of a shared layer."""
         shared = getattr(self.context, "shared_input_stats", {}).get(id(self.layer))
-        return shared if shared is not None else (means_in, vars_in)
+        return shared if shared is not None else moments_of(inputs)
 
-    def schedule_weights(self, second_moment: float) -> None:
-        """Schedule the kernel(s) so the pre-activation has variance signal_variance."""
-        fan_in = self.fan_in()
+    def schedule_weights(self, second_moment: float, sums: np.ndarray | None) -> None:
+        """Schedule the kernel(s) so the pre-activation has variance signal_variance (``sums``:
+        the input profile summed over what reaches each output, :meth:`tap_sums`)."""
+        fan_in = self.fan_in(sums)
         self.set_initializer(self.layer.kernel, kernel_stddev(self.signal_variance, fan_in, second_moment),
                              self.kernel_initializer_attr, fan_in)
 
-    def fan_in(self) -> float:
+    def fan_in(self, sums: np.ndarray | None) -> float:
         """Average number of input elements summed into one output element."""
         raise NotImplementedError
 

@@ -58,7 +58,7 @@ import functools
 import itertools
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 from scipy.signal import convolve
@@ -335,6 +335,14 @@ def resized(lags: LagCorrelation | None, radii: Sequence[int]) -> LagCorrelation
         return out
 
     return LagCorrelation(fit(lags.mean), fit(lags.square), fit(lags.excess), lags.common, lags.independent)
+
+
+def permuted(lags: LagCorrelation | None, order: Sequence[int]) -> LagCorrelation | None:
+    """``lags`` with its spatial axes in ``order`` (axis i of the result is axis order[i] of the input)."""
+    if lags is None:
+        return None
+    return LagCorrelation(*(np.transpose(a, order) for a in (lags.mean, lags.square, lags.excess)),
+                          lags.common, lags.independent)
 
 
 def rescaled(lags: LagCorrelation | None, ratio: float) -> LagCorrelation | None:

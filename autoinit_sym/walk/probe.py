@@ -5,14 +5,16 @@ in training mode with the call's constant arguments, and the mean and variance o
 every output are measured (:func:`autoinit_sym.walk.monte_carlo.gaussian_statistics`,
 seeded). A probe is impossible when the call has no graph node, a shape is unknown
 or the inputs are not floating point; then, and when the layer fails on the samples,
-the input statistics pass through unchanged.
+the input statistics pass through unchanged. Rules that have no exact answer for some
+settings of their layer probe it too (:func:`probed`).
 """
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Sequence
 
-from autoinit_sym.estimators.base import PASS_THROUGH, PROBE, LayerOutputDistributionEstimator
+from autoinit_sym.estimators.base import PASS_THROUGH, PROBE, LayerRule, moments_of
+from autoinit_sym.statistics.state import TensorState
 from autoinit_sym.walk.graph import invoke
 from autoinit_sym.walk.monte_carlo import gaussian_statistics
 
@@ -44,22 +46,29 @@ def probe_impossible(node: Any, input_shapes: list[tuple]) -> str:
     return ""
 
 
-class ProbeEstimator(LayerOutputDistributionEstimator):
+def no_rule_warning(layer: Any, why: str) -> str:
+    return f"No exact rule for {layer.name} {why}; probing it with Gaussian samples instead."
+
+
+class ProbeEstimator(LayerRule):
     """Measure the real layer on Gaussian samples with the incoming statistics (Monte Carlo)."""
 
     method = PROBE
 
-    def estimate(self, means_in, vars_in):
+    def propagate(self, inputs: Sequence[TensorState]) -> list[TensorState]:
+        means_in, vars_in = moments_of(inputs)
         reason = probe_impossible(self.node, self.input_shapes)
         if not reason:
             try:
-                return self.probe(means_in, vars_in)
+                pairs = self.probe(means_in, vars_in)
             except Exception as err:  # the layer itself failed on the samples
                 reason = f"running it on Gaussian samples failed: {type(err).__name__}: {err}"
                 logger.warning("Probing layer %s failed (%s); passing its input statistics through "
                                "unchanged.", self.layer.name, reason)
+            else:
+                return [self.output(inputs, m, v, i) for i, (m, v) in enumerate(pairs)]
         self.method = PASS_THROUGH
-        return [(means_in[0], vars_in[0])] * max(len(self.output_shapes), 1)
+        return [self.output(inputs, means_in[0], vars_in[0], i) for i in range(max(len(self.output_shapes), 1))]
 
     def probe(self, means_in: list[float], vars_in: list[float]) -> list[tuple[float, float]]:
         """The measured (mean, var) of every output on ``monte_carlo_samples`` (at most
@@ -73,3 +82,13 @@ class ProbeEstimator(LayerOutputDistributionEstimator):
         return gaussian_statistics(run, [s[1:] for s in self.input_shapes], means_in, vars_in,
                                    samples=samples, seed=self.context.seed_for("probe", layer.name),
                                    description=f"Probing {layer.name}")
+
+
+def probed(rule: LayerRule, inputs: Sequence[TensorState], warning: str) -> list[TensorState]:
+    """``rule``'s call estimated by probing the real layer on Gaussian samples, after logging
+    ``warning``; ``rule.method`` becomes the probe's method (probe, or pass-through)."""
+    logger.warning(warning)
+    prober = ProbeEstimator(rule.layer, rule.context, rule.input_shapes, rule.output_shapes, rule.node)
+    result = prober.propagate(inputs)
+    rule.method = prober.method
+    return result

@@ -1,49 +1,85 @@
-"""The record AutoInit keeps for every layer call: what came in, what went out, and how."""
+"""What AutoInit keeps for every layer call: the records that came in and went out, and how."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Any, Iterator
+
+from autoinit_sym.statistics.state import TensorState
 
 
 @dataclass
 class LayerEstimate:
-    """Output statistics of one layer call; unpacks as ``(mean, var)``.
+    """The statistics of one layer call; unpacks as ``(mean, var)``.
 
-    For a layer with several outputs, ``mean`` and ``var`` are tuples (one entry per
-    output) and ``outputs`` lists the pairs. ``method`` is one of
-    ``estimators.base.METHODS``. For a layer or submodel shared by several call sites,
-    ``init_means_in`` / ``init_vars_in`` hold the combined input statistics its
-    initializer was derived from (None otherwise). ``weights`` maps each redrawn
-    variable's path to its standard deviation. ``shared_in`` / ``shared_out`` hold the
-    position-shared variance (covariance between two positions of a channel, see
-    ``estimators.base``) of each input and output; ``shared`` reads it like ``var``;
-    ``sample_shared_out`` is its per-sample part (gates, spatial masks) per output.
+    ``inputs`` and ``states`` are the :class:`~autoinit_sym.statistics.state.TensorState`
+    records of its inputs and outputs. For a layer with several outputs, ``mean``, ``var``
+    and ``shared`` are tuples (one entry per output) and ``outputs`` lists the (mean, var)
+    pairs. ``method`` is one of ``statistics.methods.METHODS``. For a layer or submodel
+    shared by several call sites, ``init_means_in`` / ``init_vars_in`` hold the combined
+    input statistics its initializer was derived from (None otherwise). ``weights`` maps
+    each redrawn variable's path to its standard deviation.
     """
 
     key: str
     layer: str
     method: str
-    means_in: list[float]
-    vars_in: list[float]
-    outputs: list[tuple[float, float]]
+    inputs: list[TensorState]
+    states: list[TensorState]
     init_means_in: list[float] | None = None
     init_vars_in: list[float] | None = None
     weights: dict[str, float] = field(default_factory=dict)
-    shared_in: list[float] = field(default_factory=list)
-    shared_out: list[float] = field(default_factory=list)
-    sample_shared_out: list[float] = field(default_factory=list)
+
+    @property
+    def means_in(self) -> list[float]:
+        return [s.mean for s in self.inputs]
+
+    @property
+    def vars_in(self) -> list[float]:
+        return [s.var for s in self.inputs]
+
+    @property
+    def outputs(self) -> list[tuple[float, float]]:
+        return [(s.mean, s.var) for s in self.states]
+
+    @property
+    def shared_in(self) -> list[float]:
+        """The position-shared variance of each input."""
+        return [s.shared for s in self.inputs]
+
+    @property
+    def shared_out(self) -> list[float]:
+        """The position-shared variance of each output."""
+        return [s.shared for s in self.states]
+
+    @property
+    def sample_shared_out(self) -> list[float]:
+        """The per-sample part of each output's shared variance."""
+        return [s.sample_shared for s in self.states]
+
+    def _one_or_all(self, name: str) -> Any:
+        values = tuple(getattr(s, name) for s in self.states)
+        return values[0] if len(values) == 1 else values
 
     @property
     def mean(self) -> float | tuple[float, ...]:
-        return self.outputs[0][0] if len(self.outputs) == 1 else tuple(m for m, _ in self.outputs)
+        return self._one_or_all("mean")
 
     @property
     def var(self) -> float | tuple[float, ...]:
-        return self.outputs[0][1] if len(self.outputs) == 1 else tuple(v for _, v in self.outputs)
+        return self._one_or_all("var")
 
     @property
     def shared(self) -> float | tuple[float, ...]:
-        return self.shared_out[0] if len(self.shared_out) == 1 else tuple(self.shared_out)
+        return self._one_or_all("shared")
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-ready dict: key, layer, method, means/vars/shared of inputs and outputs, the
+        combined input statistics of a shared layer and the redrawn weights' spreads."""
+        return {"key": self.key, "layer": self.layer, "method": self.method,
+                "means_in": self.means_in, "vars_in": self.vars_in, "shared_in": self.shared_in,
+                "outputs": [list(p) for p in self.outputs], "shared_out": self.shared_out,
+                "sample_shared_out": self.sample_shared_out, "init_means_in": self.init_means_in,
+                "init_vars_in": self.init_vars_in, "weights": dict(self.weights)}
 
     def __iter__(self) -> Iterator:
         return iter((self.mean, self.var))
@@ -53,4 +89,3 @@ class LayerEstimate:
 
     def __getitem__(self, index: int):
         return (self.mean, self.var)[index]
-

@@ -1,0 +1,129 @@
+"""The walk: every layer call in topological order, from the input records to the output records
+of each call, re-walked until the combined input statistics of shared layers settle.
+
+The walk is pure estimation (no weight is sampled): ``context.pending`` collects the weights
+to write, which happens only after every layer call has been estimated and checked.
+"""
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from autoinit_sym.estimators.base import EstimationContext, LayerRule
+from autoinit_sym.statistics.border_profile import spatial_shape
+from autoinit_sym.statistics.state import TensorState, checked
+from autoinit_sym.walk.graph import Call, ModelGraph
+from autoinit_sym.walk.probe import ProbeEstimator, missing_estimator_warning, probe_impossible
+from autoinit_sym.walk.results import LayerEstimate
+
+logger = logging.getLogger("autoinit_sym")
+
+MAX_PASSES = 20
+"""Re-walks at most this often to settle the combined statistics of shared layers."""
+SHARED_TOLERANCE = 1e-9
+"""Relative change of the combined statistics below which shared layers are settled."""
+
+
+@dataclass
+class WalkContext(EstimationContext):
+    """The estimation context plus the combined input statistics of shared layers
+    (id(layer) -> (means, vars)), which weighted layers scale their weights for."""
+
+    shared_input_stats: dict[int, tuple[list[float], list[float]]] = field(default_factory=dict)
+
+
+def _combined(records: list[LayerEstimate]) -> tuple[list[float], list[float]]:
+    """Input statistics pooled over several calls: mean of means, mean of second moments."""
+    means, variances = [], []
+    for i in range(len(records[0].inputs)):
+        mean = sum(r.inputs[i].mean for r in records) / len(records)
+        second = sum(r.inputs[i].second_moment for r in records) / len(records)
+        means.append(mean)
+        variances.append(max(second - mean * mean, 0.0))
+    return means, variances
+
+
+def _settled(old: dict, new: dict) -> bool:
+    if old.keys() != new.keys():
+        return False
+    for key, (means, variances) in new.items():
+        for a, b in zip(means + variances, old[key][0] + old[key][1]):
+            if abs(a - b) > SHARED_TOLERANCE * (1.0 + abs(a)):
+                return False
+    return True
+
+
+def estimate(graph: ModelGraph, context: WalkContext, inputs: Sequence[TensorState]) -> "OrderedDict[str, LayerEstimate]":
+    """Walk ``graph`` from the model inputs' records, re-walking until shared layers' combined
+    statistics settle; ``context.pending`` then holds the weights to write."""
+    shared = {op: calls for op, calls in graph.calls_by_operation().items() if len(calls) > 1}
+    warned: set[int] = set()
+    for _ in range(MAX_PASSES):
+        context.pending.clear()
+        results = walk(graph, context, inputs, warned)
+        combined = {op: _combined([results[c.key] for c in calls]) for op, calls in shared.items()}
+        if _settled(context.shared_input_stats, combined):
+            break
+        context.shared_input_stats = combined
+    else:
+        logger.warning("the combined input statistics of shared layers did not settle in %d "
+                       "passes; using the last pass", MAX_PASSES)
+    for op, calls in shared.items():
+        for call in calls:
+            results[call.key].init_means_in, results[call.key].init_vars_in = combined[op]
+    return results
+
+
+def walk(graph: ModelGraph, context: WalkContext, inputs: Sequence[TensorState],
+         warned: set[int]) -> "OrderedDict[str, LayerEstimate]":
+    """One pass in topological order: each call's rule maps its input records to its output
+    records (a nested model's call reads the records its inner calls left)."""
+    states = dict(zip(graph.inputs, inputs))
+    method_of: dict[int, str] = {}
+    results: OrderedDict[str, LayerEstimate] = OrderedDict()
+    for call in graph.calls:
+        ins = [states[s] for s in call.inputs]
+        if call.submodel:
+            outs = [states[s] for s in call.outputs]
+            method, weights = method_of.get(call.outputs[0], "exact"), {}
+        else:
+            rule = rule_for_call(call, context, warned)
+            before = {k: id(p) for k, p in context.pending.items()}
+            try:
+                outs = _outputs(rule.propagate(ins), call)
+            except Exception as err:
+                err.add_note(f"while estimating layer call {call.key!r} ({type(call.operation).__name__})")
+                raise
+            method = getattr(rule, "method", "exact")
+            weights = {p.variable.path: p.stddev for k, p in context.pending.items() if before.get(k) != id(p)}
+            states.update(zip(call.outputs, outs))
+            method_of.update((s, method) for s in call.outputs)
+        results[call.key] = LayerEstimate(call.key, call.operation.name, method, ins, outs, weights=weights)
+    return results
+
+
+def _outputs(result: TensorState | Sequence[TensorState], call: Call) -> list[TensorState]:
+    """A rule's result as one checked record per output of ``call``."""
+    states = [result] if isinstance(result, TensorState) else list(result)
+    count = max(len(call.outputs), 1)
+    if len(states) == 1 and count > 1:
+        states = states * count
+    if len(states) != count or not all(isinstance(s, TensorState) for s in states):
+        raise ValueError(f"the rule of layer call {call.key!r} returned {result!r}; expected {count} "
+                         "TensorState record(s)")
+    shapes = call.output_shapes or [None] * count
+    return [checked(s, spatial_shape(shape), f"layer {call.key!r}") for s, shape in zip(states, shapes)]
+
+
+def rule_for_call(call: Call, context: WalkContext, warned: set[int]) -> LayerRule:
+    """The rule for ``call``: the registered one, else a probe (warned about once per layer)."""
+    rule = context.rule_for(call.operation, call.input_shapes, call.output_shapes, call.node)
+    if rule is not None:
+        return rule
+    if id(call.operation) not in warned:
+        warned.add(id(call.operation))
+        reason = probe_impossible(call.node, call.input_shapes)
+        logger.warning(missing_estimator_warning(call.operation.name, not reason, reason))
+    return ProbeEstimator(call.operation, context, call.input_shapes, call.output_shapes, call.node)

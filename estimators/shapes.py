@@ -1,0 +1,39 @@
+"""Shape helpers the families share: axes, element counts, identical inputs, concatenation sizes."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+DEFAULT_TIMESTEPS = 16
+"""The length a recurrent or attention rule assumes for a sequence axis of unknown size."""
+
+
+def positive_axes(axis: int | Sequence[int], rank: int) -> list[int]:
+    """``axis`` (an int or several, negative counting from the end) as non-negative indices."""
+    return [a % rank for a in ([axis] if isinstance(axis, int) else axis)]
+
+
+def elements_along(shape: Sequence[int | None], axes: Sequence[int]) -> int | None:
+    """Number of elements spanned by ``axes`` of ``shape`` (None if one of them is unknown)."""
+    dims = [shape[a] for a in axes]
+    return None if any(d is None for d in dims) else int(np.prod(dims))
+
+
+def identical_inputs(node: Any, count: int) -> list[list[int]]:
+    """Indices of the inputs grouped by identity of their tensor (one group per distinct tensor)."""
+    tensors = list(node.arguments.keras_tensors) if node is not None else []
+    if len(tensors) != count:
+        return [[i] for i in range(count)]
+    groups: dict[int, list[int]] = {}
+    for index, tensor in enumerate(tensors):
+        groups.setdefault(id(tensor), []).append(index)
+    return list(groups.values())
+
+
+def concat_weights(shapes: Sequence[Sequence[int | None]], axis: int, count: int) -> list[float]:
+    """Each input's size along ``axis`` (equal weights where a size is unknown)."""
+    sizes = [shape[axis] if shape is not None and len(shape) > 0 else None for shape in shapes]
+    if len(sizes) != count or any(s is None for s in sizes):
+        return [1.0] * count
+    return [float(s) for s in sizes]
