@@ -13,19 +13,31 @@ Samples are drawn with NumPy (seeded generators per variable, normal draws in bl
 2^20 elements on all cores) and assigned;
 the layer's initializer attribute is replaced by the equivalent Keras initializer
 so that a saved config describes the weights.
+
+Before anything is written, every scale is checked in the dtype it will live in
+(:func:`check_scales`): the variable's dtype, or the owner layer's compute dtype where that is
+narrower (mixed precision). The write pass (:func:`write_pending`) is all or nothing.
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 import keras
+import ml_dtypes
 import numpy as np
+
+logger = logging.getLogger("autoinit_sym")
 
 TRUNCATED_STD = 0.87962566103423978
 """Standard deviation of N(0, 1) truncated to [-2, 2]."""
+NORMAL_BOUND = 10.0
+"""Largest |z| an untruncated normal draw is taken to reach (P(|z| > 10) = 1.5e-23 per draw)."""
+NEAR_RANGE = 100.0
+"""A scale within this factor of its dtype's largest value or smallest normal is warned about."""
 
 
 @dataclass
@@ -106,10 +118,11 @@ def sample(distribution: str, std: float, shape: tuple[int, ...], seed: int,
         values *= draw_dtype.type(std / TRUNCATED_STD if truncate else std)
         return values
     rng = np.random.default_rng(seed)
-    if distribution == "uniform":
+    if distribution == "uniform":  # (2u - 1) * limit: no intermediate exceeds the limit
         values = rng.random(shape, dtype=draw_dtype)
-        values -= draw_dtype.type(0.5)
-        values *= draw_dtype.type(2.0 * std * math.sqrt(3.0))
+        values *= draw_dtype.type(2.0)
+        values -= draw_dtype.type(1.0)
+        values *= draw_dtype.type(std * math.sqrt(3.0))
         return values
     if distribution == "orthogonal":
         rows, cols = _matrix_shape(shape)
@@ -155,19 +168,143 @@ def draw(pending: Any, distribution: str, seed_for: Callable[..., int]) -> np.nd
     return sample(distribution, pending.stddev, shape, _seed(pending, seed_for), variable.dtype)
 
 
-def write_pending(pending: Iterable[Any], distribution: str, constrain: bool,
-                  seed_for: Callable[..., int]) -> None:
-    """Draw (:func:`draw`) and assign every :class:`PendingWeight`; update
-    the owners' initializer (and, with ``constrain``, constraint) attributes to match."""
+def largest_draw(distribution: str, std: float, shape: tuple[int, ...]) -> float:
+    """The largest magnitude a draw of ``distribution`` with standard deviation ``std`` reaches
+    (see the module docstring; :data:`NORMAL_BOUND` standard deviations for the untruncated
+    normal, the orthogonal gain for orthogonal matrices, whose entries are at most 1)."""
+    if distribution == "truncated_normal":
+        return 2.0 * std / TRUNCATED_STD
+    if distribution == "untruncated_normal":
+        return NORMAL_BOUND * std
+    if distribution == "uniform":
+        return math.sqrt(3.0) * std
+    if distribution == "orthogonal":
+        return std * math.sqrt(max(_matrix_shape(shape)))
+    raise ValueError(f"unknown distribution {distribution!r}")
+
+
+def _storage(pending: PendingWeight) -> tuple[str, Any]:
+    """The dtype a weight's values must fit, and its limits (``ml_dtypes.finfo``): the variable's
+    dtype, or the owner's compute dtype where that is a narrower float (mixed precision)."""
+    name = str(keras.backend.standardize_dtype(pending.variable.dtype))
+    try:
+        limits = ml_dtypes.finfo(np.dtype(name))
+    except (TypeError, ValueError):
+        raise ValueError(f"weight {pending.variable.path!r} of layer {pending.layer.name!r} has dtype "
+                         f"{name}, not a floating-point type; no weights were written") from None
+    compute = getattr(pending.layer, "compute_dtype", None)
+    if compute is not None and keras.backend.is_float_dtype(compute):
+        compute = str(keras.backend.standardize_dtype(compute))
+        narrower = ml_dtypes.finfo(np.dtype(compute))
+        if float(narrower.max) < float(limits.max) or float(narrower.tiny) > float(limits.tiny):
+            return f"{compute} (the compute dtype of layer {pending.layer.name!r})", narrower
+    return name, limits
+
+
+def scale_problem(pending: PendingWeight, distribution: str) -> tuple[str, bool]:
+    """Why ``pending``'s draws would not be representable in its dtype (:func:`_storage`), or
+    "" when they are; and whether its scale lies within :data:`NEAR_RANGE` of the dtype's limits.
+
+    Not representable: a non-finite or non-positive standard deviation, draws above the dtype's
+    largest value (:func:`largest_draw`), or a standard deviation below its smallest normal
+    number (draws that round to zero or lose their precision)."""
+    dtype, limits = _storage(pending)
+    std, top, tiny = float(pending.stddev), float(limits.max), float(limits.tiny)
+    if not (math.isfinite(std) and std > 0.0):
+        return f"its standard deviation is {std!r}", False
+    largest = largest_draw(distribution, std, tuple(int(d) for d in pending.variable.shape))
+    if largest > top:
+        return (f"its standard deviation {std:.3g} gives {distribution} draws up to {largest:.3g}, "
+                f"above the {dtype} maximum {top:.3g}"), False
+    if std < tiny:
+        return (f"its standard deviation {std:.3g} is below the smallest normal {dtype} number "
+                f"{tiny:.3g}: its draws would round to zero"), False
+    return "", largest * NEAR_RANGE > top or std < tiny * NEAR_RANGE
+
+
+def check_scales(pending: Sequence[PendingWeight], distribution: str,
+                 explain: Callable[[PendingWeight], str] | None = None) -> None:
+    """Raise a ValueError naming the first weight whose draws would not be representable
+    (:func:`scale_problem`); ``explain(pending)`` adds the statistic that caused its scale
+    (or ""). Scales near their dtype's limits are logged as warnings (``autoinit_sym`` logger)."""
     for item in pending:
-        variable = item.variable
-        shape = tuple(int(d) for d in variable.shape)
-        seed = _seed(item, seed_for)
-        variable.assign(draw(item, distribution, seed_for))
-        if item.attr is not None:
-            setattr(item.layer, item.attr, keras_initializer(distribution, item.stddev, shape, seed))
-        if constrain:
-            constraint = ZeroMeanFixedScale(item.stddev)
-            variable.constraint = constraint
-            if item.attr is not None and item.attr.endswith("_initializer"):
-                setattr(item.layer, item.attr[: -len("_initializer")] + "_constraint", constraint)
+        problem, near = scale_problem(item, distribution)
+        where = f"weight {item.variable.path!r} of layer {item.layer.name!r}"
+        if problem:
+            raise ValueError(f"cannot write {where}: {problem}{_because(item, explain)}; "
+                             "no weights were written")
+        if near:
+            dtype, limits = _storage(item)
+            logger.warning("%s: standard deviation %.3g is within a factor %g of the %s range "
+                           "(%.3g to %.3g)%s", where, item.stddev, NEAR_RANGE, dtype,
+                           float(limits.tiny), float(limits.max), _because(item, explain))
+
+
+def _because(item: PendingWeight, explain: Callable[[PendingWeight], str] | None) -> str:
+    reason = explain(item) if explain is not None else ""
+    return f" ({reason})" if reason else ""
+
+
+_MISSING = object()
+
+
+class _Undo:
+    """What a write pass changed, to put back: host copies of overwritten variables' old values
+    and the old values of replaced attributes, restored in reverse order."""
+
+    def __init__(self) -> None:
+        self.steps: list[Callable[[], None]] = []
+        self.kept: set[tuple[int, str]] = set()
+
+    def assign(self, variable: Any, value: Any) -> None:
+        old = np.array(keras.ops.convert_to_numpy(variable), copy=True)
+        self.steps.append(lambda: variable.assign(old))
+        variable.assign(value)
+
+    def setattr(self, owner: Any, name: str, value: Any) -> None:
+        if (id(owner), name) not in self.kept:
+            self.kept.add((id(owner), name))
+            old = getattr(owner, name, _MISSING)
+            self.steps.append(lambda: delattr(owner, name) if old is _MISSING else setattr(owner, name, old))
+        setattr(owner, name, value)
+
+    def restore(self) -> None:
+        for step in reversed(self.steps):
+            step()
+
+
+def write_pending(pending: Iterable[PendingWeight], distribution: str, constrain: bool,
+                  seed_for: Callable[..., int], explain: Callable[[PendingWeight], str] | None = None,
+                  resets: Sequence[tuple[Any, Any]] = ()) -> None:
+    """Draw (:func:`draw`) and assign every :class:`PendingWeight`; update the owners'
+    initializer (and, with ``constrain``, constraint) attributes to match; then assign each
+    ``(variable, value)`` of ``resets`` (e.g. an optimizer's fresh state).
+
+    All or nothing: every scale is checked first (:func:`check_scales`, with ``explain``), so a
+    scale that does not fit its dtype writes nothing. During the pass, each variable's old value
+    is copied to host memory just before it is overwritten; on any exception (KeyboardInterrupt
+    and MemoryError included) every overwritten variable and every replaced attribute is put
+    back before the exception propagates. Peak extra memory: one host copy of the variables
+    overwritten so far plus one draw. (Drawing everything first would need those copies too,
+    since an interrupt can still fall between two assignments, and all draws besides.)"""
+    items = list(pending)
+    check_scales(items, distribution, explain)
+    undo = _Undo()
+    try:
+        for item in items:
+            variable = item.variable
+            shape = tuple(int(d) for d in variable.shape)
+            seed = _seed(item, seed_for)
+            undo.assign(variable, draw(item, distribution, seed_for))
+            if item.attr is not None:
+                undo.setattr(item.layer, item.attr, keras_initializer(distribution, item.stddev, shape, seed))
+            if constrain:
+                constraint = ZeroMeanFixedScale(item.stddev)
+                undo.setattr(variable, "constraint", constraint)
+                if item.attr is not None and item.attr.endswith("_initializer"):
+                    undo.setattr(item.layer, item.attr[: -len("_initializer")] + "_constraint", constraint)
+        for variable, value in resets:
+            undo.assign(variable, value)
+    except BaseException:
+        undo.restore()
+        raise
