@@ -1,27 +1,50 @@
 """The ``autoinit-sym`` command line: demo, init, visualize, table, derive.
 
 Every failure caused by bad usage or bad input ends with exit status 2 (usage) or 1
-(input) and one line on stderr; ``--debug`` shows the traceback instead. TensorFlow is
-imported only by the subcommands that touch a model (demo, init, visualize).
+(input) and one line on stderr; ``--debug`` shows the traceback instead. Ctrl-C prints one
+line and exits with status 130. Warnings are printed one line each. TensorFlow is imported
+only by the subcommands that touch a model (demo, init, visualize).
+
+Every file is written to a temporary file in its target's folder and moved onto the target
+with ``os.replace`` once all of a command's outputs are complete, so a failure (a full disk,
+``ulimit -f``, Ctrl-C) leaves every target as it was. Output paths that are the same file as
+each other or as an input are refused before any work.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.util
+import io
 import json
+import logging
 import os
 import re
+import signal
 import sys
+import tempfile
+import threading
 import traceback
+import warnings
 import zipfile
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 PROG = "autoinit-sym"
 DERIVE_POINTS = ((0.0, 1.0), (1.0, 0.25), (-2.0, 4.0), (3.0, 0.01))
 MODEL_SUFFIXES = (".keras", ".h5", ".hdf5", ".json")
+DERIVE_VALUE_OPTIONS = ("--name", "--param")
+"""``derive``'s options that take a value (the value may start with '-')."""
+INTERRUPTED = 130
+"""Exit status after Ctrl-C (128 + SIGINT), as shells report it."""
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+SAFETY = ("What is safe to give it: model files (.keras, .h5, .json) are loaded under Keras safe "
+          "mode, which refuses Python code in Lambda layers, unless --unsafe is given; activation "
+          "expressions are parsed with a whitelist, never run as Python; formula tables are data. "
+          "--custom-objects runs the module it names: give it only code you trust.")
 
 
 class InputError(Exception):
@@ -73,7 +96,8 @@ def _param(text: str) -> tuple[str, float]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``autoinit-sym`` console script."""
-    parser = _Parser(prog=PROG, description="Analytic, symbolic AutoInit for Keras 3 models.")
+    parser = _Parser(prog=PROG, description="Analytic, symbolic AutoInit for Keras 3 models.",
+                     epilog=SAFETY)
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
@@ -85,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     def model_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("model", help="a .keras file, a legacy .h5 file or a JSON model config")
+        p.add_argument("--unsafe", action="store_true",
+                       help="load a trusted model file whose Lambda layers hold Python code (Keras "
+                            "safe_mode=False): loading runs that code")
         p.add_argument("--custom-objects", metavar="MODULE",
                        help="module name or .py file defining the model's custom layers/functions "
                             "(its `custom_objects` dict, else every class/function it defines) and "
@@ -95,7 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="variance every weighted layer's output should have (default: 1)")
         p.add_argument("--seed", type=int, default=0)
 
-    init = sub.add_parser("init", help="initialize a saved model with AutoInit and save it as .keras")
+    init = sub.add_parser("init", help="initialize a saved model with AutoInit and save it as .keras",
+                          epilog=SAFETY)
     model_options(init)
     init.add_argument("-o", "--output", required=True, help="where to write the initialized model (.keras)")
     init.add_argument("--distribution", default="truncated_normal",
@@ -119,8 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
     table.add_argument("-o", "--output", help="file to write (default: stdout)")
     table.set_defaults(run=_cmd_table)
 
-    derive = sub.add_parser("derive", help="derive E[f(X)], E[f(X)^2] for X ~ N(mu, var)")
-    derive.add_argument("expr", help="an expression in x (e.g. 'x*tanh(x)') or a Keras activation name")
+    derive = sub.add_parser("derive", help="derive E[f(X)], E[f(X)^2] for X ~ N(mu, var)",
+                            epilog="An expression starting with '-' may be given as is (derive -x) or "
+                                   "after -- (derive -- -x).")
+    derive.add_argument("expr", help="an expression in x (e.g. 'x*tanh(x)'; parsed with a whitelist, "
+                                     "never run as Python) or a Keras activation name")
     derive.add_argument("--name", help="a name to show for the function")
     derive.add_argument("--param", type=_param, action="append", default=[], metavar="NAME=VALUE",
                         help="a parameter value (repeatable), e.g. --param alpha=0.5")
@@ -135,11 +166,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_dash_expression_last(list(sys.argv[1:] if argv is None else argv)))
     try:
-        args.run(args)
+        with _one_line_warnings(), _file_size_limit_as_error():
+            args.run(args)
     except BrokenPipeError:  # output piped into a reader that stopped early (e.g. `head`)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except KeyboardInterrupt:
+        if args.debug:
+            traceback.print_exc()
+        print(f"{PROG} {args.command}: interrupted", file=sys.stderr)
+        return INTERRUPTED
     except Exception as err:  # every failure becomes one line, unless --debug
         if args.debug:
             traceback.print_exc()
@@ -149,11 +186,81 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _one_line(err: BaseException, limit: int = 300) -> str:
-    text = " ".join(str(err).split()) or type(err).__name__
-    if not isinstance(err, (InputError, ValueError)):
-        text = f"{type(err).__name__}: {text}"
+def _dash_expression_last(argv: list[str]) -> list[str]:
+    """``argv`` with a ``derive`` expression that starts with '-' (``derive -x``, which argparse
+    would read as an unknown option) moved behind ``--``; unchanged when ``--`` is given."""
+    position = next((i for i, token in enumerate(argv) if not token.startswith("-")), None)
+    if position is None or argv[position] != "derive" or "--" in argv:
+        return argv
+    kept, moved, value_next = [], [], False
+    for token in argv[position + 1:]:
+        if not value_next and token.startswith("-") and not token.startswith("--") and token != "-h":
+            moved.append(token)
+        else:
+            kept.append(token)
+        value_next = not value_next and token in DERIVE_VALUE_OPTIONS
+    return argv[:position + 1] + kept + (["--", *moved] if moved else [])
+
+
+def one_line(text: str, limit: int = 600) -> str:
+    """``text`` as one line (:func:`plain`) of at most ``limit`` characters. A longer one first has
+    its quoted passages of 80 characters or more abbreviated, so that a long echoed expression
+    does not push the reason out; what is still too long is cut at the end."""
+    text = plain(text)
+    if len(text) > limit:
+        text = QUOTED.sub(lambda q: q.group() if len(q.group()) < 80 else f"{q.group()[:40]}...{q.group()[-20:]}",
+                          text)
     return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def plain(text: str) -> str:
+    """``text`` without ANSI escape codes, its whitespace collapsed to single spaces."""
+    return " ".join(ANSI_ESCAPE.sub("", text).split())
+
+
+def _one_line(err: BaseException) -> str:
+    text = one_line(str(err)) or type(err).__name__
+    return text if isinstance(err, (InputError, ValueError)) else f"{type(err).__name__}: {text}"
+
+
+class _WarningLine(logging.Handler):
+    """Prints each record of the ``autoinit_sym`` logger as one line on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"{PROG}: warning: {one_line(record.getMessage())}", file=sys.stderr)
+
+
+def _show_warning(message: Any, category: type, filename: str, lineno: int, file: Any = None,
+                  line: str | None = None) -> None:
+    print(f"{PROG}: warning: {one_line(f'{category.__name__}: {message}')}", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def _one_line_warnings() -> Iterator[None]:
+    """While a command runs, every ``autoinit_sym`` log warning (e.g. a probe's, which quotes
+    Keras's multi-line, colored error text) and every Python warning is one line on stderr."""
+    logger, handler = logging.getLogger("autoinit_sym"), _WarningLine(logging.WARNING)
+    logger.addHandler(handler)
+    try:
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            yield
+    finally:
+        logger.removeHandler(handler)
+
+
+@contextlib.contextmanager
+def _file_size_limit_as_error() -> Iterator[None]:
+    """A write past ``ulimit -f`` raises OSError (EFBIG), which is reported and cleaned up,
+    instead of killing the process with SIGXFSZ (POSIX, main thread only)."""
+    if not hasattr(signal, "SIGXFSZ") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGXFSZ, previous)
 
 
 def import_keras_quietly() -> None:
@@ -206,8 +313,9 @@ def load_custom_objects(spec: str | None) -> tuple[dict[str, Any], dict[type, ty
     return dict(objects), dict(estimators)
 
 
-def load_model(path: str, custom_objects: dict[str, Any] | None = None) -> Any:
-    """A Keras model from a .keras file, a legacy .h5 file or a JSON config file."""
+def load_model(path: str, custom_objects: dict[str, Any] | None = None, unsafe: bool = False) -> Any:
+    """A Keras model from a .keras file, a legacy .h5 file or a JSON config file, loaded under
+    Keras safe mode (no Python code of Lambda layers) unless ``unsafe``."""
     file = Path(path)
     if not file.exists():
         raise InputError(f"model file {path!r} not found")
@@ -224,20 +332,132 @@ def load_model(path: str, custom_objects: dict[str, Any] | None = None) -> Any:
 
     try:
         if suffix == ".json":
-            return keras.models.model_from_json(file.read_text(), custom_objects=custom_objects)
-        return keras.saving.load_model(file, custom_objects=custom_objects, compile=False)
+            model = keras.saving.deserialize_keras_object(_model_config(file, path),
+                                                          custom_objects=custom_objects, safe_mode=not unsafe)
+        else:
+            with _lowercase_suffix(file) as readable:
+                model = keras.saving.load_model(readable, custom_objects=custom_objects, compile=False,
+                                                safe_mode=not unsafe)
+    except InputError:
+        raise
     except Exception as err:
         raise InputError(_load_failure(path, err)) from err
+    if not isinstance(model, keras.Model):
+        raise InputError(f"{path!r} holds the config of a {type(model).__name__}, not of a model")
+    return model
+
+
+@contextlib.contextmanager
+def _lowercase_suffix(file: Path) -> Iterator[Path]:
+    """``file``, or a link to it whose suffix is in lower case (Keras tells formats apart by
+    the exact suffix ".keras" or ".h5")."""
+    if file.suffix == file.suffix.lower():
+        yield file
+        return
+    with tempfile.TemporaryDirectory(prefix="autoinit-sym-") as folder:
+        link = Path(folder) / f"model{file.suffix.lower()}"
+        link.symlink_to(file.resolve())
+        yield link
+
+
+def _model_config(file: Path, path: str) -> dict[str, Any]:
+    """The parsed JSON of ``file``, checked to be an object with a 'class_name'."""
+    try:
+        config = json.loads(file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InputError(f"could not load a model from {path!r}: not valid JSON ({err})") from None
+    kinds = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}
+    if not isinstance(config, dict) or "class_name" not in config:
+        holds = kinds.get(type(config), "a number") + (" without 'class_name'" if isinstance(config, dict) else "")
+        raise InputError(f"{path!r} holds JSON {holds}, not a Keras model config "
+                         "(as written by model.to_json())")
+    return config
 
 
 def _load_failure(path: str, err: Exception) -> str:
-    text = " ".join(str(err).split())
+    text = plain(str(err))
     missing = re.search(r"Could not locate (\w+) '([^']+)'|Unknown (\w+): '([^']+)'", text)
     if missing:
         kind, name = (missing.group(1), missing.group(2)) if missing.group(1) else missing.group(3, 4)
         return (f"model {path!r} needs custom {kind} {name!r}, which was not given; "
                 f"pass --custom-objects MODULE")
-    return f"could not load a model from {path!r}: {_one_line(err, 200)}"
+    if "safe_mode" in text:
+        return (f"model {path!r} holds Python code (a Lambda layer's function), which loading would "
+                "run; it is refused in safe mode: pass --unsafe only if you trust this file")
+    return f"could not load a model from {path!r}: {one_line(text, 200)}"
+
+
+# ---- output files -------------------------------------------------------------------------
+
+def output_targets(outputs: dict[str, str | None], inputs: dict[str, str | None]) -> dict[str, Path]:
+    """The given output paths by option, checked before any work: each names a file (not a
+    folder) in an existing folder, and none is the same file as another output or an input
+    (resolved paths, hard links, names compared case-insensitively where the folder's
+    filesystem is)."""
+    targets = {option: Path(path) for option, path in outputs.items() if path}
+    for option, target in targets.items():
+        if target.is_dir():
+            raise InputError(f"{option} {str(target)!r} is a folder, not a file")
+        if not target.absolute().parent.is_dir():
+            raise InputError(f"{option} {str(target)!r}: folder {str(target.absolute().parent)!r} does not exist")
+    named = [*targets.items(), *((option, Path(path)) for option, path in inputs.items() if path)]
+    for index, (option, target) in enumerate(named[:len(targets)]):
+        for other, path in named[index + 1:]:
+            if _same_file(target, path):
+                role = "input" if other in inputs else "output"
+                raise InputError(f"{option} {str(target)!r} is the same file as the {role} {other} "
+                                 f"{str(path)!r}; give different paths")
+    return targets
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    a, b = a.resolve(), b.resolve()
+    if a == b:
+        return True
+    if a.exists() and b.exists():
+        return os.path.samefile(a, b)
+    return (a.name.casefold() == b.name.casefold() and os.path.samefile(a.parent, b.parent)
+            and case_insensitive(a.parent))
+
+
+def case_insensitive(folder: Path) -> bool:
+    """Whether names in ``folder`` are case-insensitive (probed with a temporary file)."""
+    with tempfile.NamedTemporaryFile(prefix=".autoinit-sym-case-", dir=folder) as probe:
+        return (folder / Path(probe.name).name.upper()).exists()
+
+
+@contextlib.contextmanager
+def staged(targets: dict[str, Path]) -> Iterator[dict[str, Path]]:
+    """Temporary files, one per target in the target's folder with its suffix in lower case
+    (Keras and Matplotlib choose the format by it), to be written inside the ``with`` block.
+    When the block completes, each gets the target's permissions (an existing target's, else
+    0o666 less the umask) and all are moved onto their targets with ``os.replace``; when it
+    fails (Ctrl-C included), all are removed and no target is touched."""
+    temporaries: dict[str, Path] = {}
+    try:
+        for option, target in targets.items():
+            handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=target.suffix.lower(),
+                                            dir=target.absolute().parent)
+            os.close(handle)
+            temporaries[option] = Path(name)
+        yield temporaries
+        umask = os.umask(0)
+        os.umask(umask)
+        for option, temporary in temporaries.items():
+            target = targets[option]
+            os.chmod(temporary, target.stat().st_mode & 0o7777 if target.exists() else 0o666 & ~umask)
+        for option, temporary in temporaries.items():
+            os.replace(temporary, targets[option])
+    finally:
+        for temporary in temporaries.values():
+            temporary.unlink(missing_ok=True)
+
+
+def _input_files(args: argparse.Namespace) -> dict[str, str | None]:
+    """The files a model command reads: the model and a --custom-objects file."""
+    spec = args.custom_objects
+    return {"model": args.model,
+            "--custom-objects": spec if spec and (spec.endswith(".py") or os.sep in spec) else None}
 
 
 def _autoinit(args: argparse.Namespace, estimators: dict[type, type],
@@ -251,16 +471,13 @@ def _autoinit(args: argparse.Namespace, estimators: dict[type, type],
 
 
 def _visualize(model: Any, args: argparse.Namespace, objects: dict[str, Any],
-               estimators: dict[type, type], plot: str, log_variance: bool | None = None) -> Any:
+               estimators: dict[type, type], plot: Path, log_variance: bool | None = None) -> Any:
     from .visualizer import AutoInitVisualizer
 
-    series = AutoInitVisualizer(estimators).visualize(
-        model, custom_objects=objects, plot_path=plot, num_samples=args.samples,
+    return AutoInitVisualizer(estimators).visualize(
+        model, custom_objects=objects, plot_path=str(plot), num_samples=args.samples,
         signal_variance=args.signal_variance, input_data_mean=args.input_mean,
         input_data_var=args.input_var, seed=args.seed, log_variance=log_variance)
-    print(series.table())
-    print(f"wrote {plot}")
-    return series
 
 
 def estimate_record(key: str, estimate: Any) -> dict[str, Any]:
@@ -290,10 +507,14 @@ def _json_ready(value: Any) -> bool:
 # ---- subcommands ------------------------------------------------------------------------
 
 def _cmd_demo(args: argparse.Namespace) -> None:
+    targets = output_targets({"--plot": args.plot}, {})
     import_keras_quietly()
     from .demo import run_demo
 
-    run_demo(plot_path=args.plot, samples=args.samples, seed=args.seed)
+    with staged(targets) as temporary, contextlib.redirect_stdout(io.StringIO()) as text:
+        run_demo(plot_path=str(temporary["--plot"]), samples=args.samples, seed=args.seed)
+    # The demo names the file it wrote, which was the temporary one.
+    print(text.getvalue().replace(str(temporary["--plot"]), args.plot), end="")
 
 
 def _cmd_init(args: argparse.Namespace) -> None:
@@ -301,46 +522,60 @@ def _cmd_init(args: argparse.Namespace) -> None:
 
     if args.distribution not in DISTRIBUTIONS:
         raise InputError(f"unknown distribution {args.distribution!r}; valid choices: {', '.join(DISTRIBUTIONS)}")
-    if Path(args.output).suffix != ".keras":
+    if Path(args.output).suffix.lower() != ".keras":
         raise InputError(f"output {args.output!r} must end in .keras")
+    targets = output_targets({"--output": args.output, "--report": args.report, "--plot": args.plot},
+                             _input_files(args))
     import_keras_quietly()
     objects, estimators = load_custom_objects(args.custom_objects)
-    model = load_model(args.model, objects)
+    model = load_model(args.model, objects, args.unsafe)
     initialized, estimates = _autoinit(args, estimators, args.distribution).initialize_model(
         model, return_estimates=True, custom_objects=objects)
-    initialized.save(args.output)
+    series = None
+    with staged(targets) as temporary:
+        initialized.save(str(temporary["--output"]))
+        if args.report:
+            report = {"model": initialized.name, "source": args.model,
+                      "settings": {"input_data_mean": args.input_mean, "input_data_var": args.input_var,
+                                   "signal_variance": args.signal_variance,
+                                   "distribution": args.distribution, "seed": args.seed},
+                      "layers": [estimate_record(n, e) for n, e in estimates.items()]}
+            temporary["--report"].write_text(json.dumps(report, indent=2) + "\n")
+        if args.plot:
+            series = _visualize(model, args, objects, estimators, temporary["--plot"])
     counts: dict[str, int] = {}
     for estimate in estimates.values():
         method = str(getattr(estimate, "method", "?"))
         counts[method] = counts.get(method, 0) + 1
     summary = ", ".join(f"{n} {m}" for m, n in sorted(counts.items()))
     print(f"initialized {initialized.name!r}: {len(estimates)} layer calls ({summary}); wrote {args.output}")
-    if args.report:
-        report = {"model": initialized.name, "source": args.model,
-                  "settings": {"input_data_mean": args.input_mean, "input_data_var": args.input_var,
-                               "signal_variance": args.signal_variance,
-                               "distribution": args.distribution, "seed": args.seed},
-                  "layers": [estimate_record(n, e) for n, e in estimates.items()]}
-        Path(args.report).write_text(json.dumps(report, indent=2) + "\n")
-        print(f"wrote {args.report}")
-    if args.plot:
-        _visualize(model, args, objects, estimators, args.plot)
+    if series is not None:
+        print(series.table())
+    for written in (args.report, args.plot):
+        if written:
+            print(f"wrote {written}")
 
 
 def _cmd_visualize(args: argparse.Namespace) -> None:
+    targets = output_targets({"--plot": args.plot}, _input_files(args))
     import_keras_quietly()
     objects, estimators = load_custom_objects(args.custom_objects)
-    model = load_model(args.model, objects)
+    model = load_model(args.model, objects, args.unsafe)
     log_variance = {"auto": None, "on": True, "off": False}[args.log_variance]
-    _visualize(model, args, objects, estimators, args.plot, log_variance)
+    with staged(targets) as temporary:
+        series = _visualize(model, args, objects, estimators, temporary["--plot"], log_variance)
+    print(series.table())
+    print(f"wrote {args.plot}")
 
 
 def _cmd_table(args: argparse.Namespace) -> None:
     from .moment_engine.tables import export_table
 
+    targets = output_targets({"--output": args.output}, {})
     text = export_table(format=args.format, names=args.names or None)  # it splits "a,b" itself
     if args.output:
-        Path(args.output).write_text(text if text.endswith("\n") else text + "\n")
+        with staged(targets) as temporary:
+            temporary["--output"].write_text(text if text.endswith("\n") else text + "\n")
         print(f"wrote {args.output}")
     else:
         print(text)
