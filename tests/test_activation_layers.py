@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from autoinit_sym import AutoInit
-from autoinit_sym.estimators.activations import activation_statistics
+from autoinit_sym.statistics.activation import activation_statistics
 from autoinit_sym.measure import measure
 
 INPUTS = {"unit": (0.0, 1.0), "narrow": (0.5, 1e-3), "wide": (0.0, 25.0), "off_centre": (-1.5, 0.5)}

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 from keras.src.applications.convnext import LayerScale, StochasticDepth
-from test_model_quality import assert_quality, log_errors
+from helpers import assert_quality, log_errors, propagated
 
 from autoinit_sym.estimators.base import EstimationContext
 from autoinit_sym.estimators.registry import lookup
@@ -46,7 +46,7 @@ def test_convnext_layers_match_noise(mean, var):
     scale.gamma.assign(np.linspace(0.1, 2.0, 8))
     for layer in (scale, StochasticDepth(0.3)):
         y = np.asarray(layer(x, training=True), dtype=float)
-        pred_mean, pred_var = lookup(layer)(layer, EstimationContext()).estimate([mean], [var])
+        pred_mean, pred_var = propagated(lookup(layer)(layer, EstimationContext()), [mean], [var])
         assert abs(y.mean() - pred_mean) <= 0.03 * math.sqrt(pred_var)
         assert abs(math.log(y.var() / pred_var)) <= 0.03
 
@@ -58,7 +58,7 @@ def test_inception_resnet_scale_layer():
     layer = CustomScaleLayer(0.17)
     layer([a, b])
     estimator = lookup(layer)(layer, EstimationContext(), node=layer._inbound_nodes[0])
-    assert estimator.estimate([1.0, 2.0], [3.0, 4.0]) == pytest.approx((1.34, 3.0 + 0.17 ** 2 * 4.0))
+    assert propagated(estimator, [1.0, 2.0], [3.0, 4.0]) == pytest.approx((1.34, 3.0 + 0.17 ** 2 * 4.0))
 
 
 def test_table_lists_every_served_layer():
@@ -79,6 +79,6 @@ def test_readme_region():
     assert updated.startswith("intro\n") and updated.endswith(f"{END}\noutro\n")
     with pytest.raises(ValueError, match="supported-layers:start"):
         update_readme("no markers")
-    readme = Path(__file__).resolve().parents[1] / "README.md"
-    if START in readme.read_text():
-        assert readme_is_current(readme.read_text()), "README supported-layers table is stale: regenerate it"
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert START in readme and END in readme, "README lost its supported-layers markers"
+    assert readme_is_current(readme), "README supported-layers table is stale: regenerate it"

@@ -15,6 +15,7 @@ from autoinit_sym.estimators.attention import square_sum
 from autoinit_sym.estimators.base import EstimationContext, WeightInitConfig
 from autoinit_sym.estimators.registry import lookup
 from autoinit_sym.walk.weights import write_pending
+from helpers import propagated
 
 T, F, BATCH = 24, 32, 128
 
@@ -32,7 +33,7 @@ def run(layer, inputs=2, mean=0.0, var=1.0, seed=0, call_kwargs=None, separate_k
     context = EstimationContext(config=WeightInitConfig(seed=seed))
     estimator = lookup(layer)(layer, context, [(None, T, F)] * len(symbolic),
                               [tuple(o.shape) for o in outputs], layer._inbound_nodes[0])
-    prediction = estimator.estimate([mean] * len(symbolic), [var] * len(symbolic))
+    prediction = propagated(estimator, [mean] * len(symbolic), [var] * len(symbolic))
     write_pending(context.pending.values(), "truncated_normal", False, context.seed_for)
     rng = np.random.default_rng(seed + 100)
     xs = [rng.normal(mean, math.sqrt(var), (BATCH, T, F)).astype("float32") for _ in symbolic]
@@ -163,7 +164,7 @@ def test_multi_head_attention_over_several_axes(axes):
     context = EstimationContext()
     estimator = lookup(layer)(layer, context, [(None, 4, 6, F)] * 2, [(None, 4, 6, F)],
                               layer._inbound_nodes[0])
-    assert estimator.estimate([0.0] * 2, [1.0] * 2) == pytest.approx((0.0, 1.0))
+    assert propagated(estimator, [0.0] * 2, [1.0] * 2) == pytest.approx((0.0, 1.0))
     write_pending(context.pending.values(), "truncated_normal", False, context.seed_for)
     xs = np.random.default_rng(0).normal(0, 1, (BATCH, 4, 6, F)).astype("float32")
     assert 0.8 <= np.asarray(layer(xs, xs, training=True)).var() <= 1.25
@@ -173,7 +174,7 @@ def test_multi_head_attention_over_several_axes(axes):
 def test_correlated_relu_matches_the_arc_cosine_kernel(rho):
     """Cov(relu(z_1), relu(z_2)) for unit Gaussians of correlation rho (the arc-cosine kernel)
     equals the activation rule's shared variance for shared = rho."""
-    from autoinit_sym.estimators.activations import activation_shared
+    from autoinit_sym.statistics.activation import activation_shared
 
     theta = math.acos(rho)
     joint = (math.sin(theta) + (math.pi - theta) * math.cos(theta)) / (2 * math.pi)

@@ -11,7 +11,7 @@ from autoinit_sym.estimators import LayerOutputDistributionEstimator
 from autoinit_sym.measure import measure
 from autoinit_sym.estimators.base import EstimationContext, PendingWeight, WeightInitConfig
 from autoinit_sym.walk.weights import BLOCK, TRUNCATED_STD, ZeroMeanFixedScale, draw, sample, write_pending
-from doubling import Doubling, DoublingEstimator
+from helpers import Doubling, DoublingEstimator
 
 
 pytestmark = pytest.mark.usefixtures("keras_seed")

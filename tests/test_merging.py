@@ -7,6 +7,7 @@ import pytest
 
 from autoinit_sym.estimators.base import EstimationContext
 from autoinit_sym.estimators.registry import lookup
+from helpers import propagated
 
 # (mean, var) per input: narrow, wide, far-off-centre, mixed
 STATS = [[(0.0, 1.0), (0.0, 1.0)], [(5.0, 0.01), (-3.0, 25.0)], [(1.0, 0.5), (1.2, 0.3), (-0.5, 2.0)],
@@ -26,7 +27,7 @@ def run(layer, stats, widths=None, samples=40000, same_input=False):
     node = layer._inbound_nodes[0]
     estimator = lookup(layer)(layer, EstimationContext(), [tuple(t.shape) for t in node.input_tensors],
                               [tuple(out.shape)], node)
-    return y, estimator.estimate([m for m, _ in stats], [v for _, v in stats]), estimator
+    return y, propagated(estimator, [m for m, _ in stats], [v for _, v in stats]), estimator
 
 
 def assert_close(y, pred, tol=0.03):

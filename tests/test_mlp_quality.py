@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from autoinit_sym import AutoInit
-from autoinit_sym.estimators.activations import activation_statistics
+from autoinit_sym.statistics.activation import activation_statistics
 from autoinit_sym.measure import measure
 
 SAMPLES = 512

@@ -4,51 +4,12 @@ Each model is initialized by AutoInit, then Gaussian noise goes through it in tr
 (``autoinit_sym.measure``); per layer call, |log(measured var / predicted var)| must have a
 median <= 0.1 and a 90th percentile <= 0.35 (issue 3).
 """
-import math
 
 import keras
-import numpy as np
 import pytest
 from keras import layers
 
-from autoinit_sym import AutoInit
-from autoinit_sym.measure import measure
-
-
-DRAWS = tuple(range(16))
-
-
-def log_errors(model, input_mean=0.0, input_var=1.0, samples=64, seeds=DRAWS) -> dict[str, float]:
-    """|log(mean over draws of the measured var / predicted var)| per single-output layer call.
-
-    Each seed redraws the weights (AutoInit's seed) and the noise. A prediction is the
-    expectation over the weight draw of the variance pooled over positions, channels and
-    samples, so it is compared with the arithmetic mean over draws: for ReLU the pooled second
-    moment is exactly linear in each layer's weight variance, so that mean is unbiased, while
-    one narrow draw (or a geometric mean) wanders low by the spread of log E[z^2], about 0.6
-    at the tenth ReLU convolution of width 64."""
-    predicted: dict[str, float] = {}
-    measured_vars: dict[str, list[float]] = {}
-    for seed in seeds:
-        model, estimates = AutoInit(input_data_mean=input_mean, input_data_var=input_var,
-                                    weight_init_config={"seed": seed}).initialize_model(model, return_estimates=True)
-        measured = measure(model, input_mean, input_var, samples=samples, seed=seed, batch_size=samples)
-        for key, estimate in estimates.items():
-            meas = measured.get(key)
-            if meas is None or isinstance(estimate.var, tuple) or estimate.var <= 0:
-                continue
-            predicted[key] = estimate.var
-            measured_vars.setdefault(key, []).append(meas[1])
-    return {key: abs(math.log(np.mean(v) / predicted[key])) for key, v in measured_vars.items()
-            if len(v) == len(seeds) and np.mean(v) > 0}
-
-
-def assert_quality(errors: dict[str, float], median: float = 0.1, p90: float = 0.35) -> None:
-    values = np.array(list(errors.values()))
-    worst = sorted(errors.items(), key=lambda kv: -kv[1])[:5]
-    assert len(values) >= 5
-    assert np.median(values) <= median and np.quantile(values, 0.9) <= p90, (
-        f"median {np.median(values):.3f}, p90 {np.quantile(values, 0.9):.3f}; worst {worst}")
+from helpers import DRAWS, assert_quality, log_errors
 
 
 def plain_cnn(kind: str, activation: str, pooling: bool = False, width: int = 32) -> keras.Model:

@@ -9,6 +9,7 @@ from keras import ops
 
 from autoinit_sym.estimators.base import EstimationContext
 from autoinit_sym.estimators.registry import lookup
+from helpers import propagated
 
 INPUTS = [(0.0, 1.0), (5.0, 0.01), (-3.0, 25.0)]
 W = np.random.default_rng(3).normal(0.2, 1.0, (8, 5)).astype("float32")
@@ -31,7 +32,7 @@ def run(fn, stats, shapes=None, samples=20000):
     # one (mean, var) per tensor argument of the node, as the graph walk passes them
     by_input = {id(t): s for t, s in zip(inputs, stats)}
     args = [by_input.get(id(t), stats[0]) for t in node.input_tensors]
-    return y, estimator.estimate([m for m, _ in args], [v for _, v in args]), estimator
+    return y, propagated(estimator, [m for m, _ in args], [v for _, v in args]), estimator
 
 
 def assert_close(y, pred, tol=0.03):

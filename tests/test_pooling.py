@@ -8,6 +8,7 @@ import pytest
 from autoinit_sym.estimators.base import EstimationContext
 from autoinit_sym.estimators.pooling import adaptive_window_sizes, pooled_counts, pooled_moments, window_sizes
 from autoinit_sym.estimators.registry import lookup
+from helpers import propagated
 
 INPUTS = [(0.0, 1.0), (5.0, 0.01), (-3.0, 25.0)]
 
@@ -35,7 +36,7 @@ def measure(layer, shape, mean, var, seed=0):
     x = np.random.default_rng(seed).normal(mean, math.sqrt(var), shape).astype("float32")
     y = np.asarray(layer(x), dtype=float)
     estimator = lookup(layer)(layer, EstimationContext(), [(None, *shape[1:])], [(None, *y.shape[1:])])
-    return y, estimator.estimate([mean], [var]), estimator
+    return y, propagated(estimator, [mean], [var]), estimator
 
 
 POOLS = [
@@ -80,7 +81,7 @@ def test_unknown_size_is_a_clear_error():
     layer = keras.layers.GlobalAveragePooling2D()
     estimator = lookup(layer)(layer, EstimationContext(), [(None, None, None, 3)], [(None, 3)])
     with pytest.raises(ValueError, match="spatial input size"):
-        estimator.estimate([0.0], [1.0])
+        propagated(estimator, [0.0], [1.0])
 
 
 @pytest.mark.parametrize("mode,layer", [("average", keras.layers.GlobalAveragePooling2D()),

@@ -7,6 +7,7 @@ import pytest
 
 from autoinit_sym.estimators.base import EstimationContext
 from autoinit_sym.estimators.registry import lookup
+from helpers import propagated
 
 INPUTS = [(0.0, 1.0), (5.0, 0.01), (-3.0, 25.0), (0.5, 2.0)]
 
@@ -27,7 +28,7 @@ def test_layer_matches_noise(make, shape, mean, var):
     layer = make()
     x = np.random.default_rng(0).normal(mean, math.sqrt(var), shape).astype("float32")
     y = np.asarray(layer(x, training=True), dtype=float)
-    pred_mean, pred_var = lookup(layer)(layer, EstimationContext()).estimate([mean], [var])
+    pred_mean, pred_var = propagated(lookup(layer)(layer, EstimationContext()), [mean], [var])
     # the spatial masks make the samples correlated in groups: a looser mean bound
     assert abs(y.mean() - pred_mean) <= 0.03 * math.sqrt(pred_var) + 1e-6, (y.mean(), pred_mean)
     assert abs(math.log(y.var() / pred_var)) <= 0.04, (y.var(), pred_var)
@@ -36,5 +37,5 @@ def test_layer_matches_noise(make, shape, mean, var):
 def test_dropout_off_centre_is_not_the_reference_formula():
     """mean 5, var 0.01, rate 0.5: the variance is dominated by the dropped mean (~25), not 0.02."""
     layer = keras.layers.Dropout(0.5)
-    _, var = lookup(layer)(layer, EstimationContext()).estimate([5.0], [0.01])
+    _, var = propagated(lookup(layer)(layer, EstimationContext()), [5.0], [0.01])
     assert var == pytest.approx(25.02)

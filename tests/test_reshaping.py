@@ -7,6 +7,7 @@ import pytest
 
 from autoinit_sym.estimators.base import EstimationContext
 from autoinit_sym.estimators.registry import lookup
+from helpers import propagated
 
 INPUTS = [(0.0, 1.0), (5.0, 0.01), (-3.0, 25.0)]
 
@@ -15,7 +16,7 @@ def measure(layer, shape, mean, var, context=None):
     x = np.random.default_rng(0).normal(mean, math.sqrt(var), shape).astype("float32")
     y = np.asarray(layer(x, training=True), dtype=float)
     estimator = lookup(layer)(layer, context or EstimationContext(), [(None, *shape[1:])], [(None, *y.shape[1:])])
-    return y, estimator.estimate([mean], [var]), estimator
+    return y, propagated(estimator, [mean], [var]), estimator
 
 
 def assert_close(y, pred, tol=0.03):
@@ -90,13 +91,13 @@ def test_resizing_matches_noise(make, mean, var):
 
 
 def test_time_distributed_unknown_layer_is_probed(caplog):
-    from doubling import Doubling
+    from helpers import Doubling, propagated
 
     inputs = keras.Input((3, 4))
     layer = keras.layers.TimeDistributed(Doubling(name="doubling"))
     layer(inputs)
     estimator = lookup(layer)(layer, EstimationContext(), [(None, 3, 4)], [(None, 3, 4)], layer._inbound_nodes[0])
     with caplog.at_level("WARNING", logger="autoinit_sym"):
-        mean, var = estimator.estimate([1.0], [2.0])
+        mean, var = propagated(estimator, [1.0], [2.0])
     assert "No LayerOutputDistributionEstimator found for layer doubling" in caplog.text
     assert estimator.method == "probe" and mean == pytest.approx(2.0, abs=0.2) and var == pytest.approx(8.0, rel=0.2)

@@ -9,7 +9,7 @@ import pytest
 from keras import layers
 
 from autoinit_sym import AutoInit, moments
-from autoinit_sym.estimators.activations import activation_output, activation_shared
+from autoinit_sym.statistics.activation import activation_output, activation_shared, classify
 from autoinit_sym.statistics.residual_sums import (ShiftedActivation, matched_output, shifted_moments,
                                                    shifted_shared)
 from autoinit_sym.measure import measure
@@ -54,7 +54,7 @@ def test_shifted_moments_of_a_smooth_activation_against_monte_carlo():
     rng = np.random.default_rng(0)
     z, n = rng.normal(0.3, 1.2, 4_000_000), rng.normal(-0.2, 0.6, 4_000_000)
     y = np.tanh(np.where(z > 0, z, np.expm1(z)) + n)
-    inner = activation_output("elu", 0.3, 1.44, 0.0, alpha=1.0)
+    inner = activation_output(classify("elu", alpha=1.0), 0.3, 1.44, 0.0)
     mean, var = shifted_moments(moments("tanh"), ShiftedActivation(inner, 1.0, -0.2, 0.36))
     assert mean == pytest.approx(y.mean(), abs=3 * y.std() / 2000)
     assert var == pytest.approx(y.var(), rel=3e-3)

@@ -10,6 +10,7 @@ from autoinit_sym.estimators.base import EstimationContext, WeightInitConfig
 from autoinit_sym.estimators.rnn import (DEFAULT_TIMESTEPS, RecurrentEstimator, input_cells,
                                          recurrent_layers, sampling_setup)
 from autoinit_sym.walk.weights import write_pending
+from helpers import propagated, records
 
 T, F, BATCH = 12, 8, 512
 
@@ -26,7 +27,7 @@ def initialize(layer, shape, mean, var, seed=0, extra_inputs=()):
     shapes = [(None,) + tuple(shape)] + [(None,) + tuple(s) for s in extra_inputs]
     count = len(shapes)
     estimator = RecurrentEstimator(layer, context, shapes, None, node)
-    prediction = estimator.estimate([mean] * count, [var] * count)
+    prediction = propagated(estimator, [mean] * count, [var] * count)
     write_pending(context.pending.values(), "truncated_normal", False, context.seed_for)
     return prediction if isinstance(prediction, list) else [prediction], context
 
@@ -138,7 +139,7 @@ def test_standard_error_is_small():
     variances = []
     for seed in range(5):
         context = EstimationContext(config=WeightInitConfig(seed=seed))
-        _, var = RecurrentEstimator(layer, context, [(None, T, F)]).estimate([0.0], [1.0])
+        _, var = propagated(RecurrentEstimator(layer, context, [(None, T, F)]), [0.0], [1.0])
         variances.append(var)
     # Same weights up to the kernel draw; what varies is the draw and the sampled sequences.
     assert np.std(variances) / np.mean(variances) < 0.05
@@ -156,7 +157,7 @@ def test_unknown_time_dimension_uses_the_default_length():
         return original(clone, inputs)
 
     estimator._call = spy
-    estimator.estimate([0.0], [1.0])
+    propagated(estimator, [0.0], [1.0])
     assert all(shape[1] == DEFAULT_TIMESTEPS for shape in calls)
 
 
@@ -166,11 +167,11 @@ def test_recurrent_layer_fed_by_another_samples_through_it():
     second = layers.GRU(16, return_sequences=True)
     second(first(inputs))
     context = EstimationContext()
-    mean1, var1 = RecurrentEstimator(first, context, [(None, T, F)], None, first._inbound_nodes[0]
-                                     ).estimate([0.0], [1.0])
+    mean1, var1 = propagated(RecurrentEstimator(first, context, [(None, T, F)], None, first._inbound_nodes[0]
+                                     ), [0.0], [1.0])
     assert len(context.sequence_samples) == 1
-    mean2, var2 = RecurrentEstimator(second, context, [(None, T, 16)], None, second._inbound_nodes[0]
-                                     ).estimate([mean1], [var1])
+    mean2, var2 = propagated(RecurrentEstimator(second, context, [(None, T, 16)], None, second._inbound_nodes[0]
+                                     ), [mean1], [var1])
     write_pending(context.pending.values(), "truncated_normal", False, context.seed_for)
     x = np.random.default_rng(0).normal(0, 1, (BATCH, T, F)).astype("float32")
     y = np.asarray(second(first(x, training=True), training=True), dtype=np.float64)
@@ -181,10 +182,10 @@ def test_recurrent_layer_fed_by_another_samples_through_it():
 def test_missing_shapes_are_reported():
     layer = layers.GRU(4)
     with pytest.raises(ValueError, match="input shapes unknown"):
-        RecurrentEstimator(layer, EstimationContext(), []).estimate([0.0], [1.0])
+        propagated(RecurrentEstimator(layer, EstimationContext(), []), [0.0], [1.0])
     layer(keras.Input((T, F)))
     with pytest.raises(ValueError, match="unknown non-time"):
-        RecurrentEstimator(layer, EstimationContext(), [(None, T, None)]).estimate([0.0], [1.0])
+        propagated(RecurrentEstimator(layer, EstimationContext(), [(None, T, None)]), [0.0], [1.0])
 
 
 def _state(layer):
@@ -228,7 +229,7 @@ def test_estimate_leaves_the_layer_untouched():
     layer(keras.Input((T, F)))
     before = _state(layer)
     context = EstimationContext()
-    RecurrentEstimator(layer, context, [(None, T, F)]).estimate([0.0], [1.0])
+    propagated(RecurrentEstimator(layer, context, [(None, T, F)]), [0.0], [1.0])
     assert all(np.array_equal(a, b) for a, b in zip(before, _state(layer)))
     assert not any("inner_loop" in vars(r) for r in recurrent_layers(layer))
     write_pending(context.pending.values(), "truncated_normal", False, context.seed_for)
@@ -248,7 +249,7 @@ def test_estimate_failure_restores_the_layer():
 
     estimator._call = failing
     with pytest.raises(RuntimeError, match="boom"):
-        estimator.estimate([0.0], [1.0])
+        propagated(estimator, [0.0], [1.0])
     assert seen and seen[0][0] is False  # stateless while sampling ...
     assert not np.array_equal(seen[0][1], before[0])  # ... with the scheduled kernel
     assert layer.stateful and "inner_loop" not in vars(layer)
@@ -268,7 +269,7 @@ def test_sampled_kernel_is_the_written_kernel():
         return original(run_layer, inputs)
 
     estimator._call = spy
-    estimator.estimate([0.0], [1.0])
+    propagated(estimator, [0.0], [1.0])
     write_pending(context.pending.values(), "truncated_normal", False, context.seed_for)
     assert np.array_equal(kernels[0], np.asarray(layer.cell.kernel))
 
@@ -301,17 +302,16 @@ def test_position_shared_input_and_output(make, shape, mean):
     layer(keras.Input(shape))
     context = EstimationContext()
     estimator = RecurrentEstimator(layer, context, [(None,) + shape])
-    estimator.shared_in = [shared]
-    predicted = estimator.estimate([mean], [var])
-    predicted = predicted if isinstance(predicted, list) else [predicted]
+    states = records(estimator, [mean], [var], shared=[shared])
+    predicted = [(s.mean, s.var) for s in states]
     write_pending(context.pending.values(), "truncated_normal", False, context.seed_for)
     rng = np.random.default_rng(1)
     offset = rng.normal(0, math.sqrt(shared), (batch,) + (1,) * (len(shape) - 1) + shape[-1:])
     x = (mean + offset + rng.normal(0, math.sqrt(var - shared), (batch,) + shape)).astype("float32")
     outputs = layer(x, training=True)
     outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
-    assert len(estimator.shared_out) == len(predicted) == len(outputs)
-    for (predicted_mean, predicted_var), shared_out, y in zip(predicted, estimator.shared_out, outputs):
+    assert len(states) == len(predicted) == len(outputs)
+    for (predicted_mean, predicted_var), shared_out, y in zip(predicted, [s.shared for s in states], outputs):
         y = np.asarray(y, dtype=np.float64)
         assert y.var() == pytest.approx(predicted_var, rel=0.1)
         assert y.mean() == pytest.approx(predicted_mean, abs=0.05 * math.sqrt(predicted_var) + 0.01)

@@ -13,8 +13,8 @@ import pytest
 from keras import layers
 
 from autoinit_sym import AutoInit
-from autoinit_sym.estimators.activations import activation_shared
-from autoinit_sym.estimators.base import carried_shared
+from autoinit_sym.statistics.activation import activation_shared
+from autoinit_sym.statistics.state import TensorState, derived
 from autoinit_sym.measure import measure
 
 SEEDS = (0, 1, 2)
@@ -64,8 +64,8 @@ def test_activation_shared_limits():
     assert activation_shared("tanh", 0.3, 1.0, 0.0, 0.4) == 0.0
     assert activation_shared("tanh", 0.3, 1.0, 1.0, 0.4) == 0.4
     assert activation_shared(None, 0.3, 1.0, 0.6, 1.0) == 0.6
-    assert carried_shared([2.0, 2.0], [1.0, 0.0], 8.0) == 2.0
-    assert carried_shared([1.0], [1.0], 3.0) == 3.0
+    assert derived([TensorState(0.0, 2.0, 1.0), TensorState(0.0, 2.0, 0.0)], 0.0, 8.0).shared == 2.0
+    assert derived([TensorState(0.0, 1.0, 1.0)], 0.0, 3.0).shared == 3.0
 
 
 def conv_gap(activation: str = "relu", channels: int = 128) -> keras.Model:
@@ -221,14 +221,13 @@ def test_relu_op_then_max_pooling():
 
 
 def test_walk_records_shared_and_keeps_reference_estimators_working():
-    """A reference-style estimator (estimate -> (mean, var) only) gets the default rule; one that
-    sets a wrong number of shared_out values is rejected with a clear error."""
-    from doubling import Doubling, DoublingEstimator
+    """A reference-style estimator (estimate -> (mean, var) only) gets the carry policies; a rule
+    that returns the wrong number of records is rejected with a clear error."""
+    from helpers import Doubling, DoublingEstimator
 
     class BadEstimator(DoublingEstimator):
-        def estimate(self, means_in, vars_in):
-            self.shared_out = [0.0, 0.0]
-            return super().estimate(means_in, vars_in)
+        def propagate(self, inputs):
+            return [inputs[0], inputs[0]]
 
     keras.backend.clear_session()
     inputs = keras.Input((8, 4))
@@ -238,7 +237,7 @@ def test_walk_records_shared_and_keeps_reference_estimators_working():
                       ).initialize_model(model, return_estimates=True)
     assert est["dense"].shared_in == [0.0] and est["dense"].shared == pytest.approx(0.5)
     assert est["double"].shared_in == [pytest.approx(0.5)] and est["double"].shared == pytest.approx(2.0)
-    with pytest.raises(ValueError, match="one value per output"):
+    with pytest.raises(ValueError, match="expected 1 TensorState record"):
         AutoInit(custom_distribution_estimators={Doubling: BadEstimator}).initialize_model(model)
 
 
@@ -248,7 +247,7 @@ def test_max_of_activation_against_sampling(activation, rate):
     and the covariance of two windows (same a and s), against direct sampling; k = 2 and 4 mixed."""
     import dataclasses
 
-    from autoinit_sym.estimators.activations import activation_output
+    from autoinit_sym.statistics.activation import activation_output
     from autoinit_sym.estimators.pooling import max_of_activation_moments
 
     mean, var, shared, n = 0.3, 1.5, 0.5, 400_000

@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 from scipy.special import log_softmax, softmax
 
-from autoinit_sym.estimators import softmax as softmax_module
+from autoinit_sym.statistics import softmax as softmax_module
 from autoinit_sym.estimators.base import EXACT, MONTE_CARLO, QUADRATURE, EstimationContext
-from autoinit_sym.estimators.softmax import SoftmaxEstimator, mean_sum_of_squares, softmax_statistics
+from autoinit_sym.estimators.activations import SoftmaxEstimator
+from autoinit_sym.statistics.softmax import mean_sum_of_squares, softmax_statistics
+from helpers import propagated
 
 
 def brute_force(n: int, var: float, log: bool, rows: int, seed: int = 11):
@@ -83,7 +85,7 @@ def test_bad_arguments(args, message):
 def test_softmax_layer_against_noise(axis, shape, mean, var):
     layer = keras.layers.Softmax(axis=axis)
     estimator = SoftmaxEstimator(layer, EstimationContext(), [(None,) + shape])
-    pred_mean, pred_var = estimator.estimate([mean], [var])
+    pred_mean, pred_var = propagated(estimator, [mean], [var])
     x = np.random.default_rng(0).normal(mean, math.sqrt(var), (4000,) + shape).astype("float32")
     y = np.asarray(layer(x), dtype=np.float64)
     axes = (axis,) if isinstance(axis, int) else axis
@@ -96,4 +98,4 @@ def test_softmax_layer_against_noise(axis, shape, mean, var):
 def test_softmax_layer_needs_a_known_axis():
     estimator = SoftmaxEstimator(keras.layers.Softmax(), EstimationContext(), [(None, 4, None)])
     with pytest.raises(ValueError, match="known size"):
-        estimator.estimate([0.0], [1.0])
+        propagated(estimator, [0.0], [1.0])

@@ -7,11 +7,12 @@ import keras
 import numpy as np
 import pytest
 from keras import layers
-from test_model_quality import log_errors
+from helpers import log_errors, records
 
 from autoinit_sym import moments
 from autoinit_sym.estimators import convolutional
-from autoinit_sym.estimators.activations import standard_normal_nodes
+from autoinit_sym.moment_engine.nodes import standard_normal_nodes
+from autoinit_sym.statistics.activation import classify
 from autoinit_sym.estimators.regularization import DropoutEstimator
 from autoinit_sym.statistics.lag_correlation import (LagCorrelation, activated_lags, convolved, pair_counts,
                                                          resized, scaled, summed, uncorrelated)
@@ -83,7 +84,7 @@ def test_activation_rule_matches_the_bivariate_gaussian(name, rho):
     mean, var = 0.3, 1.5
     lags = LagCorrelation(np.array([rho, 1.0, rho]), np.array([rho * rho, 1.0, rho * rho]), np.zeros(3))
     out_var = float(moments(name).variance(mean, var))
-    result = activated_lags(lags, name, {}, mean, var, 0.0, 0.0, out_var, 0.0)
+    result = activated_lags(lags, classify(name), mean, var, 0.0, 0.0, out_var, 0.0)
     if name == "relu":
         z = np.random.default_rng(3).standard_normal((2, 4_000_000))
         fx = _activation(name, mean + math.sqrt(var) * z[0])
@@ -134,11 +135,10 @@ def test_dropout_noise_shape_spanning_positions_shares_like_spatial_dropout():
     x = (1.0 + offsets + rng.normal(0.0, 0.8, (20000, 4, 4, 4))).astype("float32")
     y = np.asarray(layer(x, training=True), dtype=np.float64)
     estimator = DropoutEstimator(layer, input_shapes=[(None, 4, 4, 4)], output_shapes=[(None, 4, 4, 4)])
-    estimator.shared_in, estimator.sample_shared_in = [0.36], [0.36]
-    estimator.estimate([1.0], [0.36 + 0.64])
+    (state,) = records(estimator, [1.0], [0.36 + 0.64], shared=[0.36], sample_shared=[0.36])
     centred = y - y.mean()
     measured = float((centred[:, 0, 0, :] * centred[:, 3, 2, :]).mean())
-    assert estimator.shared_out == pytest.approx(measured, rel=0.05)
+    assert state.shared == pytest.approx(measured, rel=0.05)
 
 
 def mbconv_stack(size: int = 24, channels: int = 16, blocks: int = 4) -> keras.Model:

@@ -139,10 +139,12 @@ def classify(activation: Any, **params: Any) -> Activation:
     return Activation(ENGINE, name, key)
 
 
-def activation_statistics(activation: Activation, mean: float, var: float,
+def activation_statistics(activation: Activation | Any, mean: float, var: float,
                           axis_size: int | None = None) -> tuple[float, float, str]:
     """Mean and variance of f(X), X ~ N(mean, var), and how they were obtained
-    (softmax needs ``axis_size``, the length of the normalized axis; None passes through)."""
+    (softmax needs ``axis_size``, the length of the normalized axis; None passes through).
+    ``activation`` is an :class:`Activation` or anything :func:`classify` takes."""
+    activation = classify(activation)
     kind = activation.kind
     if kind == IDENTITY:
         return float(mean), float(var), EXACT
@@ -164,7 +166,7 @@ def activation_statistics(activation: Activation, mean: float, var: float,
     return float(engine.mean(mean, var)), float(engine.variance(mean, var)), engine.method
 
 
-def activation_shared(activation: Activation, mean: float, var: float, shared: float, var_out: float) -> float:
+def activation_shared(activation: Activation | Any, mean: float, var: float, shared: float, var_out: float) -> float:
     """Position-shared variance of f(x) for x = mean + a + e, a ~ N(0, shared) common to all
     positions of a channel, e ~ N(0, var - shared) independent: two positions share a, so
     Cov = Var_a(g(a)) with g(a) = E_e[f(mean + a + e)] (the moment engine's mean at
@@ -175,6 +177,7 @@ def activation_shared(activation: Activation, mean: float, var: float, shared: f
         return 0.0
     if shared >= var * (1.0 - 1e-9):
         return var_out
+    activation = classify(activation)
     if activation.kind == IDENTITY:
         return float(shared)
     if activation.kind != ENGINE:
@@ -204,9 +207,10 @@ class ActivationOutput:
         return self.activation.engine()
 
 
-def activation_output(activation: Activation, mean: float, var: float, shared: float) -> ActivationOutput | None:
+def activation_output(activation: Activation | Any, mean: float, var: float, shared: float) -> ActivationOutput | None:
     """The :class:`ActivationOutput` of a non-decreasing engine activation applied to
     N(mean, var) with shared variance ``shared``; None for any other activation."""
+    activation = classify(activation)
     non_decreasing, non_negative = activation.non_decreasing_and_non_negative()
     if var <= 0 or not non_decreasing:
         return None

@@ -54,14 +54,17 @@ PRESETS = {
 
 def estimation_only(model: Any) -> None:
     """AutoInit's graph walk without writing weights (how cost splits: estimate vs write)."""
-    from autoinit_sym.autoinit import AutoInit, WalkContext, input_statistics
+    from autoinit_sym.autoinit import AutoInit
+    from autoinit_sym.statistics.state import TensorState
+    from autoinit_sym.walk import walker
     from autoinit_sym.walk.graph import build_graph
+    from autoinit_sym.walk.loading import input_statistics
 
     init = AutoInit()
     graph = build_graph(model)
     means, variances = input_statistics(graph, init.input_data_mean, init.input_data_var)
-    init.estimate(graph, WalkContext(signal_variance=init.signal_variance, config=init.config),
-                  means, variances)
+    walker.estimate(graph, walker.WalkContext(signal_variance=init.signal_variance, config=init.config),
+                    [TensorState(m, v) for m, v in zip(means, variances)])
 
 
 def measure_model(model: Any, repeats: int) -> dict:
