@@ -2,45 +2,55 @@
 
 ``moments(activation, **params)`` returns an :class:`ActivationMoments` with
 E[f(X)], Var[f(X)] and E[f(X)^2] for X ~ N(mu, var), evaluated with NumPy over
-broadcast arrays. A closed form is used where one exists (``method == "closed_form"``:
-derived with SymPy for piecewise exp-polynomials, written out for GELU's x Phi(x)),
-vectorized quadrature otherwise (``"quadrature"``).
+broadcast arrays. The activation is validated first (:mod:`.validation`: size, degree,
+breakpoints, real and finite values, no poles, at most exponential growth; ValueError
+otherwise). Then the methods of :data:`METHODS` are tried in order, each a
+:class:`~autoinit_sym.moment_engine.methods.MomentMethod`: GELU's closed form, the
+derived closed form of piecewise exp-polynomials (``method == "closed_form"``), and the
+generic vectorized quadrature (``"quadrature"``). A closed form that applies but exceeds
+its size limits or the time budget (:data:`CLOSED_FORM_TIME_BUDGET` seconds, or the
+``time_budget`` argument of :class:`ActivationMoments`) is skipped with a
+:class:`ClosedFormSkipped` warning, and ``notes`` says why.
 Objects are derived on first use and cached by (activation, parameters).
 """
 from __future__ import annotations
 
-import functools
 import warnings
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import sympy
 
-from autoinit_sym.moment_engine import catalog, quadrature
-from autoinit_sym.moment_engine.closed_form import ClosedForm, derive
-from autoinit_sym.moment_engine.expressions import X, breakpoints, numpy_function, parse, substitute
-from autoinit_sym.moment_engine.gelu import GeluClosedForm, is_gelu
+from autoinit_sym.moment_engine import catalog, validation
+from autoinit_sym.moment_engine.closed_form import ClosedForm
+from autoinit_sym.moment_engine.expressions import breakpoints, numpy_function, parse, substitute
+from autoinit_sym.moment_engine.gelu import GeluClosedForm
+from autoinit_sym.moment_engine.methods import Deadline, Integrand, MethodUnavailable, MomentMethod
+from autoinit_sym.moment_engine.quadrature import Quadrature
 
-CLOSED_FORM = "closed_form"
-QUADRATURE = "quadrature"
+CLOSED_FORM = ClosedForm.name
+QUADRATURE = Quadrature.name
+METHODS: tuple[type[MomentMethod], ...] = (GeluClosedForm, ClosedForm, Quadrature)
+CLOSED_FORM_TIME_BUDGET: Optional[float] = 2.0    # seconds per activation for closed-form derivation
 
 ArrayLike = Any
 
 
-def _derive_closed_form(expr: sympy.Expr) -> ClosedForm | GeluClosedForm | None:
-    """The closed form: GELU's (x Phi(x), :mod:`autoinit_sym.moment_engine.gelu`), else the derivation
-    for piecewise exp-polynomials (:func:`autoinit_sym.moment_engine.closed_form.derive`), or None when there
-    is none."""
-    try:
-        return GeluClosedForm() if is_gelu(expr) else derive(expr, X)
-    except Exception as err:  # a derivation bug must not make the activation unusable
-        warnings.warn(f"closed-form derivation failed for {expr} ({type(err).__name__}: {err}); "
-                      f"using quadrature", RuntimeWarning, stacklevel=3)
-        return None
+class ClosedFormSkipped(UserWarning):
+    """A closed form applied but was not used (size limit, time budget or a derivation error)."""
+
+
+def _numeric(value: ArrayLike, name: str) -> np.ndarray:
+    """``value`` as a float64 array; TypeError unless it is a real number or numeric array."""
+    array = np.asarray(value)
+    if array.dtype.kind not in "iuf":
+        raise TypeError(f"{name} must be a real number or an array of real numbers, got "
+                        f"{type(value).__name__}" + (f" of dtype {array.dtype}" if array.dtype != object else ""))
+    return array.astype(np.float64, copy=False)
 
 
 def _inputs(mu: ArrayLike, var: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
-    mu, var = np.broadcast_arrays(np.asarray(mu, dtype=np.float64), np.asarray(var, dtype=np.float64))
+    mu, var = np.broadcast_arrays(_numeric(mu, "mu (the input mean)"), _numeric(var, "var (the input variance)"))
     if not np.all(var > 0):
         bad = var[~(var > 0)].flat[0]
         raise ValueError(f"input variance must be > 0, got {bad!r}")
@@ -54,70 +64,97 @@ class ActivationMoments:
 
     Attributes: ``name``, ``params``, ``expr`` (SymPy in ``x``), ``method``
     ("closed_form" or "quadrature"), ``mean_expr`` and ``second_moment_expr``
-    (SymPy in mu and sigma, or None without a closed form), ``breakpoints``.
+    (SymPy in mu and sigma, or None without a closed form), ``breakpoints``, ``notes``
+    (why a closed form was skipped, if one was). ``time_budget``: seconds for closed-form
+    derivation (default :data:`CLOSED_FORM_TIME_BUDGET`; None: unlimited).
     """
 
-    def __init__(self, name: str, params: dict[str, Any], expr: sympy.Expr) -> None:
+    def __init__(self, name: str, params: dict[str, Any], expr: sympy.Expr,
+                 time_budget: Optional[float] = None) -> None:
+        validation.check_structure(expr)
         self.name = name
         self.params = dict(params)
         self.expr = expr
-        self._closed = _derive_closed_form(expr)
-        self.method = QUADRATURE if self._closed is None else CLOSED_FORM
-        self.mean_expr = None if self._closed is None else self._closed.mean_expr
-        self.second_moment_expr = None if self._closed is None else self._closed.second_moment_expr
-        self._f = None if self._closed is not None else numpy_function(expr)
-        self._kept: tuple | None = None        # (part index, mu, var, values) from the last call
+        self.breakpoints = breakpoints(expr)
+        f = numpy_function(expr)
+        validation.check_values(expr, f, self.breakpoints)
+        self.notes: list[str] = []
+        integrand = Integrand(expr, tuple(self.breakpoints), f,
+                              Deadline(CLOSED_FORM_TIME_BUDGET if time_budget is None else time_budget))
+        self._method = self._choose(integrand)
+        self._generic = self._method if isinstance(self._method, Quadrature) else None
+        self._f = f
+        self.method = self._method.name
+        self.mean_expr = self._method.mean_expr
+        self.second_moment_expr = self._method.second_moment_expr
 
-    @functools.cached_property
-    def breakpoints(self) -> list[float]:
-        """Real x where f is not smooth (quadrature panel edges)."""
-        return breakpoints(self.expr)
+    def _choose(self, integrand: Integrand) -> MomentMethod:
+        """The first method of METHODS that matches (Quadrature always does)."""
+        for method in METHODS:
+            try:
+                chosen = method.match(integrand)
+            except MethodUnavailable as why:
+                self._skip(f"{method.__name__} not used: {why}")
+                continue
+            except Exception as err:  # a derivation bug must not make the activation unusable
+                self._skip(f"{method.__name__} failed ({type(err).__name__}: {err})")
+                continue
+            if chosen is not None:
+                return chosen
+        raise AssertionError("Quadrature matches every activation")
+
+    def _skip(self, note: str) -> None:
+        self.notes.append(note)
+        name = self.name if len(self.name) <= 60 else self.name[:57] + "..."
+        warnings.warn(f"{name}: {note}; using quadrature", ClosedFormSkipped, stacklevel=5)
 
     def __repr__(self) -> str:
         return f"ActivationMoments({self.name!r}, params={self.params}, method={self.method!r})"
 
+    def _finite(self, values: np.ndarray, index: int, mu: np.ndarray, var: np.ndarray) -> np.ndarray:
+        """``values`` (part ``index``: 0 mean, 1 variance) with NaN (float64 overflow in a closed
+        form: inf - inf) replaced by the generic quadrature's result there (+-inf)."""
+        bad = np.isnan(values)
+        if not np.any(bad):
+            return values
+        if self._generic is None:
+            self._generic = Quadrature(self._f, self.breakpoints)
+        values = np.array(values)
+        values[bad] = self._generic.mean_variance(mu[bad], var[bad])[index]
+        if np.any(np.isnan(values)):
+            warnings.warn(f"{self.name}: the moments overflow float64 at some (mu, var); NaN returned there",
+                          RuntimeWarning, stacklevel=3)
+        return values
+
     def mean_variance(self, mu: ArrayLike, var: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
         """(E[f(X)], Var[f(X)]), computed together."""
         mu, var = _inputs(mu, var)
-        if self._closed is not None:
-            mean, variance = self._closed.mean(mu, var), self._closed.variance(mu, var)
-        else:
-            mean, variance = quadrature.gaussian_moments(self._f, self.breakpoints, mu.ravel(), var.ravel())
+        with np.errstate(all="ignore"):
+            mean, variance = self._method.mean_variance(mu, var)
+            mean, variance = self._finite(mean, 0, mu, var), self._finite(variance, 1, mu, var)
         return _shaped(mean, mu.shape), _shaped(variance, mu.shape)
-
-    def _quadrature_part(self, index: int, mu: ArrayLike, var: ArrayLike) -> np.ndarray:
-        """Part ``index`` (0 mean, 1 variance) of a quadrature run. The other part is kept
-        for one call, so ``mean`` then ``variance`` at the same points integrates once."""
-        mu, var = _inputs(mu, var)
-        kept, self._kept = self._kept, None
-        if kept and kept[0] == index and kept[1].shape == mu.shape \
-                and np.array_equal(kept[1], mu) and np.array_equal(kept[2], var):
-            return kept[3]
-        both = self.mean_variance(mu, var)
-        self._kept = (1 - index, mu.copy(), var.copy(), both[1 - index])
-        return both[index]
 
     def mean(self, mu: ArrayLike, var: ArrayLike) -> np.ndarray:
         """E[f(X)] for X ~ N(mu, var)."""
-        if self._closed is None:
-            return self._quadrature_part(0, mu, var)
         mu, var = _inputs(mu, var)
-        return _shaped(self._closed.mean(mu, var), mu.shape)
+        with np.errstate(all="ignore"):
+            return _shaped(self._finite(self._method.mean(mu, var), 0, mu, var), mu.shape)
 
     def variance(self, mu: ArrayLike, var: ArrayLike) -> np.ndarray:
         """Var[f(X)] for X ~ N(mu, var) (computed without E[f^2] - E[f]^2 cancellation)."""
-        if self._closed is None:
-            return self._quadrature_part(1, mu, var)
         mu, var = _inputs(mu, var)
-        return _shaped(self._closed.variance(mu, var), mu.shape)
+        with np.errstate(all="ignore"):
+            return _shaped(self._finite(self._method.variance(mu, var), 1, mu, var), mu.shape)
 
     def second_moment(self, mu: ArrayLike, var: ArrayLike) -> np.ndarray:
         """E[f(X)^2] for X ~ N(mu, var)."""
-        if self._closed is None:
-            mean, variance = self.mean_variance(mu, var)
-            return variance + mean * mean
         mu, var = _inputs(mu, var)
-        return _shaped(self._closed.second_moment(mu, var), mu.shape)
+        with np.errstate(all="ignore"):
+            second = self._method.second_moment(mu, var)
+            if np.any(np.isnan(second)):
+                mean, variance = self.mean_variance(mu, var)
+                second = np.where(np.isnan(second), variance + mean * mean, second)
+        return _shaped(second, mu.shape)
 
 
 def _shaped(values: ArrayLike, shape: tuple[int, ...]) -> np.ndarray:
@@ -136,7 +173,11 @@ def _key(activation: Any, params: dict[str, Any]) -> Any:
 
 def moments(activation: str | sympy.Expr, **params: Any) -> ActivationMoments:
     """Moments object for a registered activation name (with Keras parameters) or an
-    expression in ``x`` (str or SymPy; keyword values substitute its parameters)."""
+    expression in ``x`` (str or SymPy; keyword values substitute its parameters).
+    ValueError for unknown names, unsafe or malformed text, and activations without
+    well-defined Gaussian moments."""
+    if isinstance(activation, sympy.Basic):
+        validation.check_size(activation)
     try:
         return _CACHE[_key(activation, params)]
     except (KeyError, TypeError):
@@ -149,7 +190,7 @@ def moments(activation: str | sympy.Expr, **params: Any) -> ActivationMoments:
         parsed = parse(activation, params)
         unused = sorted(set(params) - {s.name for s in parsed.free_symbols})
         if unused:
-            raise ValueError(f"parameter(s) {unused} do not appear in expression {str(activation)!r}")
+            raise ValueError(f"parameter(s) {unused} do not appear in expression {_text(activation)}")
         expr = substitute(parsed, params)
         name, resolved = str(expr), dict(params)
     canonical = (sympy.srepr(expr), tuple(sorted(resolved.items(), key=str)), name)
@@ -160,6 +201,11 @@ def moments(activation: str | sympy.Expr, **params: Any) -> ActivationMoments:
     except TypeError:
         pass
     return result
+
+
+def _text(activation: Any) -> str:
+    text = str(activation)
+    return repr(text if len(text) <= 80 else text[:77] + "...")
 
 
 def register_activation(name: str, expr: str | sympy.Expr, **default_params: float) -> None:

@@ -14,6 +14,15 @@ What is compiled is an equal but float-safe arrangement of the same sums:
   again piecewise exp-polynomial and on P starts at z**1, so Var = E[g**2] - E[g]**2 keeps
   full relative precision for narrow inputs (relu at mu=50, var=1e-8).  One branch per P,
   each run only where mu falls in P.
+
+Sizes are bounded before the derivation starts (MAX_PIECES pieces, MAX_TERMS terms per piece,
+powers of x up to MAX_POLYNOMIAL_DEGREE on the whole line, MAX_PIECE_DEGREE on a piece with a
+finite end, MAX_EXPONENTIAL_DEGREE next to an exp(a*x): the truncated-moment recursion, the
+tail expansions and the variance branches grow fast beyond; each step then takes well under a
+second), and a
+:class:`~autoinit_sym.moment_engine.methods.Deadline` is checked between the steps; both
+raise :class:`~autoinit_sym.moment_engine.methods.MethodUnavailable`, and the engine then
+integrates numerically.
 """
 from __future__ import annotations
 
@@ -25,9 +34,11 @@ import numpy as np
 import sympy as sp
 from sympy.printing.numpy import SciPyPrinter
 
-from autoinit_sym.moment_engine.expressions import X
-from autoinit_sym.moment_engine.gaussian_integrals import (NUMPY_FUNCTIONS, TAIL_START, gauss_expm1, gauss_expm1_centered,
-                                             one_sided_moment, truncated_moments)
+from autoinit_sym.moment_engine.expressions import X, polynomial_degree
+from autoinit_sym.moment_engine.gaussian_integrals import (NUMPY_FUNCTIONS, TAIL_START, gauss_expm1,
+                                                           gauss_expm1_centered, one_sided_moment,
+                                                           truncated_moments)
+from autoinit_sym.moment_engine.methods import Deadline, Integrand, MethodUnavailable, MomentMethod
 from autoinit_sym.moment_engine.piecewise import Piece, Terms, split_pieces
 
 MU = sp.Symbol("mu", real=True)
@@ -38,9 +49,15 @@ ZTerms = Dict[Tuple[int, sp.Expr], sp.Expr]
 
 _MODULES = [NUMPY_FUNCTIONS, "scipy", "numpy"]
 
+MAX_PIECES = 6                  # intervals between breakpoints
+MAX_POLYNOMIAL_DEGREE = 16      # largest power of x
+MAX_PIECE_DEGREE = 8            # largest power of x on a piece with a finite end (tail expansions ~ n**3)
+MAX_EXPONENTIAL_DEGREE = 4      # largest n in x**n * exp(a*x), a != 0 (the recursion's size grows ~1.6**(2n))
+MAX_TERMS = 8                   # terms c * x**n * exp(a*x) per piece (f**2 has up to MAX_TERMS**2)
+
 
 @dataclass(frozen=True)
-class ClosedForm:
+class ClosedForm(MomentMethod):
     """Closed-form moments of f(X), X ~ N(mu, sigma**2), compiled for NumPy.
 
     ``mean_expr`` and ``second_moment_expr`` use exp and erfc; ``variance_expr`` is the
@@ -57,6 +74,21 @@ class ClosedForm:
     _second_moment: Callable = field(repr=False, compare=False)
     _variance_cuts: Tuple[float, ...] = field(repr=False, compare=False)
     _variance_branches: Tuple[Callable, ...] = field(repr=False, compare=False)
+
+    name = "closed_form"
+
+    @classmethod
+    def match(cls, integrand: Integrand) -> Optional["ClosedForm"]:
+        """The derivation for ``integrand``'s expression if it is piecewise exp-polynomial
+        (None otherwise); MethodUnavailable beyond the size limits or the deadline."""
+        degree = polynomial_degree(integrand.expr)
+        if degree > MAX_POLYNOMIAL_DEGREE:
+            raise MethodUnavailable(f"degree {degree:g} in x is above the closed form's limit "
+                                    f"{MAX_POLYNOMIAL_DEGREE}")
+        if len(integrand.breakpoints) >= MAX_PIECES:
+            raise MethodUnavailable(f"{len(integrand.breakpoints)} breakpoints; the closed form takes "
+                                    f"at most {MAX_PIECES - 1}")
+        return derive(integrand.expr, X, integrand.deadline)
 
     def mean(self, mu, var) -> np.ndarray:
         """E[f(X)]."""
@@ -78,24 +110,56 @@ class ClosedForm:
         return np.maximum(out, 0.0)
 
 
-def derive(expr: sp.Expr, x: sp.Symbol = X) -> Optional[ClosedForm]:
-    """Closed-form moments of ``expr`` (in ``x``), or None if it is not piecewise exp-polynomial."""
-    pieces = split_pieces(sp.sympify(expr).subs(x, X), X)
+def derive(expr: sp.Expr, x: sp.Symbol = X, deadline: Optional[Deadline] = None) -> Optional[ClosedForm]:
+    """Closed-form moments of the SymPy expression ``expr`` (in ``x``), or None if it is not
+    piecewise exp-polynomial. MethodUnavailable beyond the size limits (module docstring) or
+    when ``deadline`` runs out."""
+    if not isinstance(expr, sp.Basic):
+        raise TypeError(f"expr must be a SymPy expression, got {type(expr).__name__} "
+                        f"(parse text with autoinit_sym.moment_engine.expressions.parse)")
+    deadline = deadline or Deadline(None)
+    pieces = split_pieces(expr.subs(x, X), X, deadline)
     if pieces is None:
         return None
-    mean_plain, mean = _sum_pairs(_expect_x(p.terms, p) for p in pieces)
-    second_plain, second = _sum_pairs(_expect_x(_square(p.terms), p) for p in pieces)
-    variances = [_centered_variance(pieces, home) for home in pieces]
+    _check_size(pieces)
+    mean_plain, mean = _sum_pairs(_checked(_expect_x(p.terms, p), deadline, "mean") for p in pieces)
+    second_plain, second = _sum_pairs(_checked(_expect_x(_square(p.terms), p), deadline, "second moment")
+                                      for p in pieces)
+    variances = [_centered_variance(pieces, home, deadline) for home in pieces]
     conditions = [MU < home.hi for home in pieces[:-1]] + [sp.true]
+    compiled = [_checked(_compile(e), deadline, "compiling") for e in (mean, second, *variances)]
     return ClosedForm(
         mean_expr=mean_plain.rewrite(sp.erfc),
         second_moment_expr=second_plain.rewrite(sp.erfc),
         variance_expr=variances[0] if len(pieces) == 1 else sp.Piecewise(*zip(variances, conditions)),
-        _mean=_compile(mean),
-        _second_moment=_compile(second),
+        _mean=compiled[0],
+        _second_moment=compiled[1],
         _variance_cuts=tuple(float(home.hi) for home in pieces[:-1]),
-        _variance_branches=tuple(_compile(v) for v in variances),
+        _variance_branches=tuple(compiled[2:]),
     )
+
+
+def _check_size(pieces: List[Piece]) -> None:
+    """MethodUnavailable beyond MAX_PIECES, MAX_TERMS and the degree limits."""
+    if len(pieces) > MAX_PIECES:
+        raise MethodUnavailable(f"{len(pieces)} pieces; the closed form takes at most {MAX_PIECES}")
+    for piece in pieces:
+        if len(piece.terms) > MAX_TERMS:
+            raise MethodUnavailable(f"{len(piece.terms)} terms c*x**n*exp(a*x) on one piece; the closed "
+                                    f"form takes at most {MAX_TERMS}")
+        whole_line = piece.lo.is_infinite and piece.hi.is_infinite
+        for n, a in piece.terms:
+            limit = (MAX_EXPONENTIAL_DEGREE if not a.is_zero else
+                     MAX_POLYNOMIAL_DEGREE if whole_line else MAX_PIECE_DEGREE)
+            if n > limit:
+                raise MethodUnavailable(f"the term x**{n}*exp({a}*x) is above the closed form's limit "
+                                        f"x**{limit}" + ("" if a.is_zero else "*exp(a*x)"))
+
+
+def _checked(value, deadline: Deadline, step: str):
+    """``value``, once ``deadline`` is checked after computing it."""
+    deadline.check(step)
+    return value
 
 
 def _expect_x(terms: Terms, piece: Piece) -> Tuple[sp.Expr, sp.Expr]:
@@ -204,11 +268,12 @@ def _home_z_terms(home: Piece) -> ZTerms:
     return terms
 
 
-def _centered_variance(pieces: List[Piece], home: Piece) -> sp.Expr:
+def _centered_variance(pieces: List[Piece], home: Piece, deadline: Deadline) -> sp.Expr:
     """Var[f(X)] = E[g**2] - E[g]**2 with g = f - f_home(MU), for MU in the piece ``home``."""
     at_mu = sum((c * MU**n * sp.exp(a * MU) for (n, a), c in home.terms.items()), sp.S.Zero)
     first, second = [], []
     for piece in pieces:
+        deadline.check("variance")
         if piece is home:
             g = _home_z_terms(home)
             first.append(_expect_z(g, piece))

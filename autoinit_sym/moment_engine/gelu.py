@@ -65,6 +65,8 @@ from scipy import special
 from autoinit_sym.moment_engine import quadrature
 from autoinit_sym.moment_engine.closed_form import MU, SIGMA
 from autoinit_sym.moment_engine.expressions import X, numpy_function
+from autoinit_sym.moment_engine.methods import Integrand, MomentMethod
+from autoinit_sym.moment_engine.nodes import gauss_legendre, standard_normal_nodes
 
 GELU = X / 2 * (1 + sp.erf(X / sp.sqrt(2)))
 
@@ -79,9 +81,8 @@ SPLIT_LEVELS = 24         # geometric panels (ratio 2) for x > 0 in the split fo
 LEGENDRE_NODES = 10
 
 _SQRT_2PI = math.sqrt(2 * math.pi)
-_HERMITE_Z, _HERMITE_W = np.polynomial.hermite_e.hermegauss(TAIL_NODES)
-_HERMITE_W = _HERMITE_W / _SQRT_2PI
-_LEGENDRE_T, _LEGENDRE_W = np.polynomial.legendre.leggauss(LEGENDRE_NODES)
+_HERMITE_Z, _HERMITE_W = standard_normal_nodes(TAIL_NODES)
+_LEGENDRE_T, _LEGENDRE_W = gauss_legendre(LEGENDRE_NODES)
 
 
 def is_gelu(expr: sp.Expr) -> bool:
@@ -240,18 +241,25 @@ def variance_closed_form(mu: np.ndarray, var: np.ndarray) -> tuple[np.ndarray, n
     return out, ~np.isnan(out)
 
 
-class GeluClosedForm:
-    """Moments of GELU for X ~ N(mu, var), with the interface of
-    :class:`autoinit_sym.moment_engine.closed_form.ClosedForm`: ``mean_expr``, ``second_moment_expr`` (SymPy in
-    mu and sigma) and ``mean``, ``variance``, ``second_moment`` over broadcast arrays (float64).
-    ``variance`` integrates the points :func:`variance_closed_form` does not cover with
+class GeluClosedForm(MomentMethod):
+    """Moments of GELU for X ~ N(mu, var) (a :class:`MomentMethod` matching x Phi(x) only):
+    ``mean_expr``, ``second_moment_expr`` (SymPy in mu and sigma) and ``mean``, ``variance``,
+    ``second_moment`` (Var + E[f]^2, both accurate; the Owen's T formula for E[f^2] cancels in the
+    left tail) over broadcast arrays (float64). ``variance`` integrates the points
+    :func:`variance_closed_form` does not cover with
     :func:`autoinit_sym.moment_engine.quadrature.gaussian_moments`."""
 
+    name = "closed_form"
     mean_expr = MEAN_EXPR
     second_moment_expr = SECOND_MOMENT_EXPR
 
     def __init__(self) -> None:
         self._f = numpy_function(GELU)
+
+    @classmethod
+    def match(cls, integrand: Integrand) -> "GeluClosedForm | None":
+        """An instance if the activation is x Phi(x)."""
+        return cls() if is_gelu(integrand.expr) else None
 
     def mean(self, mu, var) -> np.ndarray:
         """E[f(X)]."""
@@ -267,11 +275,6 @@ class GeluClosedForm:
         if not np.all(covered):
             out[~covered] = quadrature.gaussian_moments(self._f, [], mu.ravel()[~covered], var.ravel()[~covered])[1]
         return out.reshape(mu.shape)
-
-    def second_moment(self, mu, var) -> np.ndarray:
-        """E[f(X)^2] = Var + E[f]^2 (both accurate; the Owen's T formula cancels in the left tail)."""
-        m = self.mean(mu, var)
-        return self.variance(mu, var) + m * m
 
 
 def _broadcast(mu, var) -> tuple[np.ndarray, np.ndarray]:

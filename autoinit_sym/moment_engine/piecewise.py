@@ -1,8 +1,9 @@
 """Split an expression in x into intervals on which it is a sum of c * x**n * exp(a*x).
 
 ``split_pieces(expr, x)`` finds the breakpoints of every switch in the expression (Max,
-Min, Abs, Heaviside, sign, Piecewise conditions; inner switches first) by solving for x,
-then on each interval between consecutive breakpoints replaces every switch by its
+Min, Abs, Heaviside, sign, Piecewise conditions; inner switches first) by solving for x
+(exactly for polynomials, irrational roots of degree > 2 as 30-digit Floats, and for
+c*exp(a*x) + d; other switch arguments make it return None), then on each interval between consecutive breakpoints replaces every switch by its
 active branch and expands the result into terms.  It returns None when the expression is
 not of that form (tanh, sigmoid, softplus, ...), so the caller can fall back to quadrature.
 Conditions are read almost everywhere: what happens at a single point (Heaviside(0),
@@ -14,6 +15,9 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 import sympy as sp
+
+from autoinit_sym.moment_engine.expressions import exact_real_roots
+from autoinit_sym.moment_engine.methods import Deadline
 
 # (n, a) -> c for the term c * x**n * exp(a*x); n a nonnegative int, a and c real numbers.
 Terms = Dict[Tuple[int, sp.Expr], sp.Expr]
@@ -28,24 +32,28 @@ class Piece:
     terms: Terms
 
 
-def split_pieces(expr: sp.Expr, x: sp.Symbol) -> Optional[List[Piece]]:
-    """Pieces of ``expr`` over the real line, ordered, or None if not piecewise exp-polynomial.
+def split_pieces(expr: sp.Expr, x: sp.Symbol, deadline: Optional[Deadline] = None) -> Optional[List[Piece]]:
+    """Pieces of the SymPy expression ``expr`` over the real line, ordered, or None if not
+    piecewise exp-polynomial. ``deadline`` is checked between switches and intervals.
 
     Raises ValueError when ``expr`` holds free symbols other than ``x``.
     """
-    expr = sp.sympify(expr)
+    if not isinstance(expr, sp.Basic):
+        raise TypeError(f"expr must be a SymPy expression, got {type(expr).__name__}")
+    deadline = deadline or Deadline(None)
     extra = sorted(str(s) for s in expr.free_symbols - {x})
     if extra:
         raise ValueError(f"expression {expr} has free symbols {extra} besides {x}; "
                          "substitute every parameter with a number first")
     try:
-        cuts = _breakpoints(expr, x)
+        cuts = _breakpoints(expr, x, deadline)
         bounds = [sp.S.NegativeInfinity] + cuts + [sp.S.Infinity]
         smooth = [_branch_at(expr, x, _interior_point(lo, hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]
     except _NotPiecewise:
         return None
     pieces: List[Piece] = []
     for lo, hi, branch in zip(bounds[:-1], bounds[1:], smooth):
+        deadline.check("splitting into pieces")
         terms = exp_polynomial_terms(branch, x)
         if terms is None:
             return None
@@ -114,7 +122,7 @@ class _NotPiecewise(Exception):
 _SWITCHES = (sp.Max, sp.Min, sp.Abs, sp.Heaviside, sp.sign, sp.Piecewise)
 
 
-def _breakpoints(expr: sp.Expr, x: sp.Symbol) -> List[sp.Expr]:
+def _breakpoints(expr: sp.Expr, x: sp.Symbol, deadline: Deadline) -> List[sp.Expr]:
     """Sorted real points where some switch (Max, Min, Abs, Heaviside, sign, Piecewise) of
     ``expr`` may change branch.  Inner switches first: an outer switch compares smooth
     branches on each interval between the inner breakpoints, and only roots inside count."""
@@ -124,6 +132,7 @@ def _breakpoints(expr: sp.Expr, x: sp.Symbol) -> List[sp.Expr]:
         if not isinstance(node, _SWITCHES) or not node.has(x) or node in seen:
             continue
         seen.add(node)
+        deadline.check("finding breakpoints")
         ordered = sorted(cuts.values(), key=float)
         bounds = [sp.S.NegativeInfinity] + ordered + [sp.S.Infinity]
         for lo, hi in zip(bounds[:-1], bounds[1:]):
@@ -146,15 +155,11 @@ def _switch_functions(node: sp.Expr, x: sp.Symbol, point: sp.Expr) -> List[sp.Ex
 
 
 def _real_roots(expr: sp.Expr, x: sp.Symbol) -> List[sp.Expr]:
-    """Real roots of a smooth ``expr``: polynomial roots, else solveset over the reals."""
-    if not expr.has(x):
-        return []
-    if expr.is_polynomial(x):
-        return sp.real_roots(sp.Poly(expr, x))
-    solutions = sp.solveset(expr, x, sp.S.Reals)
-    if not isinstance(solutions, sp.FiniteSet):
+    """Real roots of a smooth ``expr`` (``exact_real_roots``); _NotPiecewise where there is no exact method."""
+    roots = exact_real_roots(expr, x)
+    if roots is None:
         raise _NotPiecewise(expr)
-    return list(solutions)
+    return roots
 
 
 def _interior_point(lo: sp.Expr, hi: sp.Expr) -> sp.Expr:
