@@ -11,10 +11,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import keras
 import numpy as np
 
-from autoinit_sym.walk.loading import input_statistics, load_model
 from autoinit_sym.walk.graph import Call, build_graph, run_graph
+from autoinit_sym.walk.loading import input_statistics, load_model
 from autoinit_sym.walk.monte_carlo import RunningMoments
 
 
@@ -25,8 +26,6 @@ def measure(model: Any, input_mean: Any = 0.0, input_var: Any = 1.0, samples: in
 
     ``input_mean`` / ``input_var`` are given as for AutoInit (one number, a list, or a
     dict by input name). A call with several outputs maps to (means, vars) tuples."""
-    import keras
-
     model = load_model(model)
     graph = build_graph(model)
     means, variances = input_statistics(graph, input_mean, input_var)

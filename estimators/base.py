@@ -84,6 +84,10 @@ class LayerRule:
 
     method: str = EXACT
     method_label: str | None = None
+    keeps_values: bool = False
+    """True where every output element is an input element (identity, moves, repeats): such a
+    layer, inserted anywhere it applies, changes no prediction (a generic test holds every
+    such rule to that)."""
 
     def __init__(self, layer: Any, context: EstimationContext | None = None,
                  input_shapes: Sequence[tuple] | None = None,
@@ -155,6 +159,8 @@ class LayerOutputDistributionEstimator(LayerRule):
 
 class IdentityRule(LayerRule):
     """A layer whose output is its input: the input record unchanged."""
+
+    keeps_values = True
 
     def propagate(self, inputs: Sequence[TensorState]) -> TensorState:
         return inputs[0]

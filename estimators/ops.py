@@ -248,6 +248,8 @@ class RearrangingOp(OpEstimator):
     """Moves, repeats or casts elements: the input record where the per-sample shape is
     unchanged, without its profile and lag correlation otherwise."""
 
+    keeps_values = True
+
     def combine(self, args):
         state = args[0].state
         shape_in = tuple(self.input_shapes[0][1:]) if self.input_shapes else None

@@ -33,6 +33,8 @@ class RearrangingEstimator(LayerRule):
     unchanged where the per-sample shape is; a Permute of the spatial axes (channels staying
     last) permutes the profile and lag correlation, any other rearrangement ends them."""
 
+    keeps_values = True
+
     def propagate(self, inputs: Sequence[TensorState]) -> TensorState:
         state = inputs[0]
         shape_in = tuple(self.input_shapes[0][1:]) if self.input_shapes else None
@@ -114,6 +116,8 @@ def repeated_profile(rule: LayerRule, profile: np.ndarray | None) -> np.ndarray 
 class RepeatVectorEstimator(LayerRule):
     """Every output position is the same input vector: (mean, var) and origin unchanged, all
     of var shared."""
+
+    keeps_values = True
 
     def propagate(self, inputs: Sequence[TensorState]) -> TensorState:
         state = inputs[0]

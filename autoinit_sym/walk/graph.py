@@ -19,6 +19,9 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
+import keras
+from keras import tree
+
 
 @dataclass
 class Call:
@@ -57,8 +60,6 @@ class ModelGraph:
 
 def as_function(obj: Any) -> Any:
     """The functional graph of a Functional model or a built Sequential, else None."""
-    import keras
-
     if isinstance(obj, keras.Sequential):
         if getattr(obj, "_functional", None) is None:
             if not obj.built:
@@ -144,8 +145,6 @@ def invoke(operation: Any, node: Any, inputs: list[Any], training: bool = True) 
     """Call ``operation`` eagerly on ``inputs`` (one per keras tensor of ``node``'s
     arguments) with the node's constant arguments, as Keras's functional call would
     (``training`` injected where the operation takes it); the outputs as a flat list."""
-    from keras import tree
-
     args, kwargs = node.arguments.fill_in({id(t): x for t, x in zip(node.arguments.keras_tensors, inputs)})
     if "training" in getattr(operation, "_call_context_args", {}):
         kwargs["training"] = training

@@ -17,6 +17,7 @@ import math
 import time
 from typing import Any, Callable, Sequence
 
+import keras
 import numpy as np
 
 CHUNK_BYTES = 64 * 2**20
@@ -98,8 +99,6 @@ def gaussian_statistics(fn: Callable[..., Any], input_shapes: Sequence[Sequence[
     Returns:
         One ``(mean, var)`` pair per output of ``fn``, as Python floats.
     """
-    import keras
-
     shapes = _per_sample_shapes(input_shapes)
     if not (len(shapes) == len(means) == len(variances)):
         raise ValueError(f"gaussian_statistics got {len(shapes)} input shapes, {len(means)} means "
@@ -159,8 +158,6 @@ class OutputStatistics:
 
     def add(self, outputs: Any) -> list[Any]:
         """Fold in one chunk's output(s); returns them as a list of float32 tensors."""
-        import keras
-
         outputs = [keras.ops.cast(y, "float32") for y in _as_list(outputs)]
         if not self.accumulators:
             self.accumulators = [RunningMoments() for _ in outputs]
@@ -195,8 +192,6 @@ class OutputStatistics:
 
 def _fold(acc: RunningMoments, y: Any) -> None:
     """Merge all elements of tensor ``y`` into ``acc``."""
-    import keras
-
     chunk_mean = keras.ops.mean(y)
     m2 = keras.ops.sum(keras.ops.square(y - chunk_mean))
     acc.add(int(np.prod(y.shape)), float(keras.ops.convert_to_numpy(chunk_mean)),
@@ -211,8 +206,6 @@ class Progress:
         self.started, self.bar = time.perf_counter(), None
 
     def advance(self, rows: int) -> None:
-        import keras
-
         self.done = min(self.total, self.done + rows)
         if (self.bar is None and self.done < self.total
                 and time.perf_counter() - self.started > PROGRESS_AFTER_S):
