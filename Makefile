@@ -20,10 +20,10 @@ demo: $(STAMP)
 	$(VENV)/bin/autoinit-sym demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q tests --ignore=tests/slow -m "not slow"
 
 test-all: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q tests
 
 bench: $(STAMP)
 	$(PY) tests/benchmarks/run.py

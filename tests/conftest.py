@@ -1,8 +1,17 @@
 """Test-wide settings: quiet TensorFlow, the TensorFlow backend, a headless plot backend;
-the ``keras_seed`` fixture."""
+the ``keras_seed`` fixture; every test under ``tests/slow/`` is marked ``slow``.
+
+The folders say what a test checks: ``moment_engine/``, ``statistics/``, ``layers/`` (one
+module per Keras family), ``walk/``, ``models/`` (whole models against measurement),
+``surface/`` (CLI, plots, notebooks, benchmarks), ``security/``, ``architecture/`` (the import
+graph); ``slow/`` holds the long tier (``make test-all``). Shared helpers live in ``helpers.py``.
+"""
 import os
+from pathlib import Path
 
 import pytest
+
+SLOW_FOLDER = Path(__file__).resolve().parent / "slow"
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -17,3 +26,10 @@ def keras_seed():
     import keras
 
     keras.utils.set_random_seed(0)
+
+
+def pytest_collection_modifyitems(items):
+    """Mark the tests of ``tests/slow/`` slow (``make test`` leaves that folder out)."""
+    for item in items:
+        if SLOW_FOLDER in Path(str(item.fspath)).resolve().parents:
+            item.add_marker(pytest.mark.slow)

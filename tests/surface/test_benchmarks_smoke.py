@@ -13,7 +13,7 @@ from benchmarks import BENCHMARKS, report
 from benchmarks.schema import ResultSchemaError, read_result, validate
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-RUN_PY = Path(__file__).parent / "benchmarks" / "run.py"
+RUN_PY = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
 
 
 @pytest.fixture(scope="module")
