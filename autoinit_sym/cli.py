@@ -133,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--samples", type=_sample_count, default=100, help="Gaussian inputs for --plot")
     init.set_defaults(run=_cmd_init)
 
-    vis = sub.add_parser("visualize", help="plot signal propagation, Keras defaults against AutoInit")
+    vis = sub.add_parser("visualize", help="plot signal propagation, Keras defaults against AutoInit",
+                         epilog=SAFETY)
     model_options(vis)
     vis.add_argument("--plot", required=True, help="PNG path")
     vis.add_argument("--samples", type=_sample_count, default=100, help="Gaussian inputs (default: %(default)s)")

@@ -250,7 +250,7 @@ def test_json_that_is_not_a_model_is_one_line(capfd, tmp_path, text, holds):
 
 
 def test_help_says_what_is_safe_to_load(capfd):
-    for argv in (["--help"], ["init", "--help"]):
+    for argv in (["--help"], ["init", "--help"], ["visualize", "--help"]):
         status, stdout, _ = run_cli(capfd, *argv)
         assert status == 0
         text = " ".join(stdout.split())
