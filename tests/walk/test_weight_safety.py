@@ -162,7 +162,8 @@ def test_complete_write_pass_updates_weights_attributes_and_resets():
                   resets=[(moment, np.zeros(3, dtype="float32"))])
     assert np.abs(layer.kernel.numpy()).max() <= 0.2 * math.sqrt(3.0) + 1e-6
     assert isinstance(layer.kernel_initializer, keras.initializers.RandomUniform)
-    assert isinstance(layer.kernel_constraint, ZeroMeanFixedScale) and layer.kernel.constraint is layer.kernel_constraint
+    assert isinstance(layer.kernel_constraint, ZeroMeanFixedScale)
+    assert layer.kernel.constraint is layer.kernel_constraint
     np.testing.assert_array_equal(moment.numpy(), np.zeros(3))
 
 
