@@ -105,10 +105,13 @@ def _moments(f: Callable[[np.ndarray], np.ndarray], special: np.ndarray, mu: np.
         values[w == 0.0] = 0.0
         m = np.einsum("ij,ij->i", w, values)
         overflowed = ~np.isfinite(m)
-    with np.errstate(invalid="ignore"):        # an infinite mean stays infinite
+    with np.errstate(invalid="ignore", over="ignore"):     # an infinite mean stays infinite
         values -= m[:, None]
         values *= values
         spread = np.einsum("ij,ij->i", w, values)
+        if np.isnan(spread).any():             # (f - m)^2 overflowed where the weight underflowed
+            values[w == 0.0] = 0.0
+            spread = np.einsum("ij,ij->i", w, values)
     return m, np.where(overflowed, np.inf, spread)
 
 

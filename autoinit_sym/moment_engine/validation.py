@@ -6,8 +6,8 @@ checks, before deriving anything:
 
 - :func:`check_structure` (symbolic, linear in the size): at most MAX_NODES nodes; only
   numbers, ``x``, arithmetic, the functions of :data:`FUNCTIONS` and Piecewise conditions;
-  every constant finite and real (no I, oo, nan, zoo); degree in x at most
-  ``expressions.MAX_DEGREE``.
+  every constant real and within float64's range (no I, oo, nan, zoo, exp(10**10)); degree
+  in x at most ``expressions.MAX_DEGREE``.
 - :func:`check_values` (numeric): f is real (not NaN) on a grid over [-50, 50] and next to
   its breakpoints, where a NaN that float64 overflow could cause (inf - inf) is re-evaluated
   with mpmath; no pole: at each real zero r of a denominator, |f(r + d)| grows by less than
@@ -67,6 +67,9 @@ def check_structure(expr: sympy.Expr) -> None:
             raise _ill_defined(expr, f"it holds the non-finite constant {_NON_FINITE[node]}")
         if node is sympy.I:
             raise _ill_defined(expr, "it is complex (holds I); activations are real functions")
+        if isinstance(node, sympy.Expr) and not node.is_Atom and not node.free_symbols:
+            _check_constant(expr, node)
+            continue
         if not (node.is_Symbol or node.is_Number or isinstance(node, sympy.NumberSymbol)
                 or isinstance(node, (sympy.Add, sympy.Mul, sympy.Pow, *FUNCTIONS, Relational, Boolean,
                                      sympy.functions.elementary.piecewise.ExprCondPair))):
@@ -78,6 +81,18 @@ def check_structure(expr: sympy.Expr) -> None:
     if degree > MAX_DEGREE:
         raise ValueError(f"activation has degree {degree:g} in x; at most {MAX_DEGREE} is supported "
                          f"(higher moments overflow float64)")
+
+
+def _check_constant(expr: sympy.Expr, constant: sympy.Expr) -> None:
+    """A constant subexpression must be a real number within float64's range."""
+    try:
+        value = complex(sympy.N(constant, 15))
+    except (TypeError, ValueError, OverflowError):
+        value = complex(math.inf)
+    if value.imag != 0:
+        raise _ill_defined(expr, f"its constant {constant} is not real")
+    if not abs(value.real) <= np.finfo(float).max:
+        raise _ill_defined(expr, f"its constant {constant} is beyond float64's range")
 
 
 def check_values(expr: sympy.Expr, f: Callable[[np.ndarray], np.ndarray], points: Sequence[float]) -> None:
