@@ -17,8 +17,8 @@ rho_c(delta) = Cov(x_p, x_{p+delta}) / w for channel c (positions p over the sam
   part of the covariance of squares (zero for a Gaussian field); g(0) is half the excess
   kurtosis;
 - two floors of g common to all pairs of positions of a (sample, channel): a scale factor per
-  sample shared by the channels (``common``: a drop-connect mask) and one per (sample,
-  channel) (``independent``: a squeeze-and-excitation gate, per-sample offsets through a
+  sample shared by the channels (``sample_floor``: a drop-connect mask) and one per (sample,
+  channel) (``channel_floor``: a squeeze-and-excitation gate, per-sample offsets through a
   curved activation). An activation turns a scale that varies per sample into a mean that
   does: it adds A_2^2 w^2 floor / 2 to the per-sample shared variance, which is what the
   squeeze pools of EfficientNet see.
@@ -32,7 +32,7 @@ Rules (weights independent, zero-mean and Gaussian):
   s'(d) = m^2 + (s - m^2) D + sum_{u != 0} N(u) (s(d+u) + m(d+u) m(d-u)) / (C T^2 + 2T),
   g'(d) = (3 T g(d) + sum_{u != 0} N(u) g(d+u)) / (C T^2 + 2T) (moments of Gaussian weights;
   the kurtosis of a weighted sum shrinks by E[sum k^4] / E[(sum k^2)^2] = 3 / (C T + 2));
-  the common floor stays, the independent one is spread by D; a stride s maps output lag d
+  the sample floor stays, the channel floor is spread by D; a stride s maps output lag d
   to input lag s d; at borders the kernel length per axis is the average number of its taps
   inside the input (a 5x5 'same' kernel on a 2x2 map has 2 x 2);
 - an activation f (Hermite expansion of Cov(f(x_p), f(x_q)) to second order, with
@@ -41,7 +41,7 @@ Rules (weights independent, zero-mean and Gaussian):
   m' = (A_1^2 w m + A_2^2 w^2 (s + g) / 2) / w',
   s' = (A_1^2 w / w')^2 s, g' = (B_1^2 w m + B_2^2 w^2 (s + g) / 2) / (2 w'^2) - s',
   floors times B_2^2 w^2 / (4 w'^2), plus (B_1^2 b + B_2^2 b^2 / 2) / (2 w'^2) on the
-  independent one from the per-sample offsets b;
+  channel floor from the per-sample offsets b;
 - a sum of independent tensors mixes them by within variance;
 - per-channel affine maps (batch normalization) keep it; a factor constant over a (sample,
   channel)'s positions (a mask, a gate) keeps m and s and raises g and the floors
@@ -81,19 +81,19 @@ NEGLIGIBLE = 0.02
 class LagCorrelation:
     """m, s and g over the lags of a tensor (arrays of shape 2 R_i + 1 per spatial axis,
     lag 0 at the centre), and the floor of g common to all pairs of positions of a
-    (sample, channel): a per-sample scale shared by all channels (``common``, which mixing
-    channels keeps) and one per (sample, channel) (``independent``, which it averages away);
+    (sample, channel): a per-sample scale shared by all channels (``sample_floor``, which mixing
+    channels keeps) and one per (sample, channel) (``channel_floor``, which it averages away);
     see the module docstring. ``excess`` holds g above the floor."""
 
     mean: np.ndarray
     square: np.ndarray
     excess: np.ndarray
-    common: float = 0.0
-    independent: float = 0.0
+    sample_floor: float = 0.0
+    channel_floor: float = 0.0
 
     @property
     def floor(self) -> float:
-        return self.common + self.independent
+        return self.sample_floor + self.channel_floor
 
     @property
     def is_point(self) -> bool:
@@ -125,13 +125,13 @@ def reduced(lags: LagCorrelation) -> LagCorrelation:
     off = np.abs(lags.mean) + lags.square + np.abs(lags.excess)
     if lags.is_point or float(off.sum() - off[lags.radii]) >= NEGLIGIBLE:
         return lags
-    return point(len(lags.radii), lags.kurtosis, lags.common, lags.independent)
+    return point(len(lags.radii), lags.kurtosis, lags.sample_floor, lags.channel_floor)
 
 
-def point(rank: int, kurtosis: float = 0.0, common: float = 0.0, independent: float = 0.0) -> LagCorrelation:
+def point(rank: int, kurtosis: float = 0.0, sample_floor: float = 0.0, channel_floor: float = 0.0) -> LagCorrelation:
     """No correlation between positions; the values' excess kurtosis and the floors only."""
     ones = np.ones((1,) * rank)
-    return LagCorrelation(ones, ones, ones * (kurtosis / 2.0), common, independent)
+    return LagCorrelation(ones, ones, ones * (kurtosis / 2.0), sample_floor, channel_floor)
 
 
 def expanded(lags: LagCorrelation | None, radii: Sequence[int]) -> LagCorrelation:
@@ -142,7 +142,7 @@ def expanded(lags: LagCorrelation | None, radii: Sequence[int]) -> LagCorrelatio
     if lags is None or not lags.is_point:
         return uncorrelated(radii)
     full = uncorrelated(radii, lags.kurtosis)
-    return LagCorrelation(full.mean, full.square, full.excess, lags.common, lags.independent)
+    return LagCorrelation(full.mean, full.square, full.excess, lags.sample_floor, lags.channel_floor)
 
 
 def radii_for(spatial: Sequence[int]) -> tuple[int, ...]:
@@ -165,11 +165,11 @@ def _outer(vectors: Sequence[np.ndarray]) -> np.ndarray:
 
 
 def _centred(lags: LagCorrelation, mean: np.ndarray, square: np.ndarray, excess: np.ndarray,
-             kurtosis: float, common: float, independent: float) -> LagCorrelation:
+             kurtosis: float, sample_floor: float, channel_floor: float) -> LagCorrelation:
     centre = lags.radii
     mean, square, excess = mean.copy(), square.copy(), excess.copy()
     mean[centre], square[centre], excess[centre] = 1.0, 1.0, kurtosis / 2.0
-    return LagCorrelation(mean, square, excess, max(common, 0.0), max(independent, 0.0))
+    return LagCorrelation(mean, square, excess, max(sample_floor, 0.0), max(channel_floor, 0.0))
 
 
 def _shifted(values: np.ndarray, offset: Sequence[int]) -> np.ndarray:
@@ -215,8 +215,8 @@ def convolved(lags: LagCorrelation | None, spatial_in: Sequence[int], spatial_ou
     if (lags is None or lags.is_point) and cross.sum() / norm < NEGLIGIBLE:
         # Many channels: no correlation worth keeping, only the kurtosis of the weighted sum.
         kurtosis = 0.0 if lags is None else 3.0 * taps * lags.kurtosis / norm
-        common, independent_floor = (0.0, 0.0) if lags is None else (lags.common, lags.independent * dilution)
-        return point(len(spatial_out), kurtosis, common, independent_floor)
+        sample_floor, channel_floor = (0.0, 0.0) if lags is None else (lags.sample_floor, lags.channel_floor * dilution)
+        return point(len(spatial_out), kurtosis, sample_floor, channel_floor)
     source = expanded(lags, radii_for(spatial_in))
     m, s, g = source.mean, source.square, source.excess
     spread = convolve(s, cross, mode="same")
@@ -229,7 +229,7 @@ def convolved(lags: LagCorrelation | None, spatial_in: Sequence[int], spatial_ou
     square = m * m + (s - m * m) * dilution + spread / norm
     excess = (3.0 * taps * g + convolve(g, cross, mode="same")) / norm
     kurtosis = 2.0 * float(excess[source.radii])
-    full = _centred(source, m, square, excess, kurtosis, source.common, source.independent * dilution)
+    full = _centred(source, m, square, excess, kurtosis, source.sample_floor, source.channel_floor * dilution)
     return reduced(_strided(full, radii_for(spatial_out), strides))
 
 
@@ -249,7 +249,7 @@ def _strided(lags: LagCorrelation, radii: Sequence[int], strides: Sequence[int])
             out = picked * inside.reshape(shape)
         return out
 
-    return LagCorrelation(take(lags.mean), take(lags.square), take(lags.excess), lags.common, lags.independent)
+    return LagCorrelation(take(lags.mean), take(lags.square), take(lags.excess), lags.sample_floor, lags.channel_floor)
 
 
 @functools.lru_cache(maxsize=None)
@@ -277,8 +277,8 @@ def activated_lags(lags: LagCorrelation | None, activation: Activation, mean: fl
     """The lag correlation of f(x) (module docstring) and the per-sample offset variance
     A_2^2 w^2 floor / 2 the floor adds to the output's shared variance; the per-sample
     offsets (``sample_shared``) make the squares of the output covary:
-    floor' = (B_1^2 b + B_2^2 (b^2 + w^2 floor) / 2) / (2 w'^2) (b: sample_shared; the common
-    part stays common). Nothing without an input correlation, for an activation the moment engine
+    floor' = (B_1^2 b + B_2^2 (b^2 + w^2 floor) / 2) / (2 w'^2) (b: sample_shared; the sample
+    floor stays a sample floor). Nothing without an input correlation, for an activation the moment engine
     does not know, or where a within variance is 0."""
     within, out_within = var - shared, out_var - out_shared
     if lags is None or within <= 0 or out_within <= 0 or activation.kind != ENGINE:
@@ -313,9 +313,9 @@ def activated_lags(lags: LagCorrelation | None, activation: Activation, mean: fl
     out_energy = (b1 * b1 * within * m + 0.5 * b2 * b2 * within * within * energy) / (2.0 * out_within ** 2)
     per_square = b2 * b2 * within * within / (4.0 * out_within ** 2)
     offsets = max(sample_shared, 0.0)
-    independent = (b1 * b1 * offsets + 0.5 * b2 * b2 * offsets * offsets) / (2.0 * out_within ** 2)
-    out = _centred(lags, out_mean, out_square, out_energy - out_square, kurtosis, per_square * lags.common,
-                   per_square * lags.independent + independent)
+    from_offsets = (b1 * b1 * offsets + 0.5 * b2 * b2 * offsets * offsets) / (2.0 * out_within ** 2)
+    out = _centred(lags, out_mean, out_square, out_energy - out_square, kurtosis, per_square * lags.sample_floor,
+                   per_square * lags.channel_floor + from_offsets)
     return ActivatedLags(reduced(out), 0.5 * a2 * a2 * within * within * lags.floor)
 
 
@@ -334,7 +334,7 @@ def resized(lags: LagCorrelation | None, radii: Sequence[int]) -> LagCorrelation
             tuple(slice(old - k, old + k + 1) for old, k in zip(lags.radii, keep))]
         return out
 
-    return LagCorrelation(fit(lags.mean), fit(lags.square), fit(lags.excess), lags.common, lags.independent)
+    return LagCorrelation(fit(lags.mean), fit(lags.square), fit(lags.excess), lags.sample_floor, lags.channel_floor)
 
 
 def permuted(lags: LagCorrelation | None, order: Sequence[int]) -> LagCorrelation | None:
@@ -342,7 +342,7 @@ def permuted(lags: LagCorrelation | None, order: Sequence[int]) -> LagCorrelatio
     if lags is None:
         return None
     return LagCorrelation(*(np.transpose(a, order) for a in (lags.mean, lags.square, lags.excess)),
-                          lags.common, lags.independent)
+                          lags.sample_floor, lags.channel_floor)
 
 
 def rescaled(lags: LagCorrelation | None, ratio: float) -> LagCorrelation | None:
@@ -352,7 +352,7 @@ def rescaled(lags: LagCorrelation | None, ratio: float) -> LagCorrelation | None
         return None
     r2 = ratio * ratio
     return _centred(lags, lags.mean * ratio, lags.square * r2, lags.excess * r2, lags.kurtosis * r2,
-                    lags.common * r2, lags.independent * r2)
+                    lags.sample_floor * r2, lags.channel_floor * r2)
 
 
 def scaled(lags: LagCorrelation | None, second_moment: float, within: float, fourth_ratio: float,
@@ -368,8 +368,8 @@ def scaled(lags: LagCorrelation | None, second_moment: float, within: float, fou
     added = (k - 1.0) * second_moment ** 2 / (2.0 * within ** 2)
     excess = k * (lags.square + lags.excess) - lags.square
     kurtosis = k * (3.0 + lags.kurtosis) - 3.0
-    return _centred(lags, lags.mean, lags.square, excess, kurtosis, k * lags.common + (added if per_sample else 0.0),
-                    k * lags.independent + (0.0 if per_sample else added))
+    return _centred(lags, lags.mean, lags.square, excess, kurtosis, k * lags.sample_floor + (added if per_sample else 0.0),
+                    k * lags.channel_floor + (0.0 if per_sample else added))
 
 
 def summed(parts: Sequence[tuple[LagCorrelation | None, float]]) -> LagCorrelation | None:
@@ -390,5 +390,5 @@ def summed(parts: Sequence[tuple[LagCorrelation | None, float]]) -> LagCorrelati
     for (a, wa), (b, wb) in itertools.combinations(filled, 2):
         square = square + 2.0 * wa * wb * a.mean * b.mean
     excess = sum(w * w * lags.excess for lags, w in filled)
-    return reduced(LagCorrelation(mean, square, excess, sum(w * w * lags.common for lags, w in filled),
-                                  sum(w * w * lags.independent for lags, w in filled)))
+    return reduced(LagCorrelation(mean, square, excess, sum(w * w * lags.sample_floor for lags, w in filled),
+                                  sum(w * w * lags.channel_floor for lags, w in filled)))

@@ -122,8 +122,8 @@ def test_per_sample_factor_adds_a_common_floor():
     cov = np.cov(y[:, 0] ** 2, y[:, 1] ** 2)[0, 1]
     lags = scaled(uncorrelated((1,)), 1.0 + 0.16, 1.0, 1 / 0.7, per_sample=True)
     w_out = 1.0 / 0.7
-    assert 2 * lags.common * w_out ** 2 == pytest.approx(cov, rel=0.05)
-    assert lags.independent == 0.0
+    assert 2 * lags.sample_floor * w_out ** 2 == pytest.approx(cov, rel=0.05)
+    assert lags.channel_floor == 0.0
 
 
 def test_dropout_noise_shape_spanning_positions_shares_like_spatial_dropout():
