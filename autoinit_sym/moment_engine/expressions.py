@@ -198,10 +198,7 @@ class _Builder:
                     if not isinstance(child, _SYNTAX):
                         _refuse(self._describe(child))
                     continue
-                # the builder folds a chain iteratively: the left spine of a sum or product,
-                # the right spine of a power
-                spine = node.right if isinstance(getattr(node, "op", None), ast.Pow) else getattr(node, "left", None)
-                chained = (isinstance(node, ast.BinOp) and child is spine and isinstance(child, ast.BinOp)
+                chained = (child is _spine(node) and isinstance(child, ast.BinOp)
                            and _group(node.op) == _group(child.op))
                 is_func = isinstance(node, ast.Call) and child is node.func
                 stack.append((child, depth if chained else depth + 1, is_func))
@@ -358,6 +355,14 @@ class _Builder:
         if isinstance(node, ast.Call) and node.func.id in _CONDITION_FUNCTIONS:
             return _CONDITION_FUNCTIONS[node.func.id](*(self.condition(a) for a in node.args))
         _refuse(f"Piecewise condition {self._segment(node)!r} (use comparisons such as x > 0, or True)")
+
+
+def _spine(node: ast.AST) -> ast.AST | None:
+    """The operand the builder folds into ``node``'s chain without recursing: the left one of a
+    sum or product, the right one of a power (so long chains do not count as nesting)."""
+    if not isinstance(node, ast.BinOp):
+        return None
+    return node.right if isinstance(node.op, ast.Pow) else node.left
 
 
 def _group(op: ast.operator) -> str:

@@ -3,8 +3,9 @@
 ``split_pieces(expr, x)`` finds the breakpoints of every switch in the expression (Max,
 Min, Abs, Heaviside, sign, Piecewise conditions; inner switches first) by solving for x
 (exactly for polynomials, irrational roots of degree > 2 as 30-digit Floats, and for
-c*exp(a*x) + d; other switch arguments make it return None), then on each interval between consecutive breakpoints replaces every switch by its
-active branch and expands the result into terms.  It returns None when the expression is
+c*exp(a*x) + d; other switch arguments make it return None), then on each interval between
+consecutive breakpoints replaces every switch by its active branch and expands the result
+into terms.  It returns None when the expression is
 not of that form (tanh, sigmoid, softplus, ...), so the caller can fall back to quadrature.
 Conditions are read almost everywhere: what happens at a single point (Heaviside(0),
 sign(0)) has no weight under a Gaussian and is ignored.

@@ -5,7 +5,7 @@ real line except at points where f^2 stays integrable, and log|f(x)| = o(x^2). T
 checks, before deriving anything:
 
 - :func:`check_structure` (symbolic, linear in the size): at most MAX_NODES nodes; only
-  numbers, ``x``, arithmetic, the functions of :data:`FUNCTIONS` and Piecewise conditions;
+  numbers, ``x``, arithmetic, the functions of :data:`ALLOWED_FUNCTIONS` and Piecewise conditions;
   every constant real and within float64's range (no I, oo, nan, zoo, exp(10**10)); degree
   in x at most ``expressions.MAX_DEGREE``.
 - :func:`check_values` (numeric): f is real (not NaN) on a grid over [-50, 50] and next to
@@ -34,7 +34,7 @@ POLE_RATIO = 30.0               # |f(r + 1e-8)| / |f(r + 1e-4)| above this: a po
 GROWTH_POWER = 1.5              # log|f(x)| growing faster than |x|^GROWTH_POWER: refused
 MAX_POLES_CHECKED = 64          # zeros of denominators examined
 
-FUNCTIONS = (sympy.exp, sympy.log, sympy.erf, sympy.erfc, sympy.tanh, sympy.sinh, sympy.cosh,
+ALLOWED_FUNCTIONS = (sympy.exp, sympy.log, sympy.erf, sympy.erfc, sympy.tanh, sympy.sinh, sympy.cosh,
              sympy.sin, sympy.cos, sympy.atan, sympy.asinh, sympy.Abs, sympy.sign, sympy.Heaviside,
              sympy.Max, sympy.Min, sympy.Piecewise)
 _NON_FINITE = {sympy.nan: "nan", sympy.oo: "oo", -sympy.oo: "-oo", sympy.zoo: "zoo"}
@@ -71,10 +71,10 @@ def check_structure(expr: sympy.Expr) -> None:
             _check_constant(expr, node)
             continue
         if not (node.is_Symbol or node.is_Number or isinstance(node, sympy.NumberSymbol)
-                or isinstance(node, (sympy.Add, sympy.Mul, sympy.Pow, *FUNCTIONS, Relational, Boolean,
+                or isinstance(node, (sympy.Add, sympy.Mul, sympy.Pow, *ALLOWED_FUNCTIONS, Relational, Boolean,
                                      sympy.functions.elementary.piecewise.ExprCondPair))):
             kind = node.func.__name__ if isinstance(node, sympy.Function) else type(node).__name__
-            allowed = sorted(f.__name__ for f in FUNCTIONS)
+            allowed = sorted(f.__name__ for f in ALLOWED_FUNCTIONS)
             raise _ill_defined(expr, f"{kind} is not supported (functions: {allowed})")
         stack.extend(node.args)
     degree = polynomial_degree(expr)
