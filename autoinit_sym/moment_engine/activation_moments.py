@@ -40,6 +40,10 @@ class ClosedFormSkipped(UserWarning):
     """A closed form applied but was not used (size limit, time budget or a derivation error)."""
 
 
+class MomentsOverflow(RuntimeWarning):
+    """Some moments are NaN: they overflow float64 in every method (inf - inf)."""
+
+
 def _numeric(value: ArrayLike, name: str) -> np.ndarray:
     """``value`` as a float64 array; TypeError unless it is a real number or numeric array."""
     array = np.asarray(value)
@@ -82,7 +86,7 @@ class ActivationMoments:
         integrand = Integrand(expr, tuple(self.breakpoints), f,
                               Deadline(CLOSED_FORM_TIME_BUDGET if time_budget is None else time_budget))
         self._method = self._choose(integrand)
-        self._generic = self._method if isinstance(self._method, Quadrature) else None
+        self._generic: Optional[Quadrature] = None      # built on first NaN of a closed form
         self._f = f
         self.method = self._method.name
         self.mean_expr = self._method.mean_expr
@@ -113,17 +117,18 @@ class ActivationMoments:
 
     def _finite(self, values: np.ndarray, index: int, mu: np.ndarray, var: np.ndarray) -> np.ndarray:
         """``values`` (part ``index``: 0 mean, 1 variance) with NaN (float64 overflow in a closed
-        form: inf - inf) replaced by the generic quadrature's result there (+-inf)."""
+        form: inf - inf) replaced by the generic quadrature's result there (+-inf); a
+        MomentsOverflow warning where NaN remains."""
         bad = np.isnan(values)
         if not np.any(bad):
             return values
-        if self._generic is None:
-            self._generic = Quadrature(self._f, self.breakpoints)
-        values = np.array(values)
-        values[bad] = self._generic.mean_variance(mu[bad], var[bad])[index]
+        if not isinstance(self._method, Quadrature):
+            self._generic = self._generic or Quadrature(self._f, self.breakpoints)
+            values = np.array(values)
+            values[bad] = self._generic.mean_variance(mu[bad], var[bad])[index]
         if np.any(np.isnan(values)):
             warnings.warn(f"{self.name}: the moments overflow float64 at some (mu, var); NaN returned there",
-                          RuntimeWarning, stacklevel=3)
+                          MomentsOverflow, stacklevel=3)
         return values
 
     def mean_variance(self, mu: ArrayLike, var: ArrayLike) -> tuple[np.ndarray, np.ndarray]:

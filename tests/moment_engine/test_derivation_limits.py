@@ -19,7 +19,7 @@ from scipy import special
 
 from autoinit_sym import moments
 from autoinit_sym.moment_engine import activation_moments
-from autoinit_sym.moment_engine.activation_moments import ActivationMoments, ClosedFormSkipped
+from autoinit_sym.moment_engine.activation_moments import ActivationMoments, ClosedFormSkipped, MomentsOverflow
 from autoinit_sym.moment_engine.closed_form import derive
 from autoinit_sym.moment_engine.expressions import X
 from autoinit_sym.moment_engine.methods import Deadline, DerivationTimeout
@@ -184,3 +184,10 @@ def test_no_numpy_warning_and_no_nan_at_extreme_inputs():
                 assert not np.any(np.isnan(values)), name
     # E[e^X] overflows at var = 1e3: the variance is inf, not NaN (inf - inf in the closed form)
     assert moments("exponential").variance(0.0, 1e3) == math.inf
+
+
+def test_nan_is_never_returned_silently():
+    """sinh's mean at var = 1e6 is inf - inf in float64 under every method: NaN with a warning."""
+    with pytest.warns(MomentsOverflow, match="overflow float64"):
+        assert np.isnan(moments("sinh(x)").mean(0.0, 1e6))
+    assert moments("sinh(x)").variance(0.0, 1e6) == math.inf
