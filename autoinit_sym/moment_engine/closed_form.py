@@ -152,8 +152,9 @@ def _check_size(pieces: List[Piece]) -> None:
             limit = (MAX_EXPONENTIAL_DEGREE if not a.is_zero else
                      MAX_POLYNOMIAL_DEGREE if whole_line else MAX_PIECE_DEGREE)
             if n > limit:
-                raise MethodUnavailable(f"the term x**{n}*exp({a}*x) is above the closed form's limit "
-                                        f"x**{limit}" + ("" if a.is_zero else "*exp(a*x)"))
+                where = "next to exp(a*x)" if not a.is_zero else "on the whole line" if whole_line else "on a piece"
+                raise MethodUnavailable(f"the term {sp.sstr(X**n * sp.exp(a * X))} is above the closed form's "
+                                        f"limit of x**{limit} {where}")
 
 
 def _checked(value, deadline: Deadline, step: str):
