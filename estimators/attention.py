@@ -5,7 +5,8 @@ over the n keys (training mode). For one query the logits over the keys are trea
 as iid N(., logit_var), so Q = E[sum_j a_j^2] = n Var(s) + 1/n follows from the
 softmax statistics (``statistics.softmax``); a causal mask averages Q over queries that see
 1..n keys. The values split into a part common to all keys (from the input's mean,
-and the input's position-shared variance that the walk tracks, ``statistics.state``) and a part that varies with the key; only the latter is averaged down by the mix
+and the input's position-shared variance that the walk tracks, ``statistics.state``) and
+a part that varies with the key; only the latter is averaged down by the mix
 (:func:`mix_statistics`). Attention dropout at rate p scales Q by 1/(1 - p). When the
 values are (partly) the keys, the weights favour keys aligned with the query, which
 Stein's lemma turns into an extra term (:func:`selection_term`). The output's shared

@@ -9,8 +9,8 @@ then passes N(E[b], signal_variance + Var(b)) through the layer's activation.
 Position-shared variance (``statistics.state``): for an input x = m + a + e with
 Cov(x_p, x_q) = c between distinct positions, one output channel's sum at positions p, q
 shares the same weights, so Cov(z_p, z_q) = fan_in s^2 (m^2 + c) + Var(b)
-= signal_variance (m^2 + c) / E[x^2] + Var(b) (times ``shared_tap_ratio`` for convolutions): an input mean becomes a per-channel
-offset common to all positions. That pre-activation sharing goes through the
+= signal_variance (m^2 + c) / E[x^2] + Var(b) (times ``shared_tap_ratio`` for
+convolutions): an input mean becomes a per-channel offset common to all positions. That pre-activation sharing goes through the
 activation by ``statistics.activation.activation_shared``.
 
 The per-sample part of the input's shared variance passes the same

@@ -28,7 +28,8 @@ def propagated(rule: Any, means: Sequence[float], variances: Sequence[float], **
     return pairs[0] if len(pairs) == 1 else pairs
 
 
-def records(rule: Any, means: Sequence[float], variances: Sequence[float], **fields: Sequence[Any]) -> list[TensorState]:
+def records(rule: Any, means: Sequence[float], variances: Sequence[float],
+            **fields: Sequence[Any]) -> list[TensorState]:
     """``rule``'s output records for inputs built as in :func:`propagated`."""
     states = [TensorState(float(m), float(v), **{k: vals[i] for k, vals in fields.items()})
               for i, (m, v) in enumerate(zip(means, variances))]

@@ -90,7 +90,7 @@ _DESCRIPTIONS = {
     ast.DictComp: "comprehension", ast.GeneratorExp: "comprehension", ast.Await: "await",
     ast.Yield: "yield", ast.YieldFrom: "yield", ast.Slice: "slice",
     ast.FloorDiv: "operator //", ast.Mod: "operator %", ast.MatMult: "operator @",
-    ast.LShift: "operator <<", ast.RShift: "operator >>", ast.BitXor: "operator ^",
+    ast.LShift: "operator <<", ast.RShift: "operator >>",
     ast.Is: "operator is", ast.IsNot: "operator is not", ast.In: "operator in",
     ast.NotIn: "operator not in",
 }

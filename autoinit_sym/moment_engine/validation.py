@@ -87,8 +87,10 @@ def _check_constant(expr: sympy.Expr, constant: sympy.Expr) -> None:
     """A constant subexpression must be a real number within float64's range."""
     try:
         value = complex(sympy.N(constant, 15))
-    except (TypeError, ValueError, OverflowError):
+    except OverflowError:
         value = complex(math.inf)
+    except (TypeError, ValueError):
+        raise _ill_defined(expr, f"its constant {constant} does not evaluate to a number") from None
     if value.imag != 0:
         raise _ill_defined(expr, f"its constant {constant} is not real")
     if not abs(value.real) <= np.finfo(float).max:

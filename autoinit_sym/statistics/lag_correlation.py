@@ -368,7 +368,8 @@ def scaled(lags: LagCorrelation | None, second_moment: float, within: float, fou
     added = (k - 1.0) * second_moment ** 2 / (2.0 * within ** 2)
     excess = k * (lags.square + lags.excess) - lags.square
     kurtosis = k * (3.0 + lags.kurtosis) - 3.0
-    return _centred(lags, lags.mean, lags.square, excess, kurtosis, k * lags.sample_floor + (added if per_sample else 0.0),
+    return _centred(lags, lags.mean, lags.square, excess, kurtosis,
+                    k * lags.sample_floor + (added if per_sample else 0.0),
                     k * lags.channel_floor + (0.0 if per_sample else added))
 
 

@@ -55,7 +55,8 @@ def _settled(old: dict, new: dict) -> bool:
     return True
 
 
-def estimate(graph: ModelGraph, context: WalkContext, inputs: Sequence[TensorState]) -> "OrderedDict[str, LayerEstimate]":
+def estimate(graph: ModelGraph, context: WalkContext,
+             inputs: Sequence[TensorState]) -> "OrderedDict[str, LayerEstimate]":
     """Walk ``graph`` from the model inputs' records, re-walking until shared layers' combined
     statistics settle; ``context.pending`` then holds the weights to write."""
     shared = {op: calls for op, calls in graph.calls_by_operation().items() if len(calls) > 1}
