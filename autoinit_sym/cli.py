@@ -596,6 +596,9 @@ def _cmd_derive(args: argparse.Namespace) -> None:
         print(f"E[{label}(X)^2] = {m.second_moment_expr}")
         symbols = sorted(str(s) for s in (m.mean_expr.free_symbols | m.second_moment_expr.free_symbols))
         print(f"  (X ~ N(mu, sigma**2); in terms of {', '.join(symbols)})")
+    elif m.notes:
+        print(f"closed form skipped ({'; '.join(m.notes)}): E[{label}(X)] and E[{label}(X)^2] are computed "
+              "by quadrature")
     else:
         print(f"no closed form found: E[{label}(X)] and E[{label}(X)^2] are computed by quadrature")
     mu = np.array([p[0] for p in DERIVE_POINTS])
