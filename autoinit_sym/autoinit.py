@@ -18,7 +18,8 @@ from autoinit_sym.estimators.base import LayerRule
 from autoinit_sym.statistics.state import TensorState
 from autoinit_sym.walk import walker
 from autoinit_sym.walk.graph import ModelGraph, build_graph
-from autoinit_sym.walk.loading import check_finite, check_positive, input_statistics, load_model
+from autoinit_sym.walk.loading import (check_finite, check_input_shapes, check_positive, check_sequence_length,
+                                       input_statistics, load_model, resolve_shapes)
 from autoinit_sym.walk.results import LayerEstimate
 from autoinit_sym.walk.settings import WeightInitConfig
 from autoinit_sym.walk.weights import PendingWeight, write_pending
@@ -43,6 +44,13 @@ class AutoInit:
         custom_distribution_estimators: {LayerClass: EstimatorClass}; these override
             the built-in estimators.
         signal_variance: variance every weighted layer's pre-activation output gets.
+        input_shapes: the sizes of the model's inputs, each a shape without the batch axis: a
+            dict by input name (inputs left out keep their recorded shapes), a list in input
+            order, or one shape for a single-input model. Every layer call's shapes are
+            re-inferred from them; they must agree with the sizes the model fixes.
+        sequence_length: the size of every unknown non-batch axis of an input not in
+            ``input_shapes``. Without either, an unknown size is taken as
+            ``estimators.shapes.DEFAULT_TIMESTEPS`` (16), with a warning.
 
     Example:
         >>> model = AutoInit().initialize_model(model)
@@ -53,8 +61,11 @@ class AutoInit:
     def __init__(self, weight_init_config: dict | None = None, input_data_mean: Any = 0.0,
                  input_data_var: Any = 1.0,
                  custom_distribution_estimators: dict[type, type] | None = None,
-                 signal_variance: float = 1.0) -> None:
+                 signal_variance: float = 1.0, input_shapes: Any = None,
+                 sequence_length: int | None = None) -> None:
         self.config = WeightInitConfig.from_dict(weight_init_config)
+        self.input_shapes = check_input_shapes(input_shapes)
+        self.sequence_length = check_sequence_length(sequence_length)
         self.signal_variance = check_positive("signal_variance", signal_variance)
         self.input_data_mean = input_data_mean
         self.input_data_var = input_data_var
@@ -97,6 +108,7 @@ class AutoInit:
             if not math.isfinite(mean * mean + var):
                 raise ValueError(f"input {name!r}: the second moment input_data_mean^2 + input_data_var "
                                  f"= {mean:.3g}^2 + {var:.3g} overflows")
+        resolve_shapes(graph, self.input_shapes, self.sequence_length)
         context = walker.WalkContext(signal_variance=self.signal_variance, config=self.config,
                                      custom_estimators=self.custom_estimators)
         estimates = walker.estimate(graph, context, [TensorState(m, v) for m, v in zip(means, variances)])

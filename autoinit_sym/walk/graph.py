@@ -12,6 +12,12 @@ the layer name for a layer called once; ``name``, ``name#1``, ``name#2``, ... in
 walk order for a layer called several times. When two distinct layers share a name
 (possible across nested models), the name is prefixed with the enclosing submodel
 names: ``outer/inner/name``.
+
+Shapes: every call's ``input_shapes`` and ``output_shapes`` are the ones Keras recorded when
+the model was built, batch axis included. A layer's own shape inference may leave a size
+unknown although the model's inputs fix it (``EinsumDense`` with ``output_shape=(None, 256)``
+records an unknown sequence axis), and variable-length inputs leave sizes unknown by design;
+:func:`infer_shapes` recomputes them from concrete input shapes by tracing every call.
 """
 from __future__ import annotations
 
@@ -21,6 +27,7 @@ from typing import Any, Callable, Iterator
 
 import keras
 from keras import tree
+from keras.src.backend import compute_output_spec
 
 
 @dataclass
@@ -139,6 +146,41 @@ def _assign_keys(calls: list[Call]) -> None:
         index = seen[(name, id(call.operation))]
         seen[(name, id(call.operation))] += 1
         call.key = name if index == 0 else f"{name}#{index}"
+
+
+def known(shape: tuple | None) -> bool:
+    """Whether every dimension of ``shape`` but the batch axis is known."""
+    return shape is not None and all(d is not None for d in shape[1:])
+
+
+def infer_shapes(graph: ModelGraph, shapes: list[tuple[int, ...]]) -> dict[str, str]:
+    """Recompute every call's input and output shapes in place from ``shapes``, the concrete
+    shape of each model input without the batch axis: each call is traced symbolically
+    (``compute_output_spec`` of the real call, training mode, no state changed, no node added
+    to the model) on tensors of the shapes its inputs got. Nothing is traced when every
+    recorded shape is already known. A call that cannot be traced keeps its recorded output
+    shapes; the result maps its key to why."""
+    graph.input_shapes = [(None, *shape) for shape in shapes]
+    if all(known(s) for s in graph.input_shapes) and all(
+            known(s) for call in graph.calls for s in call.input_shapes + call.output_shapes):
+        return {}
+    specs = {slot: keras.KerasTensor(shape, dtype=dtype)
+             for slot, shape, dtype in zip(graph.inputs, graph.input_shapes, graph.input_dtypes)}
+    failures: dict[str, str] = {}
+    for call in graph.calls:
+        call.input_shapes = [tuple(specs[s].shape) for s in call.inputs]
+        if not call.submodel:
+            try:
+                outputs = tree.flatten(compute_output_spec(
+                    lambda *xs: invoke(call.operation, call.node, list(xs)), *[specs[s] for s in call.inputs]))
+                if len(outputs) != len(call.outputs) or not all(isinstance(o, keras.KerasTensor) for o in outputs):
+                    raise ValueError(f"traced {len(outputs)} outputs, expected {len(call.outputs)} tensors")
+            except Exception as err:  # the layer does not run on these sizes
+                failures[call.key] = f"{type(err).__name__}: {err}"
+                outputs = call.node.outputs
+            specs.update(zip(call.outputs, outputs))
+        call.output_shapes = [tuple(specs[s].shape) for s in call.outputs]
+    return failures
 
 
 def invoke(operation: Any, node: Any, inputs: list[Any], training: bool = True) -> list[Any]:

@@ -11,7 +11,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from autoinit_sym.estimators.base import EstimationContext, LayerRule
+from autoinit_sym.estimators.base import PASS_THROUGH, EstimationContext, LayerRule
 from autoinit_sym.statistics.border_profile import spatial_shape
 from autoinit_sym.statistics.state import TensorState, checked
 from autoinit_sym.walk.graph import Call, ModelGraph
@@ -60,7 +60,7 @@ def estimate(graph: ModelGraph, context: WalkContext,
     """Walk ``graph`` from the model inputs' records, re-walking until shared layers' combined
     statistics settle; ``context.pending`` then holds the weights to write."""
     shared = {op: calls for op, calls in graph.calls_by_operation().items() if len(calls) > 1}
-    warned: set[int] = set()
+    warned: set[int | str] = set()
     for _ in range(MAX_PASSES):
         context.pending.clear()
         results = walk(graph, context, inputs, warned)
@@ -78,9 +78,11 @@ def estimate(graph: ModelGraph, context: WalkContext,
 
 
 def walk(graph: ModelGraph, context: WalkContext, inputs: Sequence[TensorState],
-         warned: set[int]) -> "OrderedDict[str, LayerEstimate]":
+         warned: set[int | str]) -> "OrderedDict[str, LayerEstimate]":
     """One pass in topological order: each call's rule maps its input records to its output
-    records (a nested model's call reads the records its inner calls left)."""
+    records (a nested model's call reads the records its inner calls left). ``warned`` holds
+    the ids of layers warned about a missing rule and the keys of calls reported as passed
+    through, so that re-walks warn no more."""
     states = dict(zip(graph.inputs, inputs))
     method_of: dict[int, str] = {}
     results: OrderedDict[str, LayerEstimate] = OrderedDict()
@@ -98,6 +100,8 @@ def walk(graph: ModelGraph, context: WalkContext, inputs: Sequence[TensorState],
                 err.add_note(f"while estimating layer call {call.key!r} ({type(call.operation).__name__})")
                 raise
             method = getattr(rule, "method", "exact")
+            if method == PASS_THROUGH:
+                _report_pass_through(call, rule, warned)
             weights = {p.variable.path: p.stddev for k, p in context.pending.items() if before.get(k) != id(p)}
             states.update(zip(call.outputs, outs))
             method_of.update((s, method) for s in call.outputs)
@@ -118,7 +122,20 @@ def _outputs(result: TensorState | Sequence[TensorState], call: Call) -> list[Te
     return [checked(s, spatial_shape(shape), f"layer {call.key!r}") for s, shape in zip(states, shapes)]
 
 
-def rule_for_call(call: Call, context: WalkContext, warned: set[int]) -> LayerRule:
+def _report_pass_through(call: Call, rule: LayerRule, warned: set[int | str]) -> None:
+    """Warn once that ``call`` could be neither estimated nor probed, naming it and why, where no
+    warning has said so: a rule fell back on a probe (``walk.probe.probed``) that is impossible.
+    (A missing rule's warning already gives the reason, and a probe that fails warns itself.)"""
+    reason = probe_impossible(call.node, call.input_shapes)
+    if not reason or isinstance(rule, ProbeEstimator) or call.key in warned:
+        return
+    warned.add(call.key)
+    logger.warning("Layer call %r (%s) can be neither estimated nor probed (%s); passing its input "
+                   "statistics through unchanged (method %s).", call.key, type(call.operation).__name__,
+                   reason, PASS_THROUGH)
+
+
+def rule_for_call(call: Call, context: WalkContext, warned: set[int | str]) -> LayerRule:
     """The rule for ``call``: the registered one, else a probe (warned about once per layer)."""
     rule = context.rule_for(call.operation, call.input_shapes, call.output_shapes, call.node)
     if rule is not None:
