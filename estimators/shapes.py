@@ -6,7 +6,10 @@ from typing import Any, Sequence
 import numpy as np
 
 DEFAULT_TIMESTEPS = 16
-"""The length a recurrent or attention rule assumes for a sequence axis of unknown size."""
+"""The size AutoInit assumes, with a warning, for every unknown non-batch axis of the model's inputs
+when ``input_shapes`` / ``sequence_length`` do not state it (``walk.loading.input_sizes``); every
+call's shapes are re-inferred from it. Recurrent and attention rules fall back on it for a sequence
+axis still unknown (a call whose shapes could not be traced)."""
 
 
 def positive_axes(axis: int | Sequence[int], rank: int) -> list[int]:
