@@ -165,8 +165,8 @@ def resolve_shapes(graph: ModelGraph, input_shapes: InputShapes, sequence_length
     if defaulted:
         logger.warning(unknown_sizes_warning(defaulted))
     for key, why in infer_shapes(graph, shapes).items():
-        logger.warning("the shapes of layer call %r could not be inferred from the input shapes %s (%s); "
-                       "its recorded shapes are used", key, shapes, why)
+        logger.warning("the shapes of layer call %r could not be inferred from the input shapes %s, so its "
+                       "recorded shapes are used: %s", key, shapes, why)
 
 
 def load_model(model: Any, custom_objects: dict | None = None) -> keras.Model:
