@@ -87,6 +87,37 @@ def _sample_count(text: str) -> int:
     return value
 
 
+def _input_shape(text: str) -> tuple[str | None, tuple[int, ...]]:
+    """``NAME=D1,D2,...`` (or ``D1,D2,...``) as (NAME or None, shape of positive integers)."""
+    name, sep, dims = text.rpartition("=")
+    if sep and not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=D1,D2,... or D1,D2,..., got {text!r}")
+    shape = []
+    for dim in dims.split(","):
+        if not re.fullmatch(r"\s*[0-9]+\s*", dim) or int(dim) <= 0:
+            raise argparse.ArgumentTypeError(f"expected [NAME=]D1,D2,... of positive integers (the input's shape "
+                                             f"without the batch axis), got {text!r}")
+        shape.append(int(dim))
+    return (name if sep else None), tuple(shape)
+
+
+def _input_shapes(entries: list[tuple[str | None, tuple[int, ...]]]) -> Any:
+    """The ``--input-shape`` values as AutoInit's ``input_shapes``: a dict by input name, one
+    shape (given once, without a name), or None."""
+    if not entries:
+        return None
+    if any(name is None for name, _ in entries):
+        if len(entries) > 1:
+            raise InputError("--input-shape D1,D2,... without a name is for a single-input model and is given "
+                             "once; name each input instead: --input-shape NAME=D1,D2,...")
+        return entries[0][1]
+    names = [name for name, _ in entries]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise InputError(f"--input-shape gives input(s) {twice} more than once")
+    return dict(entries)
+
+
 def _param(text: str) -> tuple[str, float]:
     name, sep, value = text.partition("=")
     if not sep or not name.isidentifier():
@@ -131,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--report", help="write the per-layer estimates (and how each was obtained) as JSON")
     init.add_argument("--plot", help="also write the signal-propagation PNG")
     init.add_argument("--samples", type=_sample_count, default=100, help="Gaussian inputs for --plot")
+    init.add_argument("--input-shape", type=_input_shape, action="append", default=[], metavar="[NAME=]D1,D2,...",
+                      help="a model input's shape without the batch axis (repeatable), by input name, or "
+                           "unnamed for a single-input model; unknown sizes are otherwise taken as 16, with a warning")
     init.set_defaults(run=_cmd_init)
 
     vis = sub.add_parser("visualize", help="plot signal propagation, Keras defaults against AutoInit",
@@ -462,13 +496,13 @@ def _input_files(args: argparse.Namespace) -> dict[str, str | None]:
 
 
 def _autoinit(args: argparse.Namespace, estimators: dict[type, type],
-              distribution: str = "truncated_normal") -> Any:
+              distribution: str = "truncated_normal", input_shapes: Any = None) -> Any:
     from .autoinit import AutoInit
 
     return AutoInit(weight_init_config={"distribution": distribution, "seed": args.seed},
                     input_data_mean=args.input_mean, input_data_var=args.input_var,
                     signal_variance=args.signal_variance,
-                    custom_distribution_estimators=estimators)
+                    custom_distribution_estimators=estimators, input_shapes=input_shapes)
 
 
 def _visualize(model: Any, args: argparse.Namespace, objects: dict[str, Any],
@@ -525,12 +559,13 @@ def _cmd_init(args: argparse.Namespace) -> None:
         raise InputError(f"unknown distribution {args.distribution!r}; valid choices: {', '.join(DISTRIBUTIONS)}")
     if Path(args.output).suffix.lower() != ".keras":
         raise InputError(f"output {args.output!r} must end in .keras")
+    input_shapes = _input_shapes(args.input_shape)
     targets = output_targets({"--output": args.output, "--report": args.report, "--plot": args.plot},
                              _input_files(args))
     import_keras_quietly()
     objects, estimators = load_custom_objects(args.custom_objects)
     model = load_model(args.model, objects, args.unsafe)
-    initialized, estimates = _autoinit(args, estimators, args.distribution).initialize_model(
+    initialized, estimates = _autoinit(args, estimators, args.distribution, input_shapes).initialize_model(
         model, return_estimates=True, custom_objects=objects)
     series = None
     with staged(targets) as temporary:
@@ -539,7 +574,8 @@ def _cmd_init(args: argparse.Namespace) -> None:
             report = {"model": initialized.name, "source": args.model,
                       "settings": {"input_data_mean": args.input_mean, "input_data_var": args.input_var,
                                    "signal_variance": args.signal_variance,
-                                   "distribution": args.distribution, "seed": args.seed},
+                                   "distribution": args.distribution, "seed": args.seed,
+                                   "input_shapes": input_shapes},
                       "layers": [estimate_record(n, e) for n, e in estimates.items()]}
             temporary["--report"].write_text(json.dumps(report, indent=2) + "\n")
         if args.plot:
