@@ -22,7 +22,7 @@ from autoinit_sym.walk.loading import (check_finite, check_input_shapes, check_p
                                        input_statistics, load_model, resolve_shapes)
 from autoinit_sym.walk.results import LayerEstimate
 from autoinit_sym.walk.settings import WeightInitConfig
-from autoinit_sym.walk.weights import PendingWeight, write_pending
+from autoinit_sym.walk.weights import PendingWeight, base_seed, write_pending
 
 logger = logging.getLogger("autoinit_sym")
 
@@ -38,7 +38,12 @@ class AutoInit:
         weight_init_config: dict with ``distribution`` (truncated_normal,
             untruncated_normal, uniform, orthogonal), ``constrain_weights`` (a bool),
             ``monte_carlo_samples`` and ``recurrent_monte_carlo_samples`` (integers, at least 2),
-            ``seed`` (an integer); see ``walk.settings.WeightInitConfig``.
+            ``seed`` (None or an integer); see ``walk.settings.WeightInitConfig``. With
+            ``seed=None`` (the default) every call draws fresh weights from Keras's seeding, so
+            ``keras.utils.set_random_seed(s)`` followed by the same calls draws them again;
+            ``seed=<int>`` draws the same weights on every run and in any process. Monte Carlo
+            estimates (recurrent layers, probes) are seeded by ``seed`` (0 when None). Seeds
+            follow the model's structure, never its layers' names.
         input_data_mean, input_data_var: statistics of the model's inputs: one number,
             a list (input order) or a dict by input name.
         custom_distribution_estimators: {LayerClass: EstimatorClass}; these override
@@ -110,7 +115,8 @@ class AutoInit:
                                  f"= {mean:.3g}^2 + {var:.3g} overflows")
         resolve_shapes(graph, self.input_shapes, self.sequence_length)
         context = walker.WalkContext(signal_variance=self.signal_variance, config=self.config,
-                                     custom_estimators=self.custom_estimators)
+                                     custom_estimators=self.custom_estimators,
+                                     weight_seed=base_seed(self.config.seed))
         estimates = walker.estimate(graph, context, [TensorState(m, v) for m, v in zip(means, variances)])
         write_pending(context.pending.values(), self.config.distribution,
                       self.config.constrain_weights, context.seed_for,

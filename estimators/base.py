@@ -46,6 +46,12 @@ class EstimationContext:
     sequence_samples: dict[int, list[Any]] = field(default_factory=dict)
     """Output sequences kept from recurrent layers' Monte Carlo, by id of the output tensor
     (the next recurrent layer samples through them; see ``estimators.rnn``)."""
+    weight_seed: int | None = None
+    """Base seed of this initialization's weight draws (``AutoInit`` draws one per call,
+    ``walk.weights.base_seed``); None: ``config.seed``."""
+    call_positions: dict[int, int] = field(default_factory=dict)
+    """Position of every layer call in the walk (``graph.calls``), by id of its Keras node (set by
+    the walker): the structural key of the call's Monte Carlo seed."""
 
     def rule_for(self, layer: Any, input_shapes: Sequence[tuple] | None = None,
                  output_shapes: Sequence[tuple] | None = None, node: Any = None) -> "LayerRule | None":
@@ -55,9 +61,13 @@ class EstimationContext:
         cls = lookup(layer, self.custom_estimators)
         return None if cls is None else cls(layer, self, input_shapes, output_shapes, node)
 
-    def seed_for(self, *key: Any) -> int:
-        """A reproducible per-use seed derived from the configured seed and ``key``."""
-        text = "|".join(str(k) for k in (self.config.seed, *key))
+    def seed_for(self, *key: Any, weights: bool = False) -> int:
+        """A reproducible seed for one use, derived from ``key``: positions in the walk, never layer
+        names (Keras generates those from a process-wide counter). Weight draws (``weights=True``,
+        ``walk.weights.weight_seed``) derive from :attr:`weight_seed`, Monte Carlo sampling from
+        ``config.seed``; a base that is None counts as 0."""
+        base = self.weight_seed if weights and self.weight_seed is not None else self.config.seed
+        text = "|".join(str(k) for k in (0 if base is None else base, *key))
         return zlib.crc32(text.encode()) & 0x7FFFFFFF
 
 

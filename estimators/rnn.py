@@ -45,7 +45,7 @@ import numpy as np
 
 from autoinit_sym.walk.monte_carlo import (CHUNK_BYTES, OutputStatistics, RunningMoments, batch_statistics,
                                       gaussian_statistics)
-from autoinit_sym.walk.weights import draw
+from autoinit_sym.walk.weights import draw, weight_seed
 
 from autoinit_sym.statistics.state import TensorState
 
@@ -255,7 +255,8 @@ class RecurrentEstimator(LayerRule):
                 row_bytes = 4 * (sum(int(np.prod(s)) for s in shapes) + row_elements)
                 stats = gaussian_statistics(run, *_with_offset(shapes, means_in, vars_in, offset),
                                             sequences, chunk_size=max(1, CHUNK_BYTES // row_bytes),
-                                            seed=self.context.seed_for(self.layer.name, "recurrent"),
+                                            seed=self.context.seed_for(
+                                                "recurrent", self.context.call_positions.get(id(self.node))),
                                             description=description, statistics=statistics)
             else:
                 stats = batch_statistics(run, [(batch,) for batch in upstream], description, statistics)
@@ -284,11 +285,12 @@ class RecurrentEstimator(LayerRule):
         return layer(inputs[0], training=True)
 
     def _scheduled_values(self) -> dict[int, np.ndarray]:
-        """The values every pending write to one of this layer's weights will assign."""
+        """The values every pending write to one of this layer's weights will assign, kept on the
+        pending write so that the write pass does not draw them again."""
         owned = {id(v) for v in self.layer.weights}
-        config = self.weight_init_config
-        return {key: draw(pending, config.distribution, self.context.seed_for)
-                for key, pending in self.context.pending.items() if key in owned}
+        distribution = self.weight_init_config.distribution
+        return {key: draw(pending, distribution, weight_seed(self.context.seed_for, index), keep=True)
+                for index, (key, pending) in enumerate(self.context.pending.items()) if key in owned}
 
     def _output_elements(self, shape: tuple[int, ...]) -> int:
         """Elements in one sample of the layer's first output."""

@@ -1,5 +1,5 @@
 """Test-wide settings: quiet TensorFlow, the TensorFlow backend, a headless plot backend;
-the ``keras_seed`` fixture; every test under ``tests/slow/`` is marked ``slow``.
+the ``keras_seed`` fixture (autouse); every test under ``tests/slow/`` is marked ``slow``.
 
 The folders say what a test checks: ``moment_engine/``, ``statistics/``, ``layers/`` (one
 module per Keras family), ``walk/``, ``models/`` (whole models against measurement),
@@ -7,6 +7,7 @@ module per Keras family), ``walk/``, ``models/`` (whole models against measureme
 graph); ``slow/`` holds the long tier (``make test-all``). Shared helpers live in ``helpers.py``.
 """
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,13 +20,13 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def keras_seed():
-    """Keras's global seed set to 0, so the weights a test's layers build with are the same on
-    every run (AutoInit's own draws are seeded by its config)."""
-    import keras
-
-    keras.utils.set_random_seed(0)
+    """Keras's global seed set to 0 before every test once Keras is imported, so the weights a
+    test's layers build with, and AutoInit's draws without a configured seed (which come from
+    Keras's seeding), are the same on every run."""
+    if "keras" in sys.modules:
+        sys.modules["keras"].utils.set_random_seed(0)
 
 
 def pytest_collection_modifyitems(items):

@@ -72,7 +72,7 @@ class ProbeEstimator(LayerRule):
 
     def probe(self, means_in: list[float], vars_in: list[float]) -> list[tuple[float, float]]:
         """The measured (mean, var) of every output on ``monte_carlo_samples`` (at most
-        :data:`PROBE_SAMPLES`) seeded Gaussian batch rows."""
+        :data:`PROBE_SAMPLES`) Gaussian batch rows, seeded by the call's position in the walk."""
         node, layer = self.node, self.layer
 
         def run(*inputs: Any) -> list[Any]:
@@ -80,7 +80,8 @@ class ProbeEstimator(LayerRule):
 
         samples = min(PROBE_SAMPLES, self.context.config.monte_carlo_samples)
         return gaussian_statistics(run, [s[1:] for s in self.input_shapes], means_in, vars_in,
-                                   samples=samples, seed=self.context.seed_for("probe", layer.name),
+                                   samples=samples,
+                                   seed=self.context.seed_for("probe", self.context.call_positions.get(id(node))),
                                    description=f"Probing {layer.name}")
 
 

@@ -32,14 +32,22 @@ class WeightInitConfig:
 
     ``distribution``: one of :data:`DISTRIBUTIONS`; ``constrain_weights``: a bool;
     ``monte_carlo_samples`` / ``recurrent_monte_carlo_samples``: integers from
-    :data:`MIN_SAMPLES` to :data:`MAX_SAMPLES`; ``seed``: any integer (NumPy integers too).
+    :data:`MIN_SAMPLES` to :data:`MAX_SAMPLES`; ``seed``: None or any integer (NumPy integers too).
+
+    ``seed=None`` (the default) draws fresh weights on every initialization, from Keras's seeding
+    (``walk.weights.base_seed``): ``keras.utils.set_random_seed(s)`` followed by the same calls
+    draws the same weights again, as Keras's unseeded initializers do. ``seed=<int>`` draws the
+    same weights on every run and in any process. Either way, every seed is derived from a
+    position in the walk, never from a layer name (``EstimationContext.seed_for``), and the
+    Monte Carlo sampling (recurrent layers, probes) is seeded by ``seed``, or 0 when it is None:
+    its estimates depend only on the model, the weights drawn and ``seed``.
     """
 
     distribution: str = "truncated_normal"
     constrain_weights: bool = False
     monte_carlo_samples: int = 100_000
     recurrent_monte_carlo_samples: int = 10_000
-    seed: int = 0
+    seed: int | None = None
 
     KEYS = ("distribution", "constrain_weights", "monte_carlo_samples",
             "recurrent_monte_carlo_samples", "seed")
@@ -64,5 +72,5 @@ class WeightInitConfig:
         out.constrain_weights = bool(out.constrain_weights)
         for key in ("monte_carlo_samples", "recurrent_monte_carlo_samples"):
             setattr(out, key, _integer(key, getattr(out, key), MIN_SAMPLES, MAX_SAMPLES))
-        out.seed = _integer("seed", out.seed)
+        out.seed = None if out.seed is None else _integer("seed", out.seed)
         return out

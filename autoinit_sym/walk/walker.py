@@ -84,6 +84,7 @@ def walk(graph: ModelGraph, context: WalkContext, inputs: Sequence[TensorState],
     the ids of layers warned about a missing rule and the keys of calls reported as passed
     through, so that re-walks warn no more."""
     states = dict(zip(graph.inputs, inputs))
+    context.call_positions = {id(call.node): position for position, call in enumerate(graph.calls)}
     method_of: dict[int, str] = {}
     results: OrderedDict[str, LayerEstimate] = OrderedDict()
     for call in graph.calls:

@@ -10,9 +10,10 @@ Every weight is drawn with mean 0 and the requested standard deviation ``std``:
   scaled by std * sqrt(max(rows, cols)), so every entry has mean square std^2.
 
 Samples are drawn with NumPy (seeded generators per variable, normal draws in blocks of
-2^20 elements on all cores) and assigned;
-the layer's initializer attribute is replaced by the equivalent Keras initializer
-so that a saved config describes the weights.
+2^20 elements on all cores) and assigned; the layer's initializer attribute is replaced by the
+equivalent Keras initializer so that a saved config describes the weights. The ``i``-th weight
+the walk schedules is drawn with seed :func:`weight_seed` ``(seed_for, i)``: keyed by its position
+in the walk, never by a layer name, from a base seed per initialization (:func:`base_seed`).
 
 Before anything is written, every scale is checked in the dtype it will live in
 (:func:`check_scales`): the variable's dtype, or the owner layer's compute dtype where that is
@@ -49,6 +50,26 @@ class PendingWeight:
     stddev: float
     attr: str | None = None  # initializer attribute on the layer to update, e.g. "kernel_initializer"
     fan_in: float | None = None
+    kept: tuple[tuple[str, int], np.ndarray] | None = None
+    """A draw kept by :func:`draw` (``keep=True``) for the write, with its (distribution, seed)."""
+
+
+def base_seed(seed: int | None) -> int:
+    """The base seed of one initialization's weight draws: ``seed``, or when it is None a fresh
+    one from Keras's seeding. A ``keras.random.SeedGenerator`` created without a seed takes its
+    state from Python's ``random``, as Keras's unseeded initializers do, so that
+    ``keras.utils.set_random_seed`` makes the draws reproducible."""
+    if seed is not None:
+        return seed
+    return int(keras.ops.convert_to_numpy(keras.random.SeedGenerator().state)[0])
+
+
+def weight_seed(seed_for: Callable[..., int], index: int) -> int:
+    """The seed of the ``index``-th weight the walk schedules (its position in ``context.pending``):
+    ``seed_for("weight", index, weights=True)``. The one place that fixes the seed convention, so
+    that estimators which run a layer with its pending weights (recurrent Monte Carlo) and the write
+    pass draw exactly the same values."""
+    return seed_for("weight", index, weights=True)
 
 
 def keras_initializer(distribution: str, std: float, shape: tuple[int, ...], seed: int) -> Any:
@@ -154,18 +175,18 @@ class ZeroMeanFixedScale(keras.constraints.Constraint):
         return {"std": self.std}
 
 
-def _seed(pending: Any, seed_for: Callable[..., int]) -> int:
-    return seed_for(pending.layer.name, pending.variable.path)
-
-
-def draw(pending: Any, distribution: str, seed_for: Callable[..., int]) -> np.ndarray:
-    """The values a :class:`PendingWeight` will be written with: its
-    variable's shape and dtype, seeded by ``seed_for(owner name, variable path)``.
-    The one place that fixes the seed convention, so that estimators which run a
-    layer with its pending weights (recurrent Monte Carlo) see exactly these values."""
+def draw(pending: PendingWeight, distribution: str, seed: int, keep: bool = False) -> np.ndarray:
+    """The values ``pending`` is written with for ``distribution`` and ``seed`` (:func:`weight_seed`):
+    its variable's shape and dtype. With ``keep``, the values are kept on ``pending`` and a later
+    call with the same distribution and seed (the write) returns them instead of drawing again."""
+    if pending.kept is not None and pending.kept[0] == (distribution, seed):
+        return pending.kept[1]
     variable = pending.variable
     shape = tuple(int(d) for d in variable.shape)
-    return sample(distribution, pending.stddev, shape, _seed(pending, seed_for), variable.dtype)
+    values = sample(distribution, pending.stddev, shape, seed, variable.dtype)
+    if keep:
+        pending.kept = ((distribution, seed), values)
+    return values
 
 
 def largest_draw(distribution: str, std: float, shape: tuple[int, ...]) -> float:
@@ -276,7 +297,8 @@ class _Undo:
 def write_pending(pending: Iterable[PendingWeight], distribution: str, constrain: bool,
                   seed_for: Callable[..., int], explain: Callable[[PendingWeight], str] | None = None,
                   resets: Sequence[tuple[Any, Any]] = ()) -> None:
-    """Draw (:func:`draw`) and assign every :class:`PendingWeight`; update the owners'
+    """Draw (:func:`draw`, the ``i``-th with seed :func:`weight_seed` ``(seed_for, i)``) and assign
+    every :class:`PendingWeight`; update the owners'
     initializer (and, with ``constrain``, constraint) attributes to match; then assign each
     ``(variable, value)`` of ``resets`` (e.g. an optimizer's fresh state).
 
@@ -285,17 +307,18 @@ def write_pending(pending: Iterable[PendingWeight], distribution: str, constrain
     is copied to host memory just before it is overwritten; on any exception (KeyboardInterrupt
     and MemoryError included) every overwritten variable and every replaced attribute is put
     back before the exception propagates. Peak extra memory: one host copy of the variables
-    overwritten so far plus one draw. (Drawing everything first would need those copies too,
+    overwritten so far plus one draw, besides the draws kept for it (recurrent kernels, which the
+    Monte Carlo already drew). (Drawing everything first would need those copies too,
     since an interrupt can still fall between two assignments, and all draws besides.)"""
     items = list(pending)
     check_scales(items, distribution, explain)
     undo = _Undo()
     try:
-        for item in items:
+        for index, item in enumerate(items):
             variable = item.variable
             shape = tuple(int(d) for d in variable.shape)
-            seed = _seed(item, seed_for)
-            undo.assign(variable, draw(item, distribution, seed_for))
+            seed = weight_seed(seed_for, index)
+            undo.assign(variable, draw(item, distribution, seed))
             if item.attr is not None:
                 undo.setattr(item.layer, item.attr, keras_initializer(distribution, item.stddev, shape, seed))
             if constrain:

@@ -10,7 +10,8 @@ from autoinit_sym import AutoInit
 from autoinit_sym.estimators import LayerOutputDistributionEstimator
 from autoinit_sym.measure import measure
 from autoinit_sym.estimators.base import EstimationContext, PendingWeight, WeightInitConfig
-from autoinit_sym.walk.weights import BLOCK, TRUNCATED_STD, ZeroMeanFixedScale, draw, sample, write_pending
+from autoinit_sym.walk.weights import (BLOCK, TRUNCATED_STD, ZeroMeanFixedScale, draw, sample, weight_seed,
+                                      write_pending)
 from helpers import Doubling, DoublingEstimator
 
 
@@ -181,17 +182,17 @@ def test_seed_gives_the_same_weights_and_estimates():
 
 @pytest.mark.parametrize("distribution", ["truncated_normal", "untruncated_normal", "uniform", "orthogonal"])
 def test_draw_is_exactly_what_write_pending_assigns(distribution):
-    """draw() holds the seed convention: seed_for(owner name, variable path)."""
+    """The i-th scheduled weight is written with draw(..., weight_seed(seed_for, i)), the seed
+    convention (by position in the walk, never by name)."""
     layer = keras.layers.Dense(16, name="drawn_dense")
     layer.build((None, 8))
     pending = PendingWeight(layer, layer.kernel, 0.25)
     seed_for = EstimationContext(config=WeightInitConfig(seed=4)).seed_for
-    values = draw(pending, distribution, seed_for)
+    values = draw(pending, distribution, weight_seed(seed_for, 0))
     assert values.shape == (8, 16) and values.dtype == np.float32
-    np.testing.assert_array_equal(values, draw(pending, distribution, seed_for))
-    other_owner = keras.layers.Dense(16, name="drawn_cell")  # e.g. a recurrent layer's cell
-    assert not np.array_equal(values, draw(PendingWeight(other_owner, layer.kernel, 0.25), distribution, seed_for))
-    assert not np.array_equal(values, draw(pending, distribution, EstimationContext().seed_for))
+    np.testing.assert_array_equal(values, draw(pending, distribution, weight_seed(seed_for, 0)))
+    assert not np.array_equal(values, draw(pending, distribution, weight_seed(seed_for, 1)))
+    assert not np.array_equal(values, draw(pending, distribution, weight_seed(EstimationContext().seed_for, 0)))
     write_pending([pending], distribution, False, seed_for)
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer.kernel), values)
 

@@ -13,7 +13,7 @@ from autoinit_sym.walk import weights
 from autoinit_sym.walk.weights import PendingWeight, ZeroMeanFixedScale, check_scales, sample, write_pending
 
 
-def seed_for(*key):
+def seed_for(*key, weights=False):
     return len("|".join(map(str, key)))
 
 
