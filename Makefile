@@ -20,7 +20,7 @@ demo: $(STAMP)
 	$(VENV)/bin/autoinit-sym demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q tests --ignore=tests/slow -m "not slow"
+	$(PY) -m pytest -q tests --ignore=tests/slow
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q tests

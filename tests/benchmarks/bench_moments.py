@@ -1,7 +1,7 @@
 """Moment-engine accuracy and speed, for every registered activation.
 
 Accuracy: worst relative error of E[f(X)] and Var[f(X)], X ~ N(mu, var), against the mpmath
-reference of ``tests/reference_moments.py`` (32 digits), on a moderate grid (|mu| <= 3,
+reference of ``tests/helpers.py`` (``reference``, 32 digits), on a moderate grid (|mu| <= 3,
 0.01 <= var <= 25) and an extreme one (|mu| <= 100, 1e-8 <= var <= 1e6). Reference values
 below 1e-30 are judged by absolute error; on the extreme grid, points whose true values
 overflow float64 are skipped, and where the variance is not resolvable next to the mean
@@ -92,7 +92,7 @@ def _error(got: float, ref: float) -> float:
 
 def accuracy(m, mus: np.ndarray, variances: np.ndarray) -> dict:
     """Worst errors of mean and variance over the points against the mpmath reference."""
-    from reference_moments import reference
+    from helpers import reference  # tests/ is on sys.path (run.py, conftest)
 
     got_mean, got_var = np.asarray(m.mean(mus, variances)), np.asarray(m.variance(mus, variances))
     worst = {"mean": (0.0, None), "var": (0.0, None)}

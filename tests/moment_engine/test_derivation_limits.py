@@ -24,7 +24,7 @@ from autoinit_sym.moment_engine.closed_form import derive
 from autoinit_sym.moment_engine.expressions import X
 from autoinit_sym.moment_engine.methods import Deadline, DerivationTimeout
 from autoinit_sym.moment_engine.piecewise import split_pieces
-from reference_moments import reference
+from helpers import reference
 
 SAFETY_SECONDS = 10.0
 ABS_40 = " + ".join(f"Abs(x - {i}/10)" for i in range(40))

@@ -4,12 +4,11 @@ Requirement: relative error <= 1e-9 for E[f(X)] and Var[f(X)] on mu in {-40, -8,
 2, 8, 40} x var in {1e-8, 1e-4, 0.01, 1, 25, 1e4}. Values below float64's normal range (2.2e-308;
 mu = -40 with var <= 0.01 gives 1e-345 to 1e-700) cannot carry a relative precision; there the
 returned value must be within 2.2e-308 of the reference (it is 0 or a subnormal).
-The full grid is slow (about 30 s of mpmath); the default run checks one point per branch.
+The full grid is slow (about 30 s of mpmath: slow/test_gelu_full_grid.py); the default run checks
+one point per branch. The grid, the reference and the check live in helpers.py.
 """
-import functools
 import math
 
-import mpmath
 import numpy as np
 import pytest
 import sympy
@@ -17,74 +16,11 @@ import sympy
 from autoinit_sym import moments
 from autoinit_sym.moment_engine import gelu as gelu_moments, quadrature
 from autoinit_sym.moment_engine.closed_form import MU, SIGMA
-
-MUS = (-40.0, -8.0, -3.0, -1.0, 0.0, 0.5, 2.0, 8.0, 40.0)
-VARS = (1e-8, 1e-4, 0.01, 1.0, 25.0, 1e4)
-GRID = [(mu, var) for mu in MUS for var in VARS]
-# one point per path: chaos series (narrow, and higher terms negligible), left-tail Gauss-Hermite,
-# the Owen's T formula, the split at x = 0, values below float64's range
-SAMPLE = [(-8.0, 1e-8), (40.0, 1e-8), (-3.0, 0.01), (-40.0, 1.0), (0.0, 1.0), (2.0, 25.0),
-          (0.5, 1e4), (-40.0, 25.0), (-40.0, 1e-4), (40.0, 0.01)]
-RTOL = 1e-9
-NORMAL_MIN = np.finfo(float).tiny
-DPS = 50
-
-
-@functools.lru_cache(maxsize=None)
-def reference(mu: float, var: float) -> tuple[mpmath.mpf, mpmath.mpf]:
-    """(E f, Var f) by mpmath.quad over the Gaussian in z (x = mu + s z) at DPS digits, split at
-    z = 0 (x = mu), at x = 0 and around the left-tail peaks of f p and f^2 p (there f ~ -phi(x), so
-    f^c p ~ exp(-c x^2/2) p peaks at x = mu/(1 + c s^2), z-width 1/sqrt(1 + c s^2)). Integrands
-    are rescaled to order one (quad's tolerance is absolute); the variance is E[(f - m)^2]."""
-    with mpmath.workdps(DPS):
-        m_mu, s = mpmath.mpf(mu), mpmath.sqrt(mpmath.mpf(var))
-        points = {mpmath.mpf(0), -m_mu / s}
-        for c in (1, 2):
-            peak, width = (m_mu / (1 + c * s * s) - m_mu) / s, 1 / mpmath.sqrt(1 + c * s * s)
-            points.update(peak + k * width for k in (-8, -2, 0, 2, 8))
-        points = sorted(p for p in points if abs(p) < 1e6)
-        edges = [-mpmath.inf, *points, mpmath.inf]
-
-        def expectation(g):
-            def h(z):
-                x = m_mu + s * z
-                return g(x * mpmath.ncdf(x)) * mpmath.exp(-z * z / 2)
-            scale = max(abs(h(z)) for z in points) or mpmath.mpf(1)
-            return mpmath.quad(lambda z: h(z) / scale, edges) * scale / mpmath.sqrt(2 * mpmath.pi)
-
-        mean = expectation(lambda v: v)
-        return mean, expectation(lambda v: (v - mean) ** 2)
-
-
-def _error(got: float, ref: mpmath.mpf) -> float:
-    """Relative error; absolute error in units of NORMAL_MIN where the reference is below it."""
-    with mpmath.workdps(DPS):
-        if abs(ref) < NORMAL_MIN:
-            return float(abs(got - ref) / NORMAL_MIN)
-        return float(abs((mpmath.mpf(got) - ref) / ref))
-
-
-def _check(points) -> None:
-    m = moments("gelu")
-    mu, var = np.array(points).T
-    mean, variance = m.mean(mu, var), m.variance(mu, var)
-    bad = []
-    for i, (a, b) in enumerate(points):
-        ref_mean, ref_var = reference(a, b)
-        errors = _error(float(mean[i]), ref_mean), _error(float(variance[i]), ref_var)
-        if not max(errors) <= RTOL:
-            bad.append(f"mu={a}, var={b}: got ({mean[i]!r}, {variance[i]!r}), mpmath "
-                       f"({mpmath.nstr(ref_mean, 17)}, {mpmath.nstr(ref_var, 17)}), errors {errors}")
-    assert not bad, "\n".join(bad)
+from helpers import GELU_SAMPLE, check_gelu
 
 
 def test_sample_matches_mpmath():
-    _check(SAMPLE)
-
-
-@pytest.mark.slow
-def test_full_grid_matches_mpmath():
-    _check(GRID)
+    check_gelu(GELU_SAMPLE)
 
 
 def test_method_and_formulas():

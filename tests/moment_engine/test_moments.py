@@ -6,11 +6,9 @@ a variance below 1e-10 * E[f^2] only has to stay below that level. Values under 
 are judged by absolute error. A mean is also allowed float64's cancellation floor,
 8 eps * sqrt(E[f^2]) (an odd f at mu = 0 has mean 0, which no float sum reproduces).
 The default run checks every case at a rotating sample of points (and relu-like
-narrow inputs far off centre at mu = 50, var = 1e-4 always); the slow run, all points.
+narrow inputs far off centre at mu = 50, var = 1e-4 always); slow/test_moments_full_grid.py,
+all points. The cases, grids and the check live in helpers.py.
 """
-import itertools
-import math
-
 import numpy as np
 import pytest
 import sympy
@@ -19,80 +17,14 @@ import autoinit_sym
 from autoinit_sym.moment_engine import catalog
 from autoinit_sym import moments, register_activation
 from autoinit_sym.moment_engine.expressions import X
-from reference_moments import reference
-
-GRID_A = [(mu, var) for mu in (-3.0, -1.3, -0.2, 0.0, 0.7, 3.0) for var in (0.01, 0.2, 1.0, 5.0, 25.0)]
-GRID_B = [(50.0, 1e-4), (-50.0, 1e-4), (100.0, 1e-8), (-100.0, 1e-8), (-100.0, 1e6), (100.0, 1e6),
-          (0.0, 1e6), (0.0, 1e-8), (7.0, 1e-8), (-7.0, 1e-8), (30.0, 1e3), (-30.0, 1e3),
-          (-10.0, 4.0), (10.0, 0.5), (-20.0, 100.0), (2.0, 1e4), (0.5, 1e-6), (-2.5, 3e5)]
-RTOL_A, RTOL_B = 1e-9, 1e-6
-EPS = np.finfo(float).eps
-
-CASES = [(name, dict(catalog.get(name).example)) for name in catalog.names()] + [
-    ("celu", {"alpha": 2.0}),
-    ("elu", {"alpha": 0.5}),
-    ("gelu", {"approximate": True}),
-    ("hard_shrink", {"threshold": 1.0}),
-    ("leaky_relu", {"negative_slope": 0.01}),
-    ("relu", {"negative_slope": 0.1, "max_value": 6.0, "threshold": 0.5}),
-    ("relu", {"max_value": 3.0}),
-    ("relu", {"threshold": -0.5}),
-    ("soft_shrink", {"threshold": 1.0}),
-    ("squareplus", {"b": 1.0}),
-    ("threshold", {"threshold": 1.0, "default_value": -1.0}),
-    ("x*tanh(log(1 + exp(x)))", {}),
-    ("a*x**2 + Abs(x - 1)", {"a": 0.5}),
-    ("exp(-x**2)", {}),
-    ("Heaviside(x) * x**3", {}),
-    ("sigmoid(2*x)", {}),
-]
-CASE_IDS = [f"{n}{p or ''}".replace(" ", "") for n, p in CASES]
+from helpers import MOMENT_CASE_IDS, MOMENT_CASES, RTOL_A, assert_matches_reference, sampled_points
 
 
-def _sample(index: int) -> list[tuple[tuple[float, float], float]]:
-    """A few points per case, rotating through the grids so all cases together cover them."""
-    a = [GRID_A[(7 * index + k) % len(GRID_A)] for k in (0, 13)]
-    b = [GRID_B[0], GRID_B[1 + (5 * index) % (len(GRID_B) - 1)]]
-    return [(p, RTOL_A) for p in a] + [(p, RTOL_B) for p in b]
-
-
-def _all_points() -> list[tuple[tuple[float, float], float]]:
-    return [(p, RTOL_A) for p in GRID_A] + [(p, RTOL_B) for p in GRID_B]
-
-
-def assert_matches_reference(m, mu: float, var: float, rtol: float) -> None:
-    ref_mean, ref_var = reference(m.expr, mu, var)
-    if not (math.isfinite(ref_mean) and math.isfinite(ref_var)):
-        assert not np.isfinite(m.mean(mu, var)) or not np.isfinite(m.variance(mu, var))
-        return
-    mean, variance = float(m.mean(mu, var)), float(m.variance(mu, var))
-    where = f"{m.name} {m.params} at mu={mu}, var={var}: got ({mean!r}, {variance!r}), " \
-            f"mpmath ({ref_mean!r}, {ref_var!r})"
-    assert math.isfinite(mean) and math.isfinite(variance), where
-    assert variance >= 0.0, where
-    second = ref_var + ref_mean**2
-    floor = 8 * EPS * math.sqrt(second)
-    assert abs(mean - ref_mean) <= rtol * max(abs(ref_mean), 1e-30) + floor, where
-    if ref_var >= 1e-10 * second:
-        assert abs(variance - ref_var) <= rtol * max(ref_var, 1e-30), where
-    else:
-        assert variance <= 1e-10 * second + 1e-30, where
-
-
-@pytest.mark.parametrize("index", range(len(CASES)), ids=CASE_IDS)
+@pytest.mark.parametrize("index", range(len(MOMENT_CASES)), ids=MOMENT_CASE_IDS)
 def test_accuracy_on_sampled_grid(index):
-    name, params = CASES[index]
+    name, params = MOMENT_CASES[index]
     m = moments(name, **params)
-    for (mu, var), rtol in _sample(index):
-        assert_matches_reference(m, mu, var, rtol)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("index", range(len(CASES)), ids=CASE_IDS)
-def test_accuracy_on_full_grid(index):
-    name, params = CASES[index]
-    m = moments(name, **params)
-    for (mu, var), rtol in _all_points():
+    for (mu, var), rtol in sampled_points(index):
         assert_matches_reference(m, mu, var, rtol)
 
 
