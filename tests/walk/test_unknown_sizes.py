@@ -178,12 +178,21 @@ class Twice(keras.layers.Layer):
         return input_shape
 
 
-def test_layer_neither_estimated_nor_probed_is_named_with_the_reason(caplog):
+@pytest.mark.parametrize("wrapped, key, said", [
+    (True, "td", "can be neither estimated nor probed (input of dtype int32 is not floating point)"),
+    (False, "twice", "A probe is impossible (input of dtype int32 is not floating point)"),
+])
+def test_layer_neither_estimated_nor_probed_is_named_with_the_reason(caplog, wrapped, key, said):
+    """Under a rule that falls back on a probe (TimeDistributed), and without a rule: one warning
+    naming the call and the reason, and method pass_through."""
     ids = keras.Input((5, 4), dtype="int32", name="ids")
-    h = keras.layers.TimeDistributed(Twice(name="twice"), name="td")(ids)
+    layer = Twice(name="twice")
+    h = (keras.layers.TimeDistributed(layer, name="td") if wrapped else layer)(ids)
     model = keras.Model(ids, keras.layers.Dense(8, name="head")(h))
     with caplog.at_level(logging.WARNING):
         _, estimates = AutoInit().initialize_model(model, return_estimates=True)
-    assert estimates["td"].method == "pass_through"
-    lines = [line for line in caplog.text.splitlines() if "'td'" in line]
-    assert len(lines) == 1 and "neither estimated nor probed" in lines[0] and "int32" in lines[0], caplog.text
+    assert estimates[key].method == "pass_through"
+    lines = [line for line in caplog.text.splitlines() if said in line]
+    assert len(lines) == 1 and key in lines[0], caplog.text
+    if not wrapped:  # the missing rule's warning gave the reason; no second one
+        assert "neither estimated nor probed" not in caplog.text
