@@ -155,12 +155,12 @@ def known(shape: tuple | None) -> bool:
 
 def infer_shapes(graph: ModelGraph, shapes: list[tuple[int, ...]]) -> dict[str, str]:
     """Recompute every call's input and output shapes in place from ``shapes``, the concrete
-    shape of each model input without the batch axis: each call is traced symbolically
-    (``compute_output_spec`` of the real call, training mode, no state changed, no node added
-    to the model) on tensors of the shapes its inputs got. Nothing is traced when every
-    recorded shape is already known. A call that cannot be traced keeps its recorded output
-    shapes; the result maps its key to why."""
-    graph.input_shapes = [(None, *shape) for shape in shapes]
+    shape of each model input without the batch axis (the batch axis stays as recorded): each
+    call is traced symbolically (``compute_output_spec`` of the real call, training mode, no
+    state changed, no node added to the model) on tensors of the shapes its inputs got. Nothing
+    is traced when every recorded shape is already known. A call that cannot be traced keeps
+    its recorded output shapes; the result maps its key to why."""
+    graph.input_shapes = [(recorded[0], *shape) for recorded, shape in zip(graph.input_shapes, shapes)]
     if all(known(s) for s in graph.input_shapes) and all(
             known(s) for call in graph.calls for s in call.input_shapes + call.output_shapes):
         return {}

@@ -196,3 +196,10 @@ def test_layer_neither_estimated_nor_probed_is_named_with_the_reason(caplog, wra
     assert len(lines) == 1 and key in lines[0], caplog.text
     if not wrapped:  # the missing rule's warning gave the reason; no second one
         assert "neither estimated nor probed" not in caplog.text
+
+
+def test_a_fixed_batch_size_is_kept(seen_shapes):
+    x = keras.Input(batch_shape=(8, None, 4), name="x")
+    model = keras.Model(x, keras.layers.GlobalAveragePooling1D(name="gap")(keras.layers.Dense(4, name="d")(x)))
+    AutoInit(sequence_length=6).initialize_model(model)
+    assert seen_shapes["gap"] == [(8, 6, 4)]
