@@ -17,10 +17,14 @@ import numpy as np
 from autoinit_sym.estimators.base import LayerRule
 from autoinit_sym.statistics.state import TensorState
 from autoinit_sym.walk import walker
+from autoinit_sym.walk.calibration import calibrate, calibration_batch, flagged
+from autoinit_sym.walk.data import data_statistics, read_batches
 from autoinit_sym.walk.graph import ModelGraph, build_graph
+from autoinit_sym.walk.measured import measured_calls, rows_for
 from autoinit_sym.walk.loading import (check_finite, check_input_shapes, check_positive, check_sequence_length,
                                        input_statistics, load_model, resolve_shapes)
 from autoinit_sym.walk.results import LayerEstimate
+from autoinit_sym.walk.selection import kept_layers
 from autoinit_sym.walk.settings import WeightInitConfig
 from autoinit_sym.walk.weights import PendingWeight, base_seed, write_pending
 
@@ -92,9 +96,27 @@ class AutoInit:
                 check(name, item)
 
     def initialize_model(self, model: Any, return_estimates: bool = False,
-                         custom_objects: dict | None = None) -> Any:
+                         custom_objects: dict | None = None, layers: Any = None, data: Any = None,
+                         calibrate: bool = False) -> Any:
         """Initialize ``model`` (in place for a model object; built once from a config
         dict or JSON string) and return it, with the estimates when ``return_estimates``.
+
+        ``layers`` says which layers to initialize: by default every layer except those with
+        ``trainable=False``, which are taken as pretrained and keep their weights; ``"all"``,
+        layer names, layer objects or a predicate select explicitly (``walk.selection``). A
+        kept layer's output statistics are measured through the real layer with its own
+        weights, and everything after it is scaled for them.
+
+        ``data`` (a NumPy array, a list of arrays in input order, a dict by input name, a
+        ``tf.data.Dataset`` or an iterable of batches; a few batches are enough) sets the input
+        statistics (mean and variance per input over the data) instead of ``input_data_mean``
+        / ``input_data_var``, and is the batch a calibration runs on.
+
+        ``calibrate=True`` adds one forward pass after the analytic initialization that
+        rescales each plain weighted layer so its pre-activation variance on this draw equals
+        ``signal_variance`` (``walk.calibration``), on ``data`` or on Gaussian samples of the
+        input statistics (data-free). The estimates keep the analytic prediction and the factor
+        (``LayerEstimate.calibration``); factors far from 1 are logged as a warning.
 
         The estimates map each layer call's key (see ``autoinit_sym.walk.graph``) to a
         :class:`~autoinit_sym.walk.results.LayerEstimate`, in topological order.
@@ -106,9 +128,14 @@ class AutoInit:
         trained) gets the optimizer state of a fresh optimizer with the same configuration in
         the same pass: moments and iteration count reset, learning rate and loss scale at their
         configured values (:func:`fresh_optimizer_state`)."""
+        if not isinstance(calibrate, bool):
+            raise TypeError(f"calibrate must be True or False, got {calibrate!r}")
         model = load_model(model, custom_objects)
         graph = build_graph(model)
-        means, variances = input_statistics(graph, self.input_data_mean, self.input_data_var)
+        kept = kept_layers(model, layers)
+        batches = None if data is None else read_batches(data, graph.input_names)
+        means, variances = input_statistics(graph, self.input_data_mean, self.input_data_var) \
+            if batches is None else data_statistics(batches)
         for name, mean, var in zip(graph.input_names, means, variances):
             if not math.isfinite(mean * mean + var):
                 raise ValueError(f"input {name!r}: the second moment input_data_mean^2 + input_data_var "
@@ -116,13 +143,36 @@ class AutoInit:
         resolve_shapes(graph, self.input_shapes, self.sequence_length)
         context = walker.WalkContext(signal_variance=self.signal_variance, config=self.config,
                                      custom_estimators=self.custom_estimators,
-                                     weight_seed=base_seed(self.config.seed))
+                                     weight_seed=base_seed(self.config.seed), kept_layers=kept)
+        if kept:
+            sample = calibration_batch(graph, means, variances, self.config.seed) if batches is None else \
+                [np.concatenate([b[i] for b in batches]) for i in range(len(graph.inputs))]
+            context.measured = measured_calls(graph, [x[:rows_for(graph)] for x in sample], kept)
         estimates = walker.estimate(graph, context, [TensorState(m, v) for m, v in zip(means, variances)])
         write_pending(context.pending.values(), self.config.distribution,
                       self.config.constrain_weights, context.seed_for,
                       explain=input_explainer(graph, estimates, self.signal_variance),
                       resets=fresh_optimizer_state(model))
+        if calibrate:
+            self._calibrate(graph, estimates, kept, batches, means, variances)
         return (model, estimates) if return_estimates else model
+
+    def _calibrate(self, graph: ModelGraph, estimates: Mapping[str, LayerEstimate], kept: set[int],
+                   batches: list | None, means: list[float], variances: list[float]) -> None:
+        """The calibration pass (``walk.calibration``) on the data's rows or Gaussian samples;
+        the factors go into the estimates, the far ones into a warning."""
+        if batches is not None:
+            inputs = [np.concatenate([b[i] for b in batches]) for i in range(len(graph.inputs))]
+        else:
+            inputs = calibration_batch(graph, means, variances, seed=self.config.seed)
+        factors = calibrate(graph, inputs, self.signal_variance, skip=kept)
+        for key, factor in factors.items():
+            estimates[key].calibration = factor
+        far = flagged(factors)
+        if far:
+            logger.warning("calibration rescaled %d layer(s) by more than %.1fx either way (%s): the analytic "
+                           "variance map is unstable there for this draw, or a rule is off",
+                           len(far), 1.5, ", ".join(f"{k} x{f:.2f}" for k, f in list(far.items())[:5]))
 
 
 def input_explainer(graph: ModelGraph, estimates: Mapping[str, LayerEstimate],

@@ -5,5 +5,6 @@ QUADRATURE = "quadrature"      # high-precision numerical integration
 MONTE_CARLO = "monte_carlo"    # sampling through the real layer or a clone of it
 PROBE = "probe"                # unknown layer: real layer run on Gaussian samples
 PASS_THROUGH = "pass_through"  # statistics passed on unchanged (no way to do better)
+MEASURED = "measured"          # measured on a batch through kept (pretrained) layers
 
-METHODS = (EXACT, CLOSED_FORM, QUADRATURE, MONTE_CARLO, PROBE, PASS_THROUGH)
+METHODS = (EXACT, CLOSED_FORM, QUADRATURE, MONTE_CARLO, PROBE, PASS_THROUGH, MEASURED)

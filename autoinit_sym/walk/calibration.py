@@ -29,6 +29,10 @@ KERNELS = ("pointwise_kernel", "depthwise_kernel", "kernel")
 convolution's pointwise kernel is its last stage)."""
 FLAG_RATIO = 1.5
 """Factors outside [1 / FLAG_RATIO, FLAG_RATIO] are flagged."""
+ROWS, MIN_ROWS, ELEMENTS = 1024, 32, 2**19
+"""Calibration batch without data: up to ROWS rows (30-layer MLPs of width 128 then stay within
+[0.8, 1.25] on fresh batches), fewer for large inputs (about ELEMENTS input values), at least
+MIN_ROWS."""
 VARIANCE_FLOOR = 1e-30
 """A weighted sum with a measured variance below this is left alone (a dead input)."""
 
@@ -60,10 +64,12 @@ def _weighted_sum_variance(layer: Any, node: Any, inputs: list[Any], training: b
     return float((values - b_full).var()), float(b_full.var())
 
 
-def calibrate(graph: ModelGraph, inputs: Sequence[Any], target: float, training: bool = True) -> dict[str, float]:
-    """Rescale every plain weighted layer of ``graph`` (module docstring) on the batch ``inputs``
-    (one array per model input); returns the factor applied per layer-call key. Every kernel
-    is restored if anything fails, so the model ends calibrated or as it was."""
+def calibrate(graph: ModelGraph, inputs: Sequence[Any], target: float, training: bool = True,
+              skip: set[int] = frozenset()) -> dict[str, float]:
+    """Rescale every plain weighted layer of ``graph`` (module docstring) but those in ``skip``
+    (id(layer): kept layers) on the batch ``inputs`` (one array per model input); returns the
+    factor applied per layer-call key. Every kernel is restored if anything fails, so the model
+    ends calibrated or as it was."""
     values = dict(zip(graph.inputs, inputs))
     factors: dict[str, float] = {}
     seen: set[int] = set()
@@ -73,7 +79,7 @@ def calibrate(graph: ModelGraph, inputs: Sequence[Any], target: float, training:
             if call.submodel:
                 continue
             layer, ins = call.operation, [values[s] for s in call.inputs]
-            kernel = calibrated_kernel(layer) if id(layer) not in seen else None
+            kernel = calibrated_kernel(layer) if id(layer) not in seen | skip else None
             if kernel is not None:
                 seen.add(id(layer))
                 weighted, bias_var = _weighted_sum_variance(layer, call.node, ins, training)
@@ -94,6 +100,21 @@ def calibrate(graph: ModelGraph, inputs: Sequence[Any], target: float, training:
             kernel.assign(old)
         raise
     return factors
+
+
+def calibration_batch(graph: ModelGraph, means: Sequence[float], variances: Sequence[float],
+                      seed: int | None = None) -> list[np.ndarray]:
+    """Gaussian rows of the input statistics, one array per model input (integer inputs
+    rounded and clipped at 0): :data:`ROWS` rows at most, fewer for large inputs so one input
+    holds about :data:`ELEMENTS` values (at least :data:`MIN_ROWS` rows)."""
+    per_row = sum(math.prod(int(d) for d in shape[1:]) for shape in graph.input_shapes)
+    rows = int(min(ROWS, max(MIN_ROWS, ELEMENTS // max(per_row, 1))))
+    rng = np.random.default_rng(0 if seed is None else seed)
+    batch = []
+    for shape, dtype, mean, var in zip(graph.input_shapes, graph.input_dtypes, means, variances):
+        values = rng.normal(mean, math.sqrt(var), (rows,) + tuple(int(d) for d in shape[1:]))
+        batch.append(np.clip(np.rint(values), 0, None).astype(dtype) if "int" in dtype else values.astype(dtype))
+    return batch
 
 
 def flagged(factors: dict[str, float], ratio: float = FLAG_RATIO) -> dict[str, float]:

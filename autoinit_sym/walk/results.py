@@ -17,7 +17,10 @@ class LayerEstimate:
     pairs. ``method`` is one of ``statistics.methods.METHODS``. For a layer or submodel
     shared by several call sites, ``init_means_in`` / ``init_vars_in`` hold the combined
     input statistics its initializer was derived from (None otherwise). ``weights`` maps
-    each redrawn variable's path to its standard deviation.
+    each redrawn variable's path to its standard deviation. ``role`` is "initialized" (its
+    weights were drawn), "kept" (its weights were kept and its output measured through the
+    real layer) or "" (no weights). ``calibration`` is the factor a calibration pass applied to
+    its kernel (None without one); the statistics stay the analytic prediction.
     """
 
     key: str
@@ -28,6 +31,8 @@ class LayerEstimate:
     init_means_in: list[float] | None = None
     init_vars_in: list[float] | None = None
     weights: dict[str, float] = field(default_factory=dict)
+    role: str = ""
+    calibration: float | None = None
 
     @property
     def means_in(self) -> list[float]:
@@ -79,7 +84,8 @@ class LayerEstimate:
                 "means_in": self.means_in, "vars_in": self.vars_in, "shared_in": self.shared_in,
                 "outputs": [list(p) for p in self.outputs], "shared_out": self.shared_out,
                 "sample_shared_out": self.sample_shared_out, "init_means_in": self.init_means_in,
-                "init_vars_in": self.init_vars_in, "weights": dict(self.weights)}
+                "init_vars_in": self.init_vars_in, "weights": dict(self.weights), "role": self.role,
+                "calibration": self.calibration}
 
     def __iter__(self) -> Iterator:
         return iter((self.mean, self.var))

@@ -13,6 +13,7 @@ from typing import Sequence
 
 from autoinit_sym.estimators.base import PASS_THROUGH, EstimationContext, LayerRule
 from autoinit_sym.statistics.border_profile import spatial_shape
+from autoinit_sym.statistics.methods import MEASURED
 from autoinit_sym.statistics.state import TensorState, checked
 from autoinit_sym.walk.graph import Call, ModelGraph
 from autoinit_sym.walk.probe import ProbeEstimator, missing_estimator_warning, probe_impossible
@@ -20,6 +21,8 @@ from autoinit_sym.walk.results import LayerEstimate
 
 logger = logging.getLogger("autoinit_sym")
 
+INITIALIZED, KEPT = "initialized", "kept"
+"""A layer call's role in the results: its weights were drawn, or kept and measured."""
 MAX_PASSES = 20
 """Re-walks at most this often to settle the combined statistics of shared layers."""
 SHARED_TOLERANCE = 1e-9
@@ -29,9 +32,14 @@ SHARED_TOLERANCE = 1e-9
 @dataclass
 class WalkContext(EstimationContext):
     """The estimation context plus the combined input statistics of shared layers
-    (id(layer) -> (means, vars)), which weighted layers scale their weights for."""
+    (id(layer) -> (means, vars)), which weighted layers scale their weights for, and the
+    layers whose weights are kept (id(layer)): they are measured through the real layer,
+    with their own weights, instead of being initialized."""
 
     shared_input_stats: dict[int, tuple[list[float], list[float]]] = field(default_factory=dict)
+    kept_layers: set[int] = field(default_factory=set)
+    measured: dict[str, list[TensorState]] = field(default_factory=dict)
+    """Output records measured through kept layers, by call key (``walk.measured``)."""
 
 
 def _combined(records: list[LayerEstimate]) -> tuple[list[float], list[float]]:
@@ -92,6 +100,10 @@ def walk(graph: ModelGraph, context: WalkContext, inputs: Sequence[TensorState],
         if call.submodel:
             outs = [states[s] for s in call.outputs]
             method, weights = method_of.get(call.outputs[0], "exact"), {}
+        elif call.key in context.measured:
+            outs, method, weights = context.measured[call.key], MEASURED, {}
+            states.update(zip(call.outputs, outs))
+            method_of.update((s, method) for s in call.outputs)
         else:
             rule = rule_for_call(call, context, warned)
             before = {k: id(p) for k, p in context.pending.items()}
@@ -106,7 +118,9 @@ def walk(graph: ModelGraph, context: WalkContext, inputs: Sequence[TensorState],
             weights = {p.variable.path: p.stddev for k, p in context.pending.items() if before.get(k) != id(p)}
             states.update(zip(call.outputs, outs))
             method_of.update((s, method) for s in call.outputs)
-        results[call.key] = LayerEstimate(call.key, call.operation.name, method, ins, outs, weights=weights)
+        role = KEPT if id(call.operation) in context.kept_layers else INITIALIZED if weights else ""
+        results[call.key] = LayerEstimate(call.key, call.operation.name, method, ins, outs, weights=weights,
+                                          role=role)
     return results
 
 
@@ -137,7 +151,10 @@ def _report_pass_through(call: Call, rule: LayerRule, warned: set[int | str]) ->
 
 
 def rule_for_call(call: Call, context: WalkContext, warned: set[int | str]) -> LayerRule:
-    """The rule for ``call``: the registered one, else a probe (warned about once per layer)."""
+    """The rule for ``call``: a probe of the real layer for a kept layer, the registered rule,
+    else a probe (warned about once per layer)."""
+    if id(call.operation) in context.kept_layers:
+        return ProbeEstimator(call.operation, context, call.input_shapes, call.output_shapes, call.node)
     rule = context.rule_for(call.operation, call.input_shapes, call.output_shapes, call.node)
     if rule is not None:
         return rule
