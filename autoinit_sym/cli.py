@@ -32,6 +32,8 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+import numpy as np
+
 PROG = "autoinit-sym"
 DERIVE_POINTS = ((0.0, 1.0), (1.0, 0.25), (-2.0, 4.0), (3.0, 0.01))
 MODEL_SUFFIXES = (".keras", ".h5", ".hdf5", ".json")
@@ -165,6 +167,15 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--input-shape", type=_input_shape, action="append", default=[], metavar="[NAME=]D1,D2,...",
                       help="a model input's shape without the batch axis (repeatable), by input name, or "
                            "unnamed for a single-input model; unknown sizes are otherwise taken as 16, with a warning")
+    chosen = init.add_mutually_exclusive_group()
+    chosen.add_argument("--layers", metavar="NAME,NAME,...",
+                        help="initialize only these layers; every other weighted layer keeps its weights "
+                             "(default: all but the layers with trainable=False)")
+    chosen.add_argument("--all", action="store_true", help="initialize every layer, frozen ones included")
+    init.add_argument("--data", metavar="FILE", help="sample inputs (.npy for one input, .npz by input name) "
+                      "that set the input statistics and the calibration batch; read without pickle")
+    init.add_argument("--calibrate", action="store_true",
+                      help="rescale each weighted layer so its pre-activation variance on this draw is the target")
     init.set_defaults(run=_cmd_init)
 
     vis = sub.add_parser("visualize", help="plot signal propagation, Keras defaults against AutoInit",
@@ -488,6 +499,23 @@ def staged(targets: dict[str, Path]) -> Iterator[dict[str, Path]]:
             temporary.unlink(missing_ok=True)
 
 
+def _read_data(path: str | None) -> Any:
+    """``--data``: a .npy array or a .npz of arrays by input name, read without pickle."""
+    if path is None:
+        return None
+    suffix = Path(path).suffix.lower()
+    if suffix not in (".npy", ".npz"):
+        raise InputError(f"--data {path!r} must be a .npy or .npz file")
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise InputError(f"--data {path!r} cannot be read as {suffix}: {err}") from None
+    if suffix == ".npz":
+        with loaded:
+            return {name: loaded[name] for name in loaded.files}
+    return loaded
+
+
 def _input_files(args: argparse.Namespace) -> dict[str, str | None]:
     """The files a model command reads: the model and a --custom-objects file."""
     spec = args.custom_objects
@@ -519,7 +547,9 @@ def estimate_record(key: str, estimate: Any) -> dict[str, Any]:
     """One layer call's estimate as a JSON-ready dict: its key, mean, var (lists for several
     outputs), method, and whatever else the estimate holds (inputs, redrawn weights)."""
     record: dict[str, Any] = {"key": key, "layer": key}
-    if is_dataclass(estimate):
+    if hasattr(estimate, "summary"):
+        record.update(estimate.summary())
+    elif is_dataclass(estimate):
         record.update(asdict(estimate))
     mean, var = tuple(estimate)[:2]
     record.update(mean=_floats(mean), var=_floats(var),
@@ -565,8 +595,10 @@ def _cmd_init(args: argparse.Namespace) -> None:
     import_keras_quietly()
     objects, estimators = load_custom_objects(args.custom_objects)
     model = load_model(args.model, objects, args.unsafe)
+    layers = "all" if args.all else None if args.layers is None else [n for n in args.layers.split(",") if n]
     initialized, estimates = _autoinit(args, estimators, args.distribution, input_shapes).initialize_model(
-        model, return_estimates=True, custom_objects=objects)
+        model, return_estimates=True, custom_objects=objects, layers=layers, data=_read_data(args.data),
+        calibrate=args.calibrate)
     series = None
     with staged(targets) as temporary:
         initialized.save(str(temporary["--output"]))
@@ -575,7 +607,8 @@ def _cmd_init(args: argparse.Namespace) -> None:
                       "settings": {"input_data_mean": args.input_mean, "input_data_var": args.input_var,
                                    "signal_variance": args.signal_variance,
                                    "distribution": args.distribution, "seed": args.seed,
-                                   "input_shapes": input_shapes},
+                                   "input_shapes": input_shapes, "layers": layers, "data": args.data,
+                                   "calibrate": args.calibrate},
                       "layers": [estimate_record(n, e) for n, e in estimates.items()]}
             temporary["--report"].write_text(json.dumps(report, indent=2) + "\n")
         if args.plot:
@@ -619,8 +652,6 @@ def _cmd_table(args: argparse.Namespace) -> None:
 
 
 def _cmd_derive(args: argparse.Namespace) -> None:
-    import numpy as np
-
     from .moment_engine.activation_moments import moments
 
     m = moments(args.expr, **dict(args.param))
