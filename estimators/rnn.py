@@ -13,13 +13,21 @@ Output statistics: no tractable integral, so Monte Carlo through the layer itsel
 on seeded Gaussian sequences in training mode, with the scheduled kernels swapped in
 (drawn by ``weights.draw`` exactly as they will be written) and every variable and
 setting restored afterwards, also on error (:func:`sampling_setup`; building a clone
-from its config cost more than the sampling). On CPU the time loop calls the cell
-directly (:func:`direct_loop`): per-step Python overhead, not arithmetic, is the
-cost. Every output of the call (sequences or last output, and each state with
+from its config cost more than the sampling). Every output of the call (sequences or last output, and each state with
 ``return_state``) gets its own (mean, var). Every sequence gives many output
 elements, so far fewer sequences than ``recurrent_monte_carlo_samples`` suffice:
 enough for :data:`OUTPUT_ELEMENTS` elements of the main output, between
 :data:`MIN_SEQUENCES` and :data:`MAX_SEQUENCES`, in one batch.
+
+Where it runs: the Gaussian sequences are drawn with ``keras.random`` and the statistics
+reduced with ``keras.ops``, on the backend's device. On an accelerator the layer runs as Keras
+runs it there (its own time loop, the fused cuDNN kernel where Keras uses one for LSTM and GRU).
+On CPU, where a step through Keras ops costs about a millisecond of per-op overhead whatever the
+batch, the time loop is replaced (:func:`direct_loop`): SimpleRNN, GRU and LSTM cells without
+dropout step in NumPy (:func:`numpy_cell`, tens of microseconds a step), other cells through
+their own ``call``. The benchmark text model (Conv1D, LSTM, Bidirectional GRU, SimpleRNN over 40
+steps) then initializes in about 0.8x Keras's build time on 2 CPU cores, against 2.7-4.4x
+through Keras ops.
 
 Correlated inputs: a recurrent layer fed directly by another one's sequences runs on
 that layer's Monte Carlo output (kept when it fits in CHUNK_BYTES), which keeps its
@@ -42,6 +50,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import keras
 import numpy as np
+from scipy import special
 
 from autoinit_sym.walk.monte_carlo import (CHUNK_BYTES, OutputStatistics, RunningMoments, batch_statistics,
                                       gaussian_statistics)
@@ -55,13 +64,13 @@ from .shapes import DEFAULT_TIMESTEPS
 from .weighted import kernel_stddev
 
 OUTPUT_ELEMENTS = 100_000
-"""Output elements aimed at per estimate. The cost of a run is per-step overhead, nearly
-independent of the batch, so one batch of enough sequences is drawn. Measured relative
-standard deviation of the variance estimate over 8 sampling seeds (fixed weights):
-0.9% for LSTM(16) sequences of 12 steps (521 sequences), 1.3% for a GRU(16) last output
-and 1.5% for a GRU(8) with states (1024 sequences), 0.4% for a SimpleRNN(32) last
-output, 0.5% for ConvLSTM2D(4); 0.3-0.4% for each recurrent layer of the benchmark
-text model (174 sequences)."""
+"""Output elements aimed at per estimate, in one batch of sequences. Measured relative standard
+deviation of the variance estimate over 8 sampling seeds (fixed weights, NumPy loop): 0.4% for
+LSTM(16) sequences of 12 steps (521 sequences), 1.0% for a GRU(16) last output and 0.7% for a
+GRU(8) with states (1024 sequences), 0.35% for a SimpleRNN(32) last output, 0.75% for
+ConvLSTM2D(4); 1.5% (LSTM, fed by pooled convolutions with per-channel shared variance), 0.3%
+(Bidirectional GRU) and 0.6% (SimpleRNN) for the recurrent layers of the benchmark text model
+(174 sequences). Twice the elements would cost about 25% more time on that model."""
 
 MIN_SEQUENCES = 128
 MAX_SEQUENCES = 1024
@@ -131,17 +140,26 @@ def sampling_setup(layer: Any, values: dict[int, np.ndarray], direct: bool) -> I
 
 def direct_loop(layer: Any) -> Callable[..., tuple]:
     """A stand-in for ``layer.inner_loop`` (Keras's time loop, which RNN.call wraps with the
-    initial states, dropout masks and output packing): a plain loop over the time steps
-    calling the cell's ``call`` directly, which skips the per-step layer-call and loop
-    bookkeeping (~30% of a step on CPU). Unmasked inputs only; masked calls go to Keras."""
+    initial states, dropout masks and output packing): a plain loop over the time steps, in
+    NumPy where :func:`numpy_cell` knows the cell, else calling the cell's ``call`` directly,
+    which skips the per-step layer-call and loop bookkeeping (~30% of a step on CPU). Unmasked
+    inputs only; masked calls go to Keras."""
     keras_loop, cell = layer.inner_loop, layer.cell
     takes_training = "training" in inspect.signature(cell.call).parameters
+    run_numpy = numpy_cell(cell)
 
     def inner_loop(sequences, initial_state, mask=None, training=False):
         if mask is not None:
             return keras_loop(sequences, initial_state, mask, training=training)
-        steps = keras.ops.unstack(sequences, axis=1)
         states = list(initial_state) if isinstance(initial_state, (list, tuple)) else [initial_state]
+        if run_numpy is not None:
+            x = keras.ops.convert_to_numpy(sequences)
+            outputs, states = run_numpy(x[:, ::-1] if layer.go_backwards else x,
+                                        [keras.ops.convert_to_numpy(s) for s in states])
+            sequence = np.stack(outputs, axis=1) if layer.return_sequences else outputs[-1]
+            tensor = keras.ops.convert_to_tensor
+            return tensor(outputs[-1]), tensor(sequence), [tensor(s) for s in states]
+        steps = keras.ops.unstack(sequences, axis=1)
         outputs = []
         for step in reversed(steps) if layer.go_backwards else steps:
             if takes_training:
@@ -154,6 +172,75 @@ def direct_loop(layer: Any) -> Callable[..., tuple]:
         return outputs[-1], sequence, states
 
     return inner_loop
+
+
+NUMPY_ACTIVATIONS: dict[Any, Callable[[np.ndarray], np.ndarray]] = {
+    keras.activations.tanh: np.tanh,
+    keras.activations.sigmoid: special.expit,
+    keras.activations.relu: lambda x: np.maximum(x, 0.0, dtype=x.dtype),
+    keras.activations.linear: lambda x: x,
+}
+"""NumPy versions of the Keras activations :func:`numpy_cell` runs (with their default arguments)."""
+
+StepsFunction = Callable[[np.ndarray, list[np.ndarray]], tuple[list[np.ndarray], list[np.ndarray]]]
+
+
+def numpy_cell(cell: Any) -> StepsFunction | None:
+    """The time loop of a SimpleRNNCell, GRUCell or LSTMCell (exactly these classes, float32,
+    without dropout, activations in :data:`NUMPY_ACTIVATIONS`) in NumPy, as Keras computes it:
+    ``run(x, states)`` on inputs x of shape (batch, steps, features), in the order the steps are
+    taken, returns each step's output and the last states. The input projection of all steps is
+    one product; each step adds the recurrent one and the gates. On CPU a step then costs
+    microseconds instead of a millisecond of per-op overhead through Keras. None for any other cell."""
+    kind = type(cell)
+    if kind not in (keras.layers.SimpleRNNCell, keras.layers.GRUCell, keras.layers.LSTMCell) \
+            or cell.dropout or cell.recurrent_dropout or cell.compute_dtype != "float32":
+        return None
+    activation = NUMPY_ACTIVATIONS.get(cell.activation)
+    gate = NUMPY_ACTIVATIONS.get(getattr(cell, "recurrent_activation", keras.activations.linear))
+    if activation is None or gate is None:
+        return None
+    units, array = cell.units, keras.ops.convert_to_numpy
+
+    def run(x: np.ndarray, states: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        kernel, recurrent = array(cell.kernel), array(cell.recurrent_kernel)
+        bias = array(cell.bias) if cell.use_bias else None
+        if kind is keras.layers.GRUCell and cell.reset_after and bias is not None:
+            bias, recurrent_bias = bias[0], bias[1]
+        else:
+            recurrent_bias = None
+        projected = x @ kernel if bias is None else x @ kernel + bias
+        outputs, h = [], states[0]
+        if kind is keras.layers.SimpleRNNCell:
+            for t in range(x.shape[1]):
+                h = activation(projected[:, t] + h @ recurrent)
+                outputs.append(h)
+            return outputs, [h]
+        if kind is keras.layers.LSTMCell:
+            c = states[1]
+            for t in range(x.shape[1]):
+                z = projected[:, t] + h @ recurrent
+                c = gate(z[:, units:2 * units]) * c + gate(z[:, :units]) * activation(z[:, 2 * units:3 * units])
+                h = gate(z[:, 3 * units:]) * activation(c)
+                outputs.append(h)
+            return outputs, [h, c]
+        for t in range(x.shape[1]):  # GRU
+            x_t = projected[:, t]
+            if cell.reset_after:
+                inner = h @ recurrent if recurrent_bias is None else h @ recurrent + recurrent_bias
+            else:
+                inner = h @ recurrent[:, :2 * units]
+            z = gate(x_t[:, :units] + inner[:, :units])
+            r = gate(x_t[:, units:2 * units] + inner[:, units:2 * units])
+            if cell.reset_after:
+                candidate = activation(x_t[:, 2 * units:] + r * inner[:, 2 * units:])
+            else:
+                candidate = activation(x_t[:, 2 * units:] + (r * h) @ recurrent[:, 2 * units:])
+            h = z * h + (1 - z) * candidate
+            outputs.append(h)
+        return outputs, [h]
+
+    return run
 
 
 def recurrent_layers(layer: Any) -> list[Any]:
