@@ -26,8 +26,8 @@ On CPU, where a step through Keras ops costs about a millisecond of per-op overh
 batch, the time loop is replaced (:func:`direct_loop`): SimpleRNN, GRU and LSTM cells without
 dropout step in NumPy (:func:`numpy_cell`, tens of microseconds a step), other cells through
 their own ``call``. The benchmark text model (Conv1D, LSTM, Bidirectional GRU, SimpleRNN over 40
-steps) then initializes in about 0.8x Keras's build time on 2 CPU cores, against 2.7-4.4x
-through Keras ops.
+steps; ``tests/benchmarks/bench_init_cost.py``) then initializes in 0.8-1.1x Keras's build time
+on 2 shared CPU cores, against 3.1-4.9x with every step through Keras ops (same processes).
 
 Correlated inputs: a recurrent layer fed directly by another one's sequences runs on
 that layer's Monte Carlo output (kept when it fits in CHUNK_BYTES), which keeps its

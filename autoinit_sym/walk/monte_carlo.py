@@ -111,15 +111,16 @@ def gaussian_statistics(fn: Callable[..., Any], input_shapes: Sequence[Sequence[
     if chunk_size is not None and int(chunk_size) < 1:
         raise ValueError(f"chunk_size must be >= 1 or None, got {chunk_size}")
 
-    generator = keras.random.SeedGenerator(int(seed))
+    seeds = np.random.SeedSequence(int(seed) & 0xFFFFFFFFFFFFFFFF)
     stds = [math.sqrt(float(v)) for v in variances]
     statistics = OutputStatistics() if statistics is None else statistics
     progress = Progress(samples, description)
     size = min(samples, int(chunk_size) if chunk_size else FIRST_CHUNK_ROWS)
     while progress.done < samples:
         size = min(size, samples - progress.done)
-        inputs = [keras.random.normal((size,) + shape, mean=float(m), stddev=s, seed=generator)
-                  for shape, m, s in zip(shapes, means, stds)]
+        chunk_seeds = seeds.spawn(1)[0].generate_state(len(shapes))  # stateless: no Keras variable per run
+        inputs = [keras.random.normal((size,) + shape, mean=float(m), stddev=s, seed=int(chunk_seed))
+                  for shape, m, s, chunk_seed in zip(shapes, means, stds, chunk_seeds)]
         outputs = statistics.add(fn(*inputs))
         progress.advance(size)
         if chunk_size is None:
