@@ -7,6 +7,7 @@ from keras import layers
 
 from autoinit_sym.estimators.base import EstimationContext, WeightInitConfig
 from autoinit_sym.estimators.rnn import RecurrentEstimator, numpy_cell
+from autoinit_sym.walk import weights
 from helpers import propagated
 
 T, F, BATCH = 9, 5, 32
@@ -95,3 +96,18 @@ def test_variance_estimate_keeps_its_documented_accuracy(make, rel_std):
         context = EstimationContext(config=WeightInitConfig(seed=seed), weight_seed=0)  # same kernels
         variances.append(propagated(RecurrentEstimator(layer, context, [(None, 12, 8)]), [0.0], [1.0])[1])
     assert np.std(variances, ddof=1) / np.mean(variances) < rel_std
+
+
+def test_scheduled_kernels_are_drawn_once(monkeypatch):
+    """The Monte Carlo's draw of a recurrent kernel is the one written: no second draw."""
+    drawn = []
+    original = weights.sample
+    monkeypatch.setattr(weights, "sample", lambda *args, **kwargs: drawn.append(args) or original(*args, **kwargs))
+    layer = layers.Bidirectional(layers.GRU(8, return_sequences=True))
+    layer(keras.Input((T, F)))
+    context = EstimationContext()
+    propagated(RecurrentEstimator(layer, context, [(None, T, F)]), [0.0], [1.0])
+    weights.write_pending(context.pending.values(), "truncated_normal", False, context.seed_for)
+    assert len(drawn) == len(context.pending) == 2  # the two directions' input kernels
+    for pending in context.pending.values():
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(pending.variable), pending.kept[1])
