@@ -35,13 +35,15 @@ def build_demo_model(depth: int = DEPTH, width: int = WIDTH, dropout: float = DR
 
 def run_demo(plot_path: str | None = "autoinit_demo.png", samples: int = 1000, seed: int = 0,
              model: Any = None, echo: bool = True) -> Any:
-    """Initialize the demo model with AutoInit, print the per-layer table and write the plot.
+    """Initialize the demo model with AutoInit (weights and samples drawn from ``seed``, so a
+    run is reproducible), print the per-layer table and write the plot.
 
     Returns the :class:`~autoinit_sym.visualizer.SignalPropagation` series."""
     from .visualizer import AutoInitVisualizer
 
     model = build_demo_model() if model is None else model
-    series = AutoInitVisualizer().visualize(model, plot_path=plot_path, num_samples=samples, seed=seed)
+    series = AutoInitVisualizer().visualize(model, plot_path=plot_path, num_samples=samples, seed=seed,
+                                            weight_init_config={"seed": seed})
     if echo:
         print(f"{model.name}: {len(model.layers)} layers, Gaussian input N(0, 1), "
               f"{samples} samples, training mode (dropout active)")

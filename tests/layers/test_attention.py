@@ -60,12 +60,13 @@ def test_projected_attention_output_has_signal_variance(make, mean, var):
     assert abs(y.mean()) < 0.15
 
 
-def test_projected_attention_off_centre_inputs_over_three_draws():
-    # A non-zero input mean becomes per-channel offsets that every position shares, so a
-    # single draw varies a lot; the geometric mean over draws must be on target.
-    ratios = [run(keras.layers.MultiHeadAttention(4, 16), mean=3.0, var=0.5, seed=s)[1][0].var()
-              for s in range(3)]
-    assert 0.75 <= math.exp(np.mean(np.log(ratios))) <= 1.33
+def test_projected_attention_off_centre_inputs_over_twelve_draws():
+    """A non-zero input mean becomes per-channel offsets that every position shares, so a
+    single draw varies a lot; the arithmetic mean over draws (the prediction is 1) reads
+    0.83 +- 0.05 over 24 draws: the rule overestimates this case by about 17%."""
+    measured = [run(keras.layers.MultiHeadAttention(4, 16), mean=3.0, var=0.5, seed=s)[1][0].var()
+                for s in range(12)]
+    assert 0.75 <= np.mean(measured) <= 1.33, measured
 
 
 def test_separate_key_and_value():

@@ -31,38 +31,38 @@ def dense_variances(activation: str, depth: int, width: int, seed: int) -> np.nd
     return np.array([measured[f"dense{i}"][1] for i in range(depth)])
 
 
-def geometric_mean_over_draws(activation: str, depth: int = 10, width: int = 256, draws: int = 3) -> np.ndarray:
-    logs = [np.log(dense_variances(activation, depth, width, seed)) for seed in range(draws)]
-    return np.exp(np.mean(logs, axis=0))
+def mean_over_draws(activation: str, depth: int = 10, width: int = 256, draws: int = 8) -> np.ndarray:
+    """Per Dense layer, the arithmetic mean over ``draws`` independently seeded weight draws of
+    the measured variance: the statistic AutoInit's prediction (an expectation over draws) is."""
+    return np.mean([dense_variances(activation, depth, width, seed) for seed in range(draws)], axis=0)
 
 
-BOUNDS = {"silu": (0.7, 1.5)}
+BOUNDS = {"gelu": (0.8, 1.4)}
 
 
-@pytest.mark.parametrize("activation", ["relu", "tanh", "selu", "gelu", "silu", "elu", "sigmoid", "softplus",
+@pytest.mark.parametrize("activation", ["relu", "tanh", "selu", "gelu", "elu", "sigmoid", "softplus",
                                         "mish", "leaky_relu"])
 def test_ten_layer_mlp_keeps_unit_variance(activation):
-    """Issue 3's floors. Single draws fluctuate a lot at depth 10 (std of log variance
-    about 0.35 over draws for relu at layer 10: finite width), and gelu, mish and silu
-    also drift upward on average (+0.17 in log variance at layer 10 for gelu over 12
-    draws). With these seeds and layer names every layer is inside (closest: gelu 0.81,
-    leaky_relu 0.82, relu 0.83), but not for every draw: other names gave gelu 1.40,
-    mish 1.26, silu 1.80 at layer 10."""
+    """Issue 3's floors, on the mean over 8 draws (width 256, depth 10). Measured per layer:
+    relu 1.00-1.13, tanh and selu within 1%, elu 0.97-1.02, sigmoid 0.92-1.07, softplus
+    0.93-1.10, mish 1.00-1.10, leaky_relu 0.98-1.09; gelu drifts upward with depth (1.26 at
+    layer 10: its variance map has slope slightly above 1 at the fixed point, so finite-width
+    fluctuations grow), hence its wider bound. silu is in the next test."""
     low, high = BOUNDS.get(activation, (0.8, 1.25))
-    variances = geometric_mean_over_draws(activation)
+    variances = mean_over_draws(activation)
     assert np.all((variances >= low) & (variances <= high)), np.round(variances, 3)
 
 
-@pytest.mark.parametrize("activation, high", [("silu", 1.6), ("hard_silu", 2.5)])
+@pytest.mark.parametrize("activation, high", [("silu", 1.8), ("hard_silu", 2.8)])
 def test_unstable_variance_maps_drift_but_each_layer_is_predicted(activation, high):
     """silu and hard_silu have variance maps with slope > 1 at the fixed point: finite
     width and the spread of per-sample input norms make even exact statistics drift
-    upward with depth (layer 10, seeds 0-2: silu 1.01, hard_silu 1.46 here; 1.38 and
-    1.97 with other layer names, i.e. other draws). Checked: the
+    upward with depth (layer 10, mean over 8 draws: silu 1.50, hard_silu 2.15; calibration,
+    ``initialize_model(calibrate=True)``, removes the drift of a draw). Checked: the
     first three layers are at 1, the drift stays below the recorded bound, and in the
     first five layers each activation's output is predicted from its measured input
     (deeper, the pooled input is a visibly non-Gaussian scale mixture: that is the drift)."""
-    variances = geometric_mean_over_draws(activation)
+    variances = mean_over_draws(activation)
     assert np.all(np.abs(np.log(variances[:3])) < np.log(1.1)), np.round(variances, 3)
     assert np.all((variances >= 0.7) & (variances <= high)), np.round(variances, 3)
 

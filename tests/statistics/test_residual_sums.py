@@ -106,9 +106,9 @@ def test_relu_after_a_residual_sum_through_real_layers():
     (the blocks after the first through the moment-matched law of the previous output)."""
     model = residual_block()
     measured, predicted = [], None
-    for seed in range(3):
+    for seed in range(10):  # the arithmetic mean over draws: 3 draws scatter by about 0.06 at block 3
         model, est = AutoInit(weight_init_config={"seed": seed}).initialize_model(model, return_estimates=True)
-        m = measure(model, samples=4096, seed=seed, batch_size=4096)
+        m = measure(model, samples=2048, seed=seed, batch_size=2048)
         measured.append([m[f"relu{i}"][1] for i in range(3)])
         predicted = [est[f"relu{i}"].var for i in range(3)]
     errors = np.log(np.mean(measured, axis=0) / np.array(predicted))
