@@ -137,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="AutoInit against Keras defaults on a deep MLP (the main job)")
     demo.add_argument("-o", "--plot", default="autoinit_demo.png", help="PNG path (default: %(default)s)")
     demo.add_argument("--samples", type=_sample_count, default=1000, help="Gaussian inputs (default: %(default)s)")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--seed", type=int, default=0,
+                      help="seed of the weight draw and the samples (default 0: every run is the same)")
     demo.set_defaults(run=_cmd_demo)
 
     def model_options(p: argparse.ArgumentParser) -> None:
@@ -153,7 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--input-var", type=_positive, default=1.0, help="variance of the input data (default: 1)")
         p.add_argument("--signal-variance", type=_positive, default=1.0,
                        help="variance every weighted layer's output should have (default: 1)")
-        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--seed", type=int, default=0,
+                       help="seed of the weight draw (and of --plot's samples); default 0, so every run draws the "
+                            "same weights, unlike the Python API, whose default draws fresh ones")
 
     init = sub.add_parser("init", help="initialize a saved model with AutoInit and save it as .keras",
                           epilog=SAFETY)
