@@ -1,9 +1,15 @@
 """Training benefit: deep unnormalized networks trained on scikit-learn's bundled digits.
 
 For each architecture (a deep Dense stack, a plain CNN), activation, initialization
-(Keras default glorot_uniform, he_normal, lecun_normal, AutoInit) and seed, train for a
-fixed number of epochs with Adam (learning rate 1e-3, no schedule) and record the test accuracy. No download:
-``sklearn.datasets.load_digits`` ships with scikit-learn (the ``bench`` extra).
+(Keras default glorot_uniform, he_normal, lecun_normal, AutoInit, AutoInit + calibration,
+LSUV) and seed, train for a fixed number of epochs with Adam (learning rate 1e-3, no schedule)
+and record the test accuracy. No download: ``sklearn.datasets.load_digits`` ships with
+scikit-learn (the ``bench`` extra).
+
+The two data-driven rows see the same rows: AutoInit + calibration is
+``initialize_model(model, data=x_train, calibrate=True)`` (the input statistics and the
+calibration batch are the training split), LSUV (``lsuv.py``) runs on the whole training split
+as its batch.
 """
 from __future__ import annotations
 
@@ -17,7 +23,8 @@ from .figures import INIT_COLORS, new_figure, save
 from .networks import deep_mlp, plain_cnn
 from .schema import make_result, write_result
 
-INITS = ("keras_default", "he_normal", "lecun_normal", "autoinit")
+INITS = ("keras_default", "he_normal", "lecun_normal", "autoinit", "autoinit_calibrated", "lsuv")
+COLORS = {**INIT_COLORS, "autoinit_calibrated": "#17becf", "lsuv": "#9467bd"}
 
 
 @dataclass(frozen=True)
@@ -63,7 +70,7 @@ def load_digits_split(test_fraction: float):
 
 def build(settings: Settings, architecture: str, activation: str, init: str):
     """The network for one run, with ``init``'s kernel initializer (AutoInit is applied later)."""
-    kernel = None if init in ("keras_default", "autoinit") else init
+    kernel = init if init in ("he_normal", "lecun_normal") else None
     if architecture == "mlp":
         return deep_mlp(settings.mlp_depth, settings.mlp_width, activation, 64,
                         kernel_initializer=kernel, classes=10)
@@ -74,17 +81,29 @@ def build(settings: Settings, architecture: str, activation: str, init: str):
 
 
 def initial_weights(settings: Settings, architecture: str, activation: str, init: str, seed: int,
-                    pixel_mean: float, pixel_var: float) -> list:
-    """Weights of a freshly built network under ``init`` (AutoInit given the pixel statistics)."""
+                    pixel_mean: float, pixel_var: float, x_train=None) -> list:
+    """Weights of a freshly built network under ``init``: AutoInit given the pixel statistics;
+    AutoInit + calibration and LSUV given the training images ``x_train`` (shaped for the
+    network)."""
     import keras
 
     keras.utils.set_random_seed(seed)
     model = build(settings, architecture, activation, init)
+    if init in ("autoinit_calibrated", "lsuv") and x_train is None:
+        raise ValueError(f"init {init!r} needs the training images (x_train)")
     if init == "autoinit":
         from autoinit_sym import AutoInit
 
         AutoInit(input_data_mean=pixel_mean, input_data_var=pixel_var,
                  weight_init_config={"seed": seed}).initialize_model(model)
+    elif init == "autoinit_calibrated":
+        from autoinit_sym import AutoInit
+
+        AutoInit(weight_init_config={"seed": seed}).initialize_model(model, data=x_train, calibrate=True)
+    elif init == "lsuv":
+        from .lsuv import lsuv
+
+        lsuv(model, x_train, seed=seed)
     return model.get_weights()
 
 
@@ -111,7 +130,7 @@ class CompiledNetwork:
         if self.architecture == "cnn":
             x_train, x_test = x_train.reshape(-1, 8, 8, 1), x_test.reshape(-1, 8, 8, 1)
         self.model.set_weights(initial_weights(self.settings, self.architecture, self.activation,
-                                               init, seed, pixel_mean, pixel_var))
+                                               init, seed, pixel_mean, pixel_var, x_train))
         for variable, value in zip(self.model.optimizer.variables, self.optimizer_start):
             variable.assign(value)
         keras.utils.set_random_seed(seed)  # the shuffling order
@@ -149,7 +168,8 @@ def summarize(runs: list[dict]) -> list[dict]:
 
 
 def headline(summary: list[dict]) -> dict:
-    """Per init: mean accuracy over all cells; how often AutoInit is best (or within 1 point)."""
+    """Per init: mean accuracy over all cells; how often AutoInit is best (or within 1 point);
+    how often AutoInit + calibration is at least as good as every other initializer."""
     out = {}
     for init in {row["init"] for row in summary}:
         out[f"mean_accuracy_{init}"] = mean(r["mean_accuracy"] for r in summary if r["init"] == init)
@@ -162,6 +182,12 @@ def headline(summary: list[dict]) -> dict:
                                                  for c in cells.values())
         out["autoinit_worse_by_over_5pt"] = sum(c["autoinit"] < max(c.values()) - 0.05
                                                 for c in cells.values())
+    if all("autoinit_calibrated" in c for c in cells.values()):
+        others = [max(v for k, v in c.items() if k != "autoinit_calibrated") for c in cells.values()]
+        mine = [c["autoinit_calibrated"] for c in cells.values()]
+        out["calibrated_at_least_best_other"] = sum(m >= o for m, o in zip(mine, others))
+        out["calibrated_best_or_within_1pt"] = sum(m >= o - 0.01 for m, o in zip(mine, others))
+        out["calibrated_worst_shortfall"] = max(o - m for m, o in zip(mine, others))
     return out
 
 
@@ -179,7 +205,7 @@ def plot(summary: list[dict], settings: Settings, out_dir: Path) -> str:
             errors = [[m - rows[a]["min_accuracy"] for a, m in zip(settings.activations, means)],
                       [rows[a]["max_accuracy"] - m for a, m in zip(settings.activations, means)]]
             ax.bar(xs, means, width, yerr=errors, capsize=2, label=init,
-                   color=INIT_COLORS.get(init))
+                   color=COLORS.get(init))
         ax.set_xticks(range(len(settings.activations)), settings.activations)
         ax.set_ylim(0, 1.18)
         ax.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
@@ -187,7 +213,7 @@ def plot(summary: list[dict], settings: Settings, out_dir: Path) -> str:
         depth = settings.mlp_depth if architecture == "mlp" else settings.cnn_depth
         ax.set_title(f"{architecture.upper()}, {depth} layers, {settings.epochs} epochs, digits")
         ax.set_ylabel("test accuracy (bars: min-max over seeds)")
-    axes[0][0].legend(loc="upper center", ncol=5, fontsize=7, frameon=False)
+    axes[0][0].legend(loc="upper center", ncol=4, fontsize=7, frameon=False)
     return save(fig, out_dir, "training.png")
 
 

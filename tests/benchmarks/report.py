@@ -26,7 +26,8 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 START, END = "<!-- benchmarks:start -->", "<!-- benchmarks:end -->"
 INIT_LABELS = {"keras_default": "Keras default", "he_normal": "he_normal",
-               "lecun_normal": "lecun_normal", "autoinit": "AutoInit"}
+               "lecun_normal": "lecun_normal", "autoinit": "AutoInit",
+               "autoinit_calibrated": "AutoInit + calibration", "lsuv": "LSUV"}
 
 
 def _err(x: float | None) -> str:
@@ -169,7 +170,7 @@ def render_training(doc: dict, results_dir: Path, base: Path) -> list[str]:
     cells: dict[tuple, dict] = {}
     for r in summary:
         cells.setdefault((r["architecture"], r["activation"]), {})[r["init"]] = r
-    rows, worse = [], []
+    rows, worse, short = [], [], []
     for (arch, act), by_init in cells.items():
         best = max(r["mean_accuracy"] for r in by_init.values())
         rows.append([arch.upper(), act] + [
@@ -180,6 +181,12 @@ def render_training(doc: dict, results_dir: Path, base: Path) -> list[str]:
             winner = max(by_init, key=lambda i: by_init[i]["mean_accuracy"])
             worse.append(f"{arch.upper()} {act} ({by_init['autoinit']['mean_accuracy']:.3f} vs "
                          f"{INIT_LABELS[winner]} {best:.3f})")
+        if "autoinit_calibrated" in by_init and len(by_init) > 1:
+            other = max((i for i in by_init if i != "autoinit_calibrated"),
+                        key=lambda i: by_init[i]["mean_accuracy"])
+            mine, theirs = by_init["autoinit_calibrated"]["mean_accuracy"], by_init[other]["mean_accuracy"]
+            if mine < theirs:
+                short.append(f"{arch.upper()} {act} ({mine:.3f} vs {INIT_LABELS[other]} {theirs:.3f})")
     lines = [
         "### Training deep unnormalized networks on digits",
         "",
@@ -189,12 +196,21 @@ def render_training(doc: dict, results_dir: Path, base: Path) -> list[str]:
         f"{s['epochs']} epochs, batch {s['batch_size']}, seeds {s['seeds']}. Test accuracy: mean "
         "over seeds (min-max); best per row in bold. Mean over all rows: "
         + ", ".join(f"{INIT_LABELS[i]} {mean(r['mean_accuracy'] for r in summary if r['init'] == i):.3f}"
-                    for i in inits) + ".",
+                    for i in inits) + "."
+        + (" The data-driven rows see the same training rows: AutoInit + calibration is "
+           "`initialize_model(model, data=x_train, calibrate=True)`; LSUV (Mishkin & Matas 2016, "
+           "`tests/benchmarks/lsuv.py`) draws orthonormal kernels, then scales each layer in turn until "
+           "its pre-activation variance on the training split is within 0.1 of 1."
+           if {"autoinit_calibrated", "lsuv"} & set(inits) else ""),
         "",
     ]
     lines += _table(["network", "activation"] + [INIT_LABELS[i] for i in inits], rows)
     lines += ["", ("Where AutoInit trails the best initializer by more than 1 point: " + "; ".join(worse) + "."
                    ) if worse else "AutoInit is within 1 point of the best initializer in every row.", ""]
+    if any("autoinit_calibrated" in by_init for by_init in cells.values()):
+        lines += [("Where AutoInit + calibration is below the best other initializer: " + "; ".join(short) + "."
+                   ) if short else "AutoInit + calibration is at least as good as every other initializer in "
+                   "every row.", ""]
     return lines + _image(doc, results_dir, base, "test accuracy")
 
 
@@ -225,7 +241,10 @@ def headlines(docs: dict[str, dict]) -> list[str]:
         out.append("- Digits test accuracy, mean over networks and activations: " + ", ".join(
             f"{INIT_LABELS[i]} {h[f'mean_accuracy_{i}']:.3f}" for i in inits)
             + (f"; AutoInit best or within 1 point in {h['autoinit_best_or_within_1pt']} of "
-               f"{h['cells']} rows." if "cells" in h else "."))
+               f"{h['cells']} rows" if "cells" in h else "")
+            + (f"; AutoInit + calibration at least as good as every other initializer in "
+               f"{h['calibrated_at_least_best_other']} of {h['cells']} rows"
+               if "calibrated_at_least_best_other" in h and "cells" in h else "") + ".")
     return out
 
 

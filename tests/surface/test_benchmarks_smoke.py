@@ -68,7 +68,8 @@ def test_signal_figures(results):
 
 def test_training_figures(results):
     res = read_result(results / "training.json")["results"]
-    assert {r["init"] for r in res["runs"]} == {"keras_default", "he_normal", "lecun_normal", "autoinit"}
+    assert {r["init"] for r in res["runs"]} == {"keras_default", "he_normal", "lecun_normal", "autoinit",
+                                           "autoinit_calibrated", "lsuv"}
     assert all(0 <= r["test_accuracy"] <= 1 for r in res["runs"])
     assert len(res["summary"]) == len(res["runs"])  # one seed in the tiny preset
 

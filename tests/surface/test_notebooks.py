@@ -10,9 +10,9 @@ from nbclient import NotebookClient
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[2] / "notebooks").glob("*.ipynb"))
 
 
-def test_the_three_notebooks_exist():
+def test_the_four_notebooks_exist():
     assert [p.name for p in NOTEBOOKS] == ["01_new_activation.ipynb", "02_keras_applications.ipynb",
-                                           "03_formula_tables.ipynb"]
+                                           "03_formula_tables.ipynb", "04_pretrained_and_calibration.ipynb"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
