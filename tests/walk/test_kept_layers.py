@@ -17,18 +17,27 @@ def numpy_weights(layers) -> list[np.ndarray]:
 
 @pytest.fixture(scope="module")
 def frozen_backbone():
-    """MobileNetV2 (32x32, no top) with non-AutoInit weights, frozen, under a new Dense head."""
+    """MobileNetV2 (32x32, no top) with non-AutoInit weights (Keras's default kernels and
+    batch-normalization statistics collected on the data, so that, like a trained backbone,
+    it maps different images to different features), frozen, under a new Dense head; the
+    data are blocky random images."""
     keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(1)
+    data = np.kron(rng.uniform(0, 1, (256, 4, 4, 3)), np.ones((1, 8, 8, 1)))
+    data = (data + rng.normal(0, 0.05, data.shape)).astype("float32")
     base = keras.applications.MobileNetV2(weights=None, input_shape=(32, 32, 3), include_top=False,
                                           pooling="avg")
-    rng = np.random.default_rng(1)
-    for v in base.weights:
-        offset = 1.0 if "gamma" in v.path or "variance" in v.path else 0.0
-        v.assign(rng.normal(0.0, 0.05, v.shape).astype(v.dtype) + offset)
+    norms = [layer for layer in base.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    for layer in norms:
+        layer.momentum = 0.0
+    base(data, training=True)
+    for layer in norms:
+        layer.momentum = 0.99
     base.trainable = False
+    features = keras.ops.convert_to_numpy(base(data, training=False))
+    assert features.var(axis=0).mean() > 0.1 * features.var()  # the features differ between images
     inputs = keras.Input((32, 32, 3))
     model = keras.Model(inputs, keras.layers.Dense(128, name="head")(base(inputs)))
-    data = rng.normal(0.3, 0.7, (256, 32, 32, 3)).astype("float32")
     return model, base, data
 
 
