@@ -12,10 +12,15 @@ profile is S / mean S. Unknown spatial sizes (or channels_first) fall back to th
 tap count, kernel (kernel/stride for transposes) where even that is unknown.
 Offsets common to all positions of an input channel reach two output positions only
 through taps valid at both, so the position-shared variance of the output is scaled by
-:meth:`ConvolutionEstimator.shared_tap_ratio` (< 1 where borders cut taps).
+:meth:`ConvolutionEstimator.shared_tap_ratio` (< 1 where borders cut taps), and where that
+makes the offsets vary enough the output carries them per position
+(:meth:`ConvolutionEstimator.pre_activation_offsets`). The short-range correlation of the
+output's positions follows ``statistics.lag_correlation`` (``convolved``; ``transposed`` for
+the transposes).
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from typing import Sequence
@@ -23,9 +28,12 @@ from typing import Sequence
 import keras
 import numpy as np
 
+from autoinit_sym.statistics.border_profile import (MAX_OFFSET_POSITIONS, PositionOffsets, along_axes,
+                                                   convolved_offsets, tap_matrix, tap_positions, tap_selections)
+from autoinit_sym.statistics.lag_correlation import LagCorrelation, convolved, point, transposed
+from autoinit_sym.statistics.state import TensorState
+
 from .registry import rule_for
-from autoinit_sym.statistics.lag_correlation import LagCorrelation, convolved
-from autoinit_sym.statistics.border_profile import along_axes, tap_matrix, tap_positions
 from .weighted import WeightedLayerEstimator, kernel_stddev
 
 
@@ -103,17 +111,66 @@ class ConvolutionEstimator(WeightedLayerEstimator):
                     for i, o, k, s, d in axes]
         return along_axes(matrices, profile)
 
+    def propagate(self, inputs: Sequence[TensorState]) -> TensorState:
+        # The pre-activation offsets (:meth:`pre_activation_offsets`) need the input's mean,
+        # shared variance and offsets, which the base class does not hand to its hooks.
+        self.input_states = list(inputs)
+        return super().propagate(inputs)
+
     def pre_activation_lags(self, lags: LagCorrelation | None, sums: np.ndarray | None) -> LagCorrelation | None:
-        """The output's short-range spatial correlation from the input's
-        (``lag_correlation.convolved`` with :meth:`lag_channels` input channels per output
-        and the average number of taps inside the input per axis);
-        None for transposed convolutions, channels_first or unknown spatial lengths."""
+        """The output's short-range spatial correlation (:meth:`correlated_lags`) with the
+        per-position offsets of its channels (:meth:`pre_activation_offsets`)."""
+        correlation = self.correlated_lags(lags, sums)
+        offsets = self.pre_activation_offsets(sums)
+        if offsets is None:
+            return correlation
+        if correlation is None:
+            correlation = point(len(offsets.spatial))
+        return dataclasses.replace(correlation, offsets=offsets)
+
+    def correlated_lags(self, lags: LagCorrelation | None, sums: np.ndarray | None) -> LagCorrelation | None:
+        """The output's short-range spatial correlation from the input's: ``lag_correlation.convolved``
+        with :meth:`lag_channels` input channels per output and the average number of taps inside
+        the input per axis; a transposed convolution by ``lag_correlation.transposed``; None for
+        channels_first or unknown spatial lengths."""
         axes = self._axes()
-        if self.transpose or not self.channels_last() or any(i is None or o is None for i, o, *_ in axes):
+        if not self.channels_last() or any(i is None or o is None for i, o, *_ in axes):
             return None
-        ins, outs, _, strides, dilation = (tuple(int(v) for v in values) for values in zip(*axes))
+        ins, outs, kernel, strides, dilation = (tuple(int(v) for v in values) for values in zip(*axes))
+        if self.transpose:
+            return transposed(lags, ins, outs, kernel, strides, self.layer.padding, self.lag_channels())
         inside = tuple(float(f.sum()) for f in self.tap_fractions())
         return convolved(lags, ins, outs, inside, strides, dilation, self.lag_channels())
+
+    def pre_activation_offsets(self, sums: np.ndarray | None) -> PositionOffsets | None:
+        """The per-position offsets of the output channels (``border_profile.convolved_offsets``):
+        the input's mean and fixed shared offsets reach a position through the taps that land
+        inside the input, so zero padding makes them differ at the borders; the weights have
+        variance signal_variance / (mean_o S(o) E[x^2]) per input channel reaching an output.
+        None for channels_first, unknown spatial lengths, maps of more than MAX_OFFSET_POSITIONS
+        positions or offsets that do not vary."""
+        axes = self._axes()
+        state = self.input_states[0] if getattr(self, "input_states", None) else None
+        if state is None or not self.channels_last() or any(i is None or o is None for i, o, *_ in axes):
+            return None
+        if math.prod(int(o) for _, o, *_ in axes) > MAX_OFFSET_POSITIONS:
+            return None
+        spatial_in = tuple(int(i) for i, *_ in axes)
+        source = state.lags.offsets if state.lags is not None else None
+        source = source if source is not None and source.spatial == spatial_in else None
+        uniform = state.mean ** 2 + max(state.shared - state.sample_shared, 0.0)
+        if source is not None:
+            uniform = state.mean ** 2 + max(state.shared - state.sample_shared - float(
+                (source.factors.mean(axis=tuple(range(1, source.factors.ndim))) ** 2).sum()), 0.0)
+        if uniform <= 0 and source is None:
+            return None
+        means, variances = self.scale_statistics(self.input_states)
+        scale_second = float(variances[0]) + float(means[0]) ** 2
+        weight = self.signal_variance / (self.average_taps(sums) * scale_second)
+        selections = [tap_selections(int(i), int(o), k, s, d, self.layer.padding, self.transpose)
+                      for i, o, k, s, d in axes]
+        within = self.signal_variance * max(state.var - state.shared, 0.0) / scale_second
+        return convolved_offsets(selections, weight, uniform, source, within)
 
     def lag_channels(self) -> float:
         """Input channels whose independent kernels reach one output (the kernel's second-to-last axis)."""
@@ -151,6 +208,10 @@ class ConvTransposeEstimator(ConvolutionEstimator):
     def fan_in(self, sums: np.ndarray | None) -> float:
         return self.average_taps(sums) * int(self.layer.kernel.shape[-1])
 
+    def lag_channels(self) -> float:
+        """Input channels reaching each output: the transposed kernel's last axis."""
+        return float(self.layer.kernel.shape[-1])
+
 
 @rule_for(keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
 class DepthwiseConvEstimator(ConvolutionEstimator):
@@ -177,10 +238,10 @@ class SeparableConvEstimator(ConvolutionEstimator):
     def lag_channels(self) -> float:
         return 1.0
 
-    def pre_activation_lags(self, lags: LagCorrelation | None, sums: np.ndarray | None) -> LagCorrelation | None:
+    def correlated_lags(self, lags: LagCorrelation | None, sums: np.ndarray | None) -> LagCorrelation | None:
         """The depthwise stage's correlation (one channel per output), then the pointwise
         kernel's (a 1x1 convolution over input channels x depth_multiplier)."""
-        depthwise = super().pre_activation_lags(lags, sums)
+        depthwise = super().correlated_lags(lags, sums)
         if depthwise is None:
             return None
         spatial = tuple(int(o) for _, o, *_ in self._axes())

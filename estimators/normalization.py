@@ -12,15 +12,23 @@ training mode subtracts each channel's batch mean, which removes per-channel off
 assuming those dominate the shared part before it (they do after weighted layers), its
 output shares only Var_channels(beta). Layer/Group normalization standardize each
 sample's positions separately and keep the input's shared fraction c / var.
+
+All of them keep the lag correlation of a channel's positions (``statistics.lag_correlation``).
+Where borders made the channels' offsets vary with position
+(``border_profile.PositionOffsets``), batch normalization removes only their mean over
+positions: the border pattern stays, the same in every sample, and becomes part of the output's
+per-position profile (:meth:`BatchNormalizationEstimator.left_offsets`).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, Sequence
 
 import keras
 import numpy as np
 
+from autoinit_sym.statistics.border_profile import PositionOffsets, normalized, significant, spatial_shape
 from autoinit_sym.statistics.linear import (affine_moments, affine_shared, direction_moments,
                                             standardized_second_moment)
 from autoinit_sym.statistics.state import TensorState
@@ -40,6 +48,25 @@ def per_position(rule: LayerRule) -> dict[str, Any]:
         return {"profile": None}
     axes = positive_axes(rule.layer.axis, len(shape))
     return {} if any(1 <= a <= len(shape) - 2 for a in axes) else {"profile": None}
+
+
+def standardized_lags(rule: LayerRule, state: TensorState, each_position: bool) -> Any:
+    """The lag correlation after a per-sample standardization (Layer/Group normalization): each
+    sample is shifted and scaled by statistics over many elements, which keeps the correlation of
+    a channel's positions; the per-position offsets of the channels are scaled by
+    sqrt(avg gamma^2 / (v + eps)), v the variance the layer divides by (per position where it
+    normalizes each position over the channels alone, ``each_position``: v(p) = r(p) E[x^2] - mean^2)."""
+    lags = state.lags
+    offsets = None if lags is None else lags.offsets
+    if offsets is None:
+        return lags
+    gamma = float(np.mean(_parameter(rule.layer, rule.layer.scale, "gamma", "gamma_initializer", 1.0,
+                                     rule.parameter_shape()) ** 2))
+    variance = np.full(offsets.spatial, state.var)
+    if each_position and state.profile is not None and state.profile.shape == offsets.spatial:
+        variance = np.maximum(state.profile * state.second_moment - state.mean ** 2, 0.0)
+    scale = np.sqrt(gamma / (variance + rule.layer.epsilon))
+    return dataclasses.replace(lags, offsets=significant(offsets.scaled(scale).factors, gamma))
 
 
 def affine_output(rule: LayerRule, inputs: Sequence[TensorState], scale: Any, offset: Any) -> TensorState:
@@ -111,7 +138,30 @@ class BatchNormalizationEstimator(_Standardizing):
 
     def propagate(self, inputs: Sequence[TensorState]) -> TensorState:
         # a per-channel affine map keeps the correlation of positions
-        return self.standardized(inputs, lags=inputs[0].lags)
+        state = inputs[0]
+        offsets = state.lags.offsets if state.lags is not None else None
+        spatial = spatial_shape(self.input_shapes[0]) if self.input_shapes else None
+        if offsets is None or offsets.spatial != spatial:
+            return self.standardized(inputs, lags=state.lags)
+        return self.standardized(inputs, **self.left_offsets(state, offsets))
+
+    def left_offsets(self, state: TensorState, offsets: PositionOffsets) -> dict[str, Any]:
+        """The per-position offsets that the batch statistics leave (``border_profile.PositionOffsets``):
+        subtracting each channel's mean over batch and positions removes their mean over positions
+        and keeps d(p) - mean_q d(q), the same in every sample, scaled like the values by
+        sqrt(avg gamma^2 / (w + eps)), w = var - (shared - sample_shared) the channel's variance. The
+        output's profile is then that of e(p) + d(p) - mean d + the per-sample offsets:
+        r(p) ~ E[x_p^2] - mean^2 - Var(d(p)) + Var(d(p) - mean d), E[x_p^2] from the input's profile."""
+        shape = self.parameter_shape()
+        gamma = _parameter(self.layer, self.layer.scale, "gamma", "gamma_initializer", 1.0, shape)
+        within = max(state.var - (state.shared - state.sample_shared), 0.0)
+        left = PositionOffsets(offsets.centred)
+        second = state.second_moment * (1.0 if state.profile is None else state.profile)
+        rest = np.maximum(second - state.mean ** 2 - offsets.total, 0.0)
+        scale = math.sqrt(float(np.mean(gamma ** 2)) / (within + self.layer.epsilon))
+        kept = significant(left.scaled(scale).factors, float(np.mean(gamma ** 2)))
+        lags = dataclasses.replace(state.lags, offsets=kept)
+        return {"lags": lags, "profile": normalized(rest + left.total)}
 
 
 @rule_for(keras.layers.LayerNormalization)
@@ -127,14 +177,16 @@ class LayerNormalizationEstimator(_Standardizing):
         return None if shape is None else elements_along(shape, positive_axes(self.layer.axis, len(shape)))
 
     def propagate(self, inputs: Sequence[TensorState]) -> TensorState:
+        position = per_position(self)  # {"profile": None} where each position is normalized alone
+        known = {**position, "lags": standardized_lags(self, inputs[0], bool(position))}
         if not self.layer.rms_scaling:
-            return self.standardized(inputs, **per_position(self))
+            return self.standardized(inputs, **known)
         self.method = CLOSED_FORM
         state = inputs[0]
         inv = 1.0 / math.sqrt(state.var + self.layer.epsilon)
         gamma = _parameter(self.layer, True, "gamma", "gamma_initializer", 1.0, self.parameter_shape())
         return self.output(inputs, *affine_moments(gamma * inv, 0.0, state.mean, state.var),
-                           shared=affine_shared(gamma * inv, 0.0, state.mean, state.shared), **per_position(self))
+                           shared=affine_shared(gamma * inv, 0.0, state.mean, state.shared), **known)
 
 
 @rule_for(keras.layers.GroupNormalization)
@@ -151,6 +203,9 @@ class GroupNormalizationEstimator(_Standardizing):
         rank = len(shape)
         size = elements_along(shape, range(1, rank))
         return None if size is None else size // self.layer.groups
+
+    def propagate(self, inputs: Sequence[TensorState]) -> TensorState:
+        return self.standardized(inputs, lags=standardized_lags(self, inputs[0], False))
 
 
 @rule_for(keras.layers.UnitNormalization)

@@ -20,6 +20,21 @@ s a per-channel factor) is s f(max z): its moments are E[f(mean + a + sd M_k)] w
 M_k independent (:func:`max_of_activation_moments`), not those of a max of Gaussians.
 Zero padding before it keeps this form when f >= 0 (a zero never wins the max); its
 windows are then counted on the padded input (a border window has fewer real elements).
+
+Correlated or unequal positions (``statistics.correlated_max``). Where the input's positions
+are correlated (a lag correlation beyond lag 0), differ in variance (a border profile) or carry
+per-position offsets, the max of k positions is not that of k iid ones: correlated positions
+give a smaller max, positions with a larger variance win it more often. The max is then
+sampled (:meth:`_Pooling.sampled_max`): one channel's field x_p = mean + sqrt(r(p)) (a + e_p)
++ d(p), e white noise convolved with a kernel whose autocorrelation is the tracked mean
+correlation, a the shared offset (Gauss-Hermite nodes), d the per-position offsets, run through
+the layer itself (seeded, chunked, vectorized through Keras ops); the output's lag correlation
+is measured on the samples. An activation output is sampled as f of its Gaussian z, z's profile
+recovered from the output's.
+
+An average pool keeps the per-position offsets d of a window
+(``border_profile.PositionOffsets``: the border pattern batch normalization leaves) instead of
+dividing them by k like the rest (:meth:`_Pooling.with_offsets`).
 """
 from __future__ import annotations
 
@@ -29,14 +44,16 @@ from typing import Any, Sequence
 import keras
 import numpy as np
 
-from autoinit_sym.moment_engine.order_statistics import max_of_iid_normal_moments, max_of_iid_normal_nodes
-
 from autoinit_sym.moment_engine.nodes import standard_normal_nodes
+from autoinit_sym.moment_engine.order_statistics import max_of_iid_normal_moments, max_of_iid_normal_nodes
 from autoinit_sym.statistics.activation import ActivationOutput
-from autoinit_sym.statistics.border_profile import spatial_shape, tap_matrix, window_means
+from autoinit_sym.statistics.border_profile import PositionOffsets, distinct, spatial_shape, tap_matrix, window_means
+from autoinit_sym.statistics.correlated_max import (correlation_reach, field_kernel, input_variances, pooled_reach,
+                                                    sample_lags)
+from autoinit_sym.statistics.lag_correlation import LagCorrelation, activation_function, point, reduced
 from autoinit_sym.statistics.state import TensorState
 
-from .base import EXACT, QUADRATURE, LayerRule
+from .base import EXACT, MONTE_CARLO, QUADRATURE, LayerRule
 from .registry import rule_for
 
 
@@ -94,6 +111,18 @@ VARIANCE_FLOOR = 1e-10
 """Relative variance given to the moment engine where the conditional variance is 0."""
 SHARED_NODES = 32
 """Gauss-Hermite nodes over the shared offset a in :func:`max_of_activation_moments`."""
+SAMPLED_NODES = 12
+"""Gauss-Hermite nodes over the shared offset a in a sampled max (:meth:`_Pooling.sampled_max`)."""
+SAMPLED_WINDOWS = 1 << 18
+"""Pooled values (rows x output positions) a sampled max aims at."""
+SAMPLED_ELEMENTS = 1 << 24
+"""Most input elements pooled in all (rows x positions x nodes of the shared offset)."""
+SAMPLED_ROWS = (16, 4096)
+"""Fewest and most sampled rows (one channel's field each)."""
+SAMPLED_CHUNK = 1 << 20
+"""Input elements per call of the layer."""
+SAMPLED_NOISE_FLOOR = 3.0
+"""A sampled output correlation within this many standard errors of 0 is taken as 0."""
 
 
 def max_of_activation_moments(origin: Any, ks: np.ndarray, weights: np.ndarray) -> tuple[float, float, float]:
@@ -103,26 +132,56 @@ def max_of_activation_moments(origin: Any, ks: np.ndarray, weights: np.ndarray) 
 
     Given M_k = max e_i = t the argument is N(mean + sd t, c), so E[f^n] = E_t[E[f^n | t]]
     with the moment engine's conditional moments and quadrature over M_k's density
-    (:func:`max_of_iid_normal_nodes`). Two windows share a: with G(a) = sum_k w_k E_t f(mean + a + sd t),
+    (:func:`max_of_iid_normal_nodes`), see :func:`activation_of_max`."""
+    sd = math.sqrt(max(origin.var - origin.shared, 0.0))
+    nodes, masses = [], []
+    for k, w in zip(ks, weights):
+        t, p = max_of_iid_normal_nodes(int(k))
+        nodes.append(sd * t)
+        masses.append(w * p)
+    return activation_of_max(origin, np.concatenate(nodes), np.concatenate(masses))
+
+
+def activation_of_max(origin: Any, nodes: np.ndarray, masses: np.ndarray) -> tuple[float, float, float]:
+    """(mean, var, shared) of s f(mean + a + M) for a max M of the varying part given by
+    ``nodes`` with probability ``masses``, a ~ N(0, c) common to the channel's windows, s the
+    per-channel scale of ``origin``: E[f^n] = sum_t masses_t E[f^n(mean + t + a)] (the moment
+    engine at (mean + t, c)); two windows share a: with G(a) = E_M f(mean + a + M),
     shared = E[s^2] Var_a(G) + (E[s^2] - 1) E[G]^2."""
     engine = origin.engine()
     c = origin.shared
     floor = VARIANCE_FLOOR * origin.var
-    sd = math.sqrt(max(origin.var - c, 0.0))
+    centres = origin.mean + nodes
+    first = float(masses @ engine.mean(centres, max(c, floor)))
+    second = float(masses @ engine.second_moment(centres, max(c, floor)))
     u, h = standard_normal_nodes(SHARED_NODES)
-    first = second = 0.0
-    per_offset = np.zeros_like(u)
-    for k, w in zip(ks, weights):
-        t, p = max_of_iid_normal_nodes(int(k))
-        centres = origin.mean + sd * t
-        first += w * float(p @ engine.mean(centres, max(c, floor)))
-        second += w * float(p @ engine.second_moment(centres, max(c, floor)))
-        grid = centres[None, :] + math.sqrt(c) * u[:, None]
-        per_offset += w * (np.asarray(engine.mean(grid.ravel(), floor)).reshape(grid.shape) @ p)
+    grid = centres[None, :] + math.sqrt(c) * u[:, None]
+    per_offset = np.asarray(engine.mean(grid.ravel(), floor)).reshape(grid.shape) @ masses
     scale = origin.scale_second
     spread = float(h @ (per_offset - h @ per_offset) ** 2)
     shared = scale * spread + (scale - 1.0) * first ** 2
     return first, max(scale * second - first ** 2, 0.0), shared
+
+
+def _offsets(lags: Any, spatial: Sequence[int | None]) -> PositionOffsets | None:
+    """The per-position offsets ``lags`` carries for a tensor of this spatial shape, else None."""
+    offsets = getattr(lags, "offsets", None)
+    return offsets if offsets is not None and offsets.spatial == tuple(spatial) else None
+
+
+def _pre_activation_profile(origin: Any, state: TensorState) -> np.ndarray | None:
+    """The profile of z behind an activation output s f(z) with profile r: per distinct r, the
+    variance v with E[f(N(mean_z, v))^2] = r E[y^2] / E[s^2] (``correlated_max.input_variances``),
+    as (v + mean_z^2) / E[z^2]; None without a profile or where E[f^2] is not monotone in v."""
+    if state.profile is None:
+        return None
+    values, inverse, _ = distinct(state.profile)
+    targets = values * state.second_moment / origin.scale_second
+    variances = input_variances(origin.engine().second_moment, origin.mean, origin.var, targets)
+    if variances is None:
+        return None
+    squared = origin.mean * origin.mean
+    return ((variances + squared) / (origin.var + squared))[inverse].reshape(state.profile.shape)
 
 
 class _Pooling(LayerRule):
@@ -164,22 +223,168 @@ class _Pooling(LayerRule):
             return 1.0
         return lags.pooled_factor(window)
 
+    def window_reach(self) -> tuple[tuple[int, int], ...] | None:
+        """Per spatial axis, (window length, stride) bounds for the output lags at which max-pooled
+        windows can still be correlated (None: no output positions, a global pool)."""
+        return None
+
     def propagate(self, inputs: Sequence[TensorState]) -> TensorState:
         state = inputs[0]
-        ks, weights = pooled_counts(self.axis_window_sizes(self.spatial_shape()))
         known: dict[str, Any] = {"profile": self.output_profile(state.profile)}
-        if self.mode == "max" and isinstance(state.origin, ActivationOutput):
-            mean, var, known["shared"] = max_of_activation_moments(state.origin, ks, weights)
+        if self.mode == "max" and self.correlated(state):
+            self.method = MONTE_CARLO
+            mean, var, known["shared"], lags = self.sampled_max(state)
+            if lags is not None:
+                known["lags"] = lags
         else:
-            known["shared"] = min(state.shared, state.var)
-            mean, var = pooled_moments(state.mean, state.var, ks, weights, self.mode, known["shared"],
-                                       self.correlation(state.lags))
+            ks, weights = pooled_counts(self.axis_window_sizes(self.spatial_shape()))
+            if self.mode == "max" and isinstance(state.origin, ActivationOutput):
+                mean, var, known["shared"] = max_of_activation_moments(state.origin, ks, weights)
+            else:
+                known["shared"] = min(state.shared, state.var)
+                mean, var = pooled_moments(state.mean, state.var, ks, weights, self.mode, known["shared"],
+                                           self.correlation(state.lags))
+            if self.mode == "average":
+                var, known["lags"] = self.with_offsets(state, var)
         if self.global_pool:
             # No positions are left: what the output shares is the per-channel offsets fixed by
             # the draw; the per-sample part varies with the sample like everything else.
             fixed = 1.0 - min(state.sample_shared / state.shared, 1.0) if state.shared > 0 else 1.0
             known["shared"], known["sample_shared"] = known["shared"] * fixed, 0.0
         return self.output(inputs, mean, var, **known)
+
+    def correlated(self, state: TensorState) -> bool:
+        """Whether a max over this input needs sampling: its positions are correlated (a lag
+        correlation beyond lag 0 or per-position offsets) or differ in variance (a profile),
+        and its spatial shape is known; otherwise the exact order statistics of iid positions."""
+        spatial = self.spatial_shape()
+        if any(n is None for n in spatial):
+            return False
+        lags = state.lags if state.lags is not None and len(state.lags.radii) == len(spatial) else None
+        return state.profile is not None or (lags is not None and (not lags.is_point or
+                                                                   _offsets(lags, spatial) is not None))
+
+    def sampled_max(self, state: TensorState) -> tuple[float, float, float, Any]:
+        """(mean, var, shared, lags) of the max pool of a correlated input by sampling
+        (``statistics.correlated_max``): x_p = mean + sqrt(r(p)) (a + e_p) + d(p), with r the
+        relative variance per position (from the profile; the offsets shrink at the borders with
+        the rest, as both follow the taps reaching p), a ~ N(0, shared) the channel's offset
+        (Gauss-Hermite nodes), e the correlated field of variance var - shared - mean Var(d) and d
+        the varying per-position offsets. An activation output s f(z) is pooled as s f(max z):
+        the same for z, its profile recovered from the output's, f applied to the samples. Over
+        the nodes of a: mean sum_k h_k G_k with G_k the mean at a_k, E[y^2] likewise, shared
+        E[s^2] Var_a(G) + (E[s^2] - 1) mean^2 (the windows of a channel share a)."""
+        spatial = tuple(self.known(self.spatial_shape(), "max pooling of correlated positions"))
+        lags = state.lags if state.lags is not None and len(state.lags.radii) == len(spatial) else None
+        origin = state.origin if isinstance(state.origin, ActivationOutput) else None
+        if origin is not None:
+            mean, var, shared = origin.mean, origin.var, origin.shared
+            profile, offsets = _pre_activation_profile(origin, state), None
+        else:
+            mean, var, shared = state.mean, state.var, min(state.shared, state.var)
+            profile, offsets = state.profile, _offsets(lags, spatial)
+        profile = profile if profile is not None and profile.shape == spatial else None
+        centred = None if offsets is None else offsets.centred
+        total = np.full(spatial, var) if profile is None else profile * (var + mean * mean) - mean * mean
+        if centred is not None:
+            total = total - (centred ** 2).sum(axis=0)
+        total = np.maximum(total, 0.0)
+        within = max(var - shared - (0.0 if offsets is None else offsets.varying), 0.0)
+        relative = total / max(float(total.mean()), VARIANCE_FLOOR * var)
+        kernel = np.ones((1,) * len(spatial)) if lags is None or lags.is_point else field_kernel(lags.mean)
+        nodes, masses = standard_normal_nodes(SAMPLED_NODES) if shared > 0 else (np.zeros(1), np.ones(1))
+        pooled = self.sample_pooled(kernel, np.sqrt(relative), math.sqrt(within), math.sqrt(shared) * nodes,
+                                    centred)
+        values = mean + pooled if origin is None else activation_function(origin.activation)(mean + pooled)
+        axes = tuple(range(1, values.ndim))
+        per_node = values.mean(axis=axes)
+        first = float(masses @ per_node)
+        second = float(masses @ (values ** 2).mean(axis=axes))
+        scale = 1.0 if origin is None else origin.scale_second
+        out_shared = scale * float(masses @ (per_node - first) ** 2) + (scale - 1.0) * first ** 2
+        middle = int(np.argmin(np.abs(nodes)))
+        return first, max(scale * second - first ** 2, 0.0), out_shared, self.sampled_lags(values[middle], lags)
+
+    def sample_pooled(self, kernel: np.ndarray, amplitude: np.ndarray, within: float, shifts: np.ndarray,
+                      offsets: np.ndarray | None) -> np.ndarray:
+        """This layer applied to samples of one channel's field, amplitude (shift + within e) + d for
+        each of ``shifts``: e white noise convolved with ``kernel`` (unit variance), d = sum_j
+        offsets[j] b_j with b_j ~ N(0, 1) per sample; rows chunked to :data:`SAMPLED_CHUNK`
+        elements, seeded by the layer's name. Returns (shifts, rows, *output spatial), float64."""
+        spatial = amplitude.shape
+        reach = [(n - 1) // 2 for n in kernel.shape]
+        padded = [n + 2 * r for n, r in zip(spatial, reach)]
+        size = int(np.prod(padded))
+        rows = min(SAMPLED_ROWS[1], SAMPLED_WINDOWS // self.output_positions(),
+                   SAMPLED_ELEMENTS // (size * len(shifts)))
+        rows = int(max(SAMPLED_ROWS[0], rows))
+        chunk = max(1, SAMPLED_CHUNK // size)
+        generator = keras.random.SeedGenerator(self.context.seed_for("max pooling", self.layer.name))
+        filters = keras.ops.convert_to_tensor(kernel[..., None, None], "float32")
+        scale = keras.ops.convert_to_tensor(amplitude[..., None], "float32")
+        factors = None if offsets is None else keras.ops.convert_to_tensor(offsets[..., None], "float32")
+        pooled: list[list[np.ndarray]] = [[] for _ in shifts]
+        for start in range(0, rows, chunk):
+            count = min(chunk, rows - start)
+            field = keras.random.normal((count, *padded, 1), stddev=within, seed=generator)
+            if kernel.size > 1:
+                field = keras.ops.conv(field, filters, padding="valid")
+            fixed = None
+            if factors is not None:
+                mix = keras.random.normal((count, int(offsets.shape[0])), seed=generator)
+                fixed = keras.ops.tensordot(mix, factors, axes=1)
+            for index, shift in enumerate(shifts):
+                values = scale * (field + float(shift))
+                values = values if fixed is None else values + fixed
+                if self.layer.data_format == "channels_first":
+                    values = keras.ops.moveaxis(values, -1, 1)
+                out = np.asarray(keras.ops.convert_to_numpy(self.layer(values)), dtype=np.float64)
+                pooled[index].append(out[:, 0] if self.layer.data_format == "channels_first" else out[..., 0])
+        return np.stack([np.concatenate(parts) for parts in pooled])
+
+    def output_positions(self) -> int:
+        """Output values per channel (1 for a global pool)."""
+        shape_in, shape_out = self.input_shapes[0], self.output_shapes[0] if self.output_shapes else None
+        if shape_out is None or any(d is None for d in shape_out[1:]):
+            return 1
+        channels = shape_in[-1] if self.layer.data_format == "channels_last" else shape_in[1]
+        return max(1, int(np.prod(shape_out[1:])) // int(channels))
+
+    def sampled_lags(self, values: np.ndarray, lags: Any) -> Any:
+        """The output's lag correlation from the pooled samples (rows, *output spatial):
+        m and g measured over the lags where the input's correlation can still reach
+        (:meth:`window_reach`), s = m^2 (the per-channel spread is not sampled), the input's
+        floors kept; None for a global pool."""
+        reach = self.window_reach()
+        if reach is None or values.ndim < 2:
+            return None
+        inside = (0,) * len(reach) if lags is None or lags.is_point else correlation_reach(lags.mean)
+        radii = tuple(min(r, n - 1) for r, n in zip(pooled_reach(inside, *zip(*reach)), values.shape[1:]))
+        m, g = sample_lags(values, radii, SAMPLED_NOISE_FLOOR)
+        floors = (0.0, 0.0) if lags is None else (lags.sample_floor, lags.channel_floor)
+        return reduced(LagCorrelation(m, m * m, g, *floors))
+
+    def with_offsets(self, state: TensorState, var: float) -> tuple[float, Any]:
+        """An average pool's variance with the input's per-position offsets d (module docstring):
+        the offsets of a window are averaged, not divided by k like the rest:
+        var + mean_o sum_j ((avg_(p in o) L_j)^2 - (mean_p L_j)^2) - mean_p |L_c(p)|^2 mean_o corr / k_o,
+        and the output keeps the window averages of the offsets; (var, None) without offsets."""
+        spatial = self.spatial_shape()
+        offsets = _offsets(state.lags, spatial) if state.lags is not None else None
+        matrices = self.window_matrices(spatial)
+        if offsets is None or matrices is None:
+            return var, None
+        ks, weights = pooled_counts(self.axis_window_sizes(spatial))
+        kept = float(weights @ (np.minimum(self.correlation(state.lags), ks) / ks))
+        pooled = offsets.pooled(matrices)
+        varying = float((pooled.centred ** 2).sum(axis=0).mean()) - offsets.varying * kept
+        var = max(var + varying, 0.0)
+        return var, (None if self.global_pool else point(len(spatial), offsets=pooled))
+
+    def window_matrices(self, spatial: Sequence[int | None]) -> list[np.ndarray] | None:
+        """Per spatial axis, the (output, input) matrix averaging each window's real elements
+        (None where unknown or channels_first)."""
+        return None
 
 
 class _Windowed(_Pooling):
@@ -195,6 +400,19 @@ class _Windowed(_Pooling):
     def pooled_window(self):
         return tuple(int(p) for p in self.layer.pool_size)
 
+    def window_reach(self):
+        return tuple((int(p), int(s)) for p, s in zip(self.layer.pool_size, self.layer.strides))
+
+    def window_matrices(self, spatial):
+        if self.layer.data_format != "channels_last" or not self.output_shapes:
+            return None
+        outputs = spatial_shape(self.output_shapes[0]) or ()
+        matrices = [tap_matrix(int(n), o, p, s, 1, self.layer.padding) for n, o, p, s in
+                    zip(spatial, outputs, self.layer.pool_size, self.layer.strides)]
+        if len(matrices) != len(spatial):
+            return None
+        return [m / np.maximum(m.sum(axis=1, keepdims=True), 1.0) for m in matrices]
+
     def axis_window_sizes(self, spatial):
         layer = self.layer
         if layer.padding == "valid":
@@ -209,6 +427,9 @@ class _Global(_Pooling):
     def pooled_window(self):
         return tuple(self.known(self.spatial_shape(), "global pooling"))
 
+    def window_matrices(self, spatial):
+        return [np.full((1, int(n)), 1.0 / int(n)) for n in self.known(spatial, "global pooling")]
+
     def axis_window_sizes(self, spatial):
         return [np.array([n]) for n in self.known(spatial, "global pooling")]
 
@@ -216,9 +437,15 @@ class _Global(_Pooling):
 class _Adaptive(_Pooling):
     def axis_window_sizes(self, spatial):
         sizes = self.known(spatial, "adaptive pooling")
+        return [adaptive_window_sizes(n, o) for n, o in zip(sizes, self.output_sizes(len(sizes)))]
+
+    def output_sizes(self, rank: int) -> tuple[int, ...]:
         out = self.layer.output_size
-        out = (out,) * len(sizes) if isinstance(out, int) else tuple(out)
-        return [adaptive_window_sizes(n, o) for n, o in zip(sizes, out)]
+        return (out,) * rank if isinstance(out, int) else tuple(out)
+
+    def window_reach(self):
+        sizes = self.known(self.spatial_shape(), "adaptive pooling")
+        return tuple((-(-n // o) + 1, max(n // o, 1)) for n, o in zip(sizes, self.output_sizes(len(sizes))))
 
 
 class _Average:
@@ -227,19 +454,22 @@ class _Average:
 
 class _Max:
     mode, method = "max", QUADRATURE
+    method_label = "quadrature; monte_carlo where positions are correlated or differ"
 
 
 @rule_for(keras.layers.AveragePooling1D, keras.layers.AveragePooling2D, keras.layers.AveragePooling3D)
 class AveragePoolingEstimator(_Average, _Windowed):
     """(mean, c + (var - c)/k) per window of k real elements (smaller windows at 'same' borders),
-    c the position-shared variance, mixed over positions."""
+    c the position-shared variance, mixed over positions. Per-position offsets (borders, after
+    batch normalization) are averaged over the window, not divided by k."""
 
 
 @rule_for(keras.layers.MaxPooling1D, keras.layers.MaxPooling2D, keras.layers.MaxPooling3D)
 class MaxPoolingEstimator(_Max, _Windowed):
     """(mean + sd E[M_k], c + sd^2 Var[M_k]) per window of k real elements, M_k = max of k iid N(0, 1),
     c the position-shared variance, sd^2 = var - c. An activation's output s f(z) is pooled as
-    s f(max z) (:func:`max_of_activation_moments`)."""
+    s f(max z) (:func:`max_of_activation_moments`). Sampled where positions are correlated or differ
+    (:meth:`_Pooling.sampled_max`)."""
 
 
 @rule_for(keras.layers.GlobalAveragePooling1D, keras.layers.GlobalAveragePooling2D,
@@ -250,7 +480,8 @@ class GlobalAveragePoolingEstimator(_Average, _Global):
 
 @rule_for(keras.layers.GlobalMaxPooling1D, keras.layers.GlobalMaxPooling2D, keras.layers.GlobalMaxPooling3D)
 class GlobalMaxPoolingEstimator(_Max, _Global):
-    """(mean + sd E[M_k], c + sd^2 Var[M_k]) for k = all spatial positions, as MaxPooling."""
+    """(mean + sd E[M_k], c + sd^2 Var[M_k]) for k = all spatial positions, as MaxPooling. Sampled where
+    positions are correlated or differ."""
 
 
 @rule_for(keras.layers.AdaptiveAveragePooling1D, keras.layers.AdaptiveAveragePooling2D,
@@ -263,4 +494,5 @@ class AdaptiveAveragePoolingEstimator(_Average, _Adaptive):
 @rule_for(keras.layers.AdaptiveMaxPooling1D, keras.layers.AdaptiveMaxPooling2D,
            keras.layers.AdaptiveMaxPooling3D)
 class AdaptiveMaxPoolingEstimator(_Max, _Adaptive):
-    """(mean + sd E[M_k], c + sd^2 Var[M_k]) per adaptive window, mixed over positions, as MaxPooling."""
+    """(mean + sd E[M_k], c + sd^2 Var[M_k]) per adaptive window, mixed over positions, as MaxPooling.
+    Sampled where positions are correlated or differ."""

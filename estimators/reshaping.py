@@ -4,7 +4,8 @@ ZeroPadding*, Resizing, and the TimeDistributed wrapper.
 Rearranging, repeating or cropping iid elements leaves each element's law unchanged;
 zero padding and interpolation change the mixture over output positions exactly.
 Zero padding, cropping and upsampling also map the per-position profile
-(``statistics.border_profile``); Flatten and Reshape end it.
+(``statistics.border_profile``); Flatten and Reshape end it. Nearest-neighbour upsampling maps
+the lag correlation (repeated neighbours are fully correlated).
 A layer that only moves elements keeps every element's value, so its output keeps the
 input's record (its origin included) except what depends on where the positions are.
 The position-shared variance (``statistics.state``) keeps its fraction, except where noted.
@@ -19,7 +20,7 @@ import numpy as np
 
 from autoinit_sym.statistics.activation import ActivationOutput
 from autoinit_sym.statistics.border_profile import normalized, spatial_shape
-from autoinit_sym.statistics.lag_correlation import permuted, radii_for, resized
+from autoinit_sym.statistics.lag_correlation import permuted, radii_for, resized, upsampled
 from autoinit_sym.statistics.state import TensorState
 from autoinit_sym.walk.probe import missing_estimator_warning, no_rule_warning, probed
 
@@ -94,11 +95,12 @@ class CroppingEstimator(LayerRule):
 
 @rule_for(keras.layers.UpSampling1D, keras.layers.UpSampling3D)
 class UpSamplingEstimator(LayerRule):
-    """Nearest-neighbour repetition: the input record with the profile repeated (repeated
-    neighbours are not independent: the lag correlation ends)."""
+    """Nearest-neighbour repetition: the input record with the profile repeated and the lag
+    correlation mapped (repeated neighbours are fully correlated, ``lag_correlation.upsampled``)."""
 
     def propagate(self, inputs: Sequence[TensorState]) -> TensorState:
-        return inputs[0].replace(profile=repeated_profile(self, inputs[0].profile), lags=None)
+        return inputs[0].replace(profile=repeated_profile(self, inputs[0].profile),
+                                 lags=repeated_lags(self, inputs[0].lags))
 
 
 def repeated_profile(rule: LayerRule, profile: np.ndarray | None) -> np.ndarray | None:
@@ -110,6 +112,16 @@ def repeated_profile(rule: LayerRule, profile: np.ndarray | None) -> np.ndarray 
     for axis, factor in enumerate((size,) * profile.ndim if isinstance(size, int) else size):
         profile = np.repeat(profile, factor, axis=axis)
     return profile
+
+
+def repeated_lags(rule: LayerRule, lags: Any) -> Any:
+    """The input's lag correlation after nearest-neighbour repetition by ``layer.size`` per axis
+    (``lag_correlation.upsampled``); None for channels_first or an unknown output shape."""
+    spatial = rule.output_spatial()
+    if lags is None or spatial is None or getattr(rule.layer, "data_format", None) == "channels_first":
+        return None
+    size = rule.layer.size
+    return upsampled(lags, (size,) * len(lags.radii) if isinstance(size, int) else tuple(size), spatial)
 
 
 @rule_for(keras.layers.RepeatVector)
@@ -207,8 +219,9 @@ def _spatial(rule: LayerRule) -> list[int]:
 
 @rule_for(keras.layers.UpSampling2D)
 class UpSampling2DEstimator(LayerRule):
-    """nearest: unchanged; otherwise the exact moments of the interpolated outputs
-    (:func:`resized_moments` for n -> n * factor along height and width)."""
+    """nearest: repetition (the lag correlation mapped); otherwise the exact moments of the
+    interpolated outputs (:func:`resized_moments` for n -> n * factor along height and width). An
+    interpolation ends the lag correlation."""
 
     method = EXACT
 
@@ -216,7 +229,7 @@ class UpSampling2DEstimator(LayerRule):
         layer, state = self.layer, inputs[0]
         profile = repeated_profile(self, state.profile)  # exact for nearest, the nearest pattern otherwise
         if layer.interpolation == "nearest":
-            return state.replace(profile=profile, lags=None)
+            return state.replace(profile=profile, lags=repeated_lags(self, state.lags))
         sizes = [(n, n * f) for n, f in zip(_spatial(self), layer.size)]
         return self.output(inputs, *resized_moments(state.mean, state.var, sizes, layer.interpolation),
                            profile=profile)

@@ -13,9 +13,17 @@ channels-last tensor (axes 1..-2; mean 1), the same for every channel; None mean
 Convolutions, pooling and padding act on it per spatial axis with a tap matrix
 M[o, i] = the number of kernel taps joining input i to output o, so
 S = (M_1 (x) M_2 (x) ...) r is a sequence of small matrix products.
+
+Borders also make a channel's offsets vary with position: an input mean reaches an output
+through the taps that land inside the input, so each channel's offset is smaller (and partly
+different) at the borders. :class:`PositionOffsets` holds them as factors over the positions
+(:func:`convolved_offsets`); batch normalization removes their mean and leaves the border pattern,
+the same in every sample, which a pool keeps.
 """
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -24,6 +32,14 @@ UNIFORM_TOLERANCE = 1e-12
 """A profile whose values all lie within this of 1 is treated as uniform (None)."""
 DISTINCT_DECIMALS = 10
 """Profile values (about 1) are rounded to this many decimals to find the distinct ones."""
+OFFSETS_NEGLIGIBLE = 0.01
+"""Per-position offsets whose varying part is below this fraction of the within-channel variance
+are dropped (:func:`significant`): the shared variance describes them well enough."""
+MAX_OFFSET_FACTORS = 16
+"""Most factors kept for per-position offsets (:func:`compressed`)."""
+MAX_OFFSET_POSITIONS = 4096
+"""Per-position offsets are kept for tensors of at most this many spatial positions (64 x 64);
+on larger maps the border rows are a small fraction of the positions."""
 
 
 def spatial_shape(shape: Sequence | None) -> tuple | None:
@@ -64,6 +80,17 @@ def tap_matrix(in_len: int, out_len: int, kernel: int, stride: int, dilation: in
     matrix = np.zeros((out_len, in_len))
     np.add.at(matrix, (outputs[valid], inputs[valid]), 1.0)
     return matrix
+
+
+def tap_selections(in_len: int, out_len: int, kernel: int, stride: int, dilation: int, padding: str,
+                   transpose: bool = False) -> np.ndarray:
+    """S[t, o, i] = 1 where kernel tap t joins input position i to output position o (both inside):
+    the tap matrix (:func:`tap_matrix`) split by tap."""
+    outputs, inputs, valid = tap_positions(in_len, out_len, kernel, stride, dilation, padding, transpose)
+    selections = np.zeros((kernel, out_len, in_len))
+    rows, taps = np.nonzero(valid)
+    selections[taps, outputs[rows, taps], inputs[rows, taps]] = 1.0
+    return selections
 
 
 def along_axes(matrices: Sequence[np.ndarray], profile: np.ndarray | None) -> np.ndarray:
@@ -116,3 +143,93 @@ def distinct(profile: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     rounded = np.round(np.asarray(profile, dtype=np.float64).ravel(), DISTINCT_DECIMALS)
     values, inverse, counts = np.unique(rounded, return_inverse=True, return_counts=True)
     return values, inverse, counts / counts.sum()
+
+
+@dataclass(frozen=True)
+class PositionOffsets:
+    """A channel's offsets fixed by the weight draw, position by position:
+    d_c(p) = sum_j factors[j, p] b_(c, j) with b iid N(0, 1) over channels, so
+    Cov_c(d(p), d(q)) = sum_j factors[j, p] factors[j, q] (absolute units).
+
+    A convolution of an input with mean m gives output channel c the offset
+    m sum_(taps t valid at p) W_ct: the same at interior positions (the position-shared
+    variance), different where zero padding cuts taps. Batch normalization removes each
+    channel's mean over positions, and what it leaves is this varying part, the same in every
+    sample, which an average pool keeps. ``factors`` hold the whole offset (their mean over
+    positions is the uniform part, also counted in the record's ``shared``)."""
+
+    factors: np.ndarray
+
+    @property
+    def spatial(self) -> tuple[int, ...]:
+        return tuple(int(n) for n in self.factors.shape[1:])
+
+    @property
+    def centred(self) -> np.ndarray:
+        """The factors less their mean over positions: the varying part d(p) - mean_q d(q)."""
+        axes = tuple(range(1, self.factors.ndim))
+        return self.factors - self.factors.mean(axis=axes, keepdims=True)
+
+    @property
+    def varying(self) -> float:
+        """mean_p Var_c(d(p) - mean_q d(q)): the variance the varying part adds."""
+        return float((self.centred ** 2).sum(axis=0).mean())
+
+    @property
+    def total(self) -> np.ndarray:
+        """Var_c(d(p)) per position: sum_j factors[j, p]^2."""
+        return (self.factors ** 2).sum(axis=0)
+
+    def pooled(self, matrices: Sequence[np.ndarray]) -> "PositionOffsets":
+        """The offsets of a linear map acting per axis (``matrices``, e.g. window averages)."""
+        return PositionOffsets(np.stack([along_axes(matrices, f) for f in self.factors]))
+
+    def scaled(self, scale: float | np.ndarray) -> "PositionOffsets":
+        """The offsets times ``scale`` (a number or one value per position)."""
+        return PositionOffsets(self.factors * scale)
+
+
+def significant(factors: np.ndarray, within: float) -> PositionOffsets | None:
+    """The offsets with these ``factors`` (compressed to MAX_OFFSET_FACTORS), or None where
+    their varying part is below OFFSETS_NEGLIGIBLE of ``within`` (the within-channel variance)
+    or the map has more than MAX_OFFSET_POSITIONS positions."""
+    if factors.size == 0 or factors[0].size > MAX_OFFSET_POSITIONS or not np.all(np.isfinite(factors)):
+        return None
+    offsets = PositionOffsets(compressed(factors, MAX_OFFSET_FACTORS))
+    return offsets if offsets.varying >= OFFSETS_NEGLIGIBLE * within else None
+
+
+def compressed(factors: np.ndarray, limit: int) -> np.ndarray:
+    """At most ``limit`` factors with (nearly) the same Gram matrix sum_j f_j f_j^T: the leading
+    singular directions of the (J, P) factor matrix, scaled by their singular values."""
+    if factors.shape[0] <= limit:
+        return factors
+    flat = factors.reshape(factors.shape[0], -1)
+    _, values, rows = np.linalg.svd(flat, full_matrices=False)
+    keep = min(limit, values.size)
+    return (values[:keep, None] * rows[:keep]).reshape((keep,) + factors.shape[1:])
+
+
+def convolved_offsets(selections: Sequence[np.ndarray], weight: float, uniform: float,
+                      source: PositionOffsets | None, within: float) -> PositionOffsets | None:
+    """The per-position offsets of a convolution's output channel, sum over input channels c' and
+    taps t of W_(c c' t) times the input's offset at the input position tap t joins to p, with
+    zero-mean independent weights of variance ``weight`` / (input channels): per tap t, the
+    input offset common to all positions (variance ``uniform``: the input mean squared and its
+    fixed shared variance) gives the factor sqrt(weight uniform) v_t(p), v_t(p) = 1 where tap t
+    lands inside the input; each factor L_j of the input's own offsets gives sqrt(weight) S_t L_j.
+    ``selections``: per spatial axis, :func:`tap_selections` (taps of a multi-axis kernel are
+    products over the axes); None where the varying part is negligible (:func:`significant`)."""
+    fresh = np.ones((1,))
+    for selection in selections:
+        fresh = np.einsum("t...,ko->tk...o", fresh, selection.sum(axis=2))
+        fresh = fresh.reshape((-1,) + fresh.shape[2:])
+    parts = [math.sqrt(weight * max(uniform, 0.0)) * fresh]
+    if source is not None:
+        factors = source.factors
+        for axis, selection in enumerate(selections):
+            moved = np.tensordot(selection, factors, axes=([2], [axis + 1]))  # (k, out, F, ...)
+            moved = np.moveaxis(moved, 1, axis + 2)
+            factors = compressed(moved.reshape((-1,) + moved.shape[2:]), 4 * MAX_OFFSET_FACTORS)
+        parts.append(math.sqrt(weight) * factors)
+    return significant(np.concatenate(parts), within)

@@ -46,7 +46,15 @@ Rules (weights independent, zero-mean and Gaussian):
 - per-channel affine maps (batch normalization) keep it; a factor constant over a (sample,
   channel)'s positions (a mask, a gate) keeps m and s and raises g and the floors
   (:func:`scaled`); a mask per element dilutes it (:func:`rescaled`);
+- a transposed convolution by the same Gaussian-weight moments counted over its actual tap
+  pairs (:func:`transposed`: alternate outputs are reached by different numbers of taps);
+- nearest-neighbour upsampling maps every per-lag average linearly (:func:`upsampled`);
 - an average over k positions has variance shared + w sum_d m(d) prod_i (1 - |d_i| / k_i) / k.
+
+The record also carries the channels' per-position offsets fixed by the draw where borders make
+them vary (``offsets``, ``border_profile.PositionOffsets``), which convolutions make from an
+input mean, batch normalization exposes, activations map (:func:`activated_offsets`) and
+pools average; rules that do not know them drop them.
 
 Layers without a rule drop it (independent positions, the AutoInit assumption). Where the
 correlations are negligible only the kurtosis and floors are kept (:func:`point`), so wide
@@ -66,6 +74,7 @@ from scipy.signal import convolve
 from autoinit_sym.moment_engine.expressions import numpy_function
 from autoinit_sym.moment_engine.nodes import standard_normal_nodes
 from autoinit_sym.statistics.activation import ENGINE, Activation
+from autoinit_sym.statistics.border_profile import PositionOffsets, distinct, significant, tap_positions
 
 RADIUS = 7
 """Largest lag kept per spatial axis; correlations further apart are taken as zero."""
@@ -83,13 +92,16 @@ class LagCorrelation:
     lag 0 at the centre), and the floor of g common to all pairs of positions of a
     (sample, channel): a per-sample scale shared by all channels (``sample_floor``, which mixing
     channels keeps) and one per (sample, channel) (``channel_floor``, which it averages away);
-    see the module docstring. ``excess`` holds g above the floor."""
+    see the module docstring. ``excess`` holds g above the floor. ``offsets``: the channels'
+    per-position offsets fixed by the draw where borders make them vary
+    (``border_profile.PositionOffsets``), or None."""
 
     mean: np.ndarray
     square: np.ndarray
     excess: np.ndarray
     sample_floor: float = 0.0
     channel_floor: float = 0.0
+    offsets: PositionOffsets | None = None
 
     @property
     def floor(self) -> float:
@@ -125,13 +137,15 @@ def reduced(lags: LagCorrelation) -> LagCorrelation:
     off = np.abs(lags.mean) + lags.square + np.abs(lags.excess)
     if lags.is_point or float(off.sum() - off[lags.radii]) >= NEGLIGIBLE:
         return lags
-    return point(len(lags.radii), lags.kurtosis, lags.sample_floor, lags.channel_floor)
+    return point(len(lags.radii), lags.kurtosis, lags.sample_floor, lags.channel_floor, lags.offsets)
 
 
-def point(rank: int, kurtosis: float = 0.0, sample_floor: float = 0.0, channel_floor: float = 0.0) -> LagCorrelation:
-    """No correlation between positions; the values' excess kurtosis and the floors only."""
+def point(rank: int, kurtosis: float = 0.0, sample_floor: float = 0.0, channel_floor: float = 0.0,
+          offsets: PositionOffsets | None = None) -> LagCorrelation:
+    """No correlation between positions; the values' excess kurtosis, the floors and the
+    per-position offsets only."""
     ones = np.ones((1,) * rank)
-    return LagCorrelation(ones, ones, ones * (kurtosis / 2.0), sample_floor, channel_floor)
+    return LagCorrelation(ones, ones, ones * (kurtosis / 2.0), sample_floor, channel_floor, offsets)
 
 
 def expanded(lags: LagCorrelation | None, radii: Sequence[int]) -> LagCorrelation:
@@ -142,7 +156,7 @@ def expanded(lags: LagCorrelation | None, radii: Sequence[int]) -> LagCorrelatio
     if lags is None or not lags.is_point:
         return uncorrelated(radii)
     full = uncorrelated(radii, lags.kurtosis)
-    return LagCorrelation(full.mean, full.square, full.excess, lags.sample_floor, lags.channel_floor)
+    return LagCorrelation(full.mean, full.square, full.excess, lags.sample_floor, lags.channel_floor, lags.offsets)
 
 
 def radii_for(spatial: Sequence[int]) -> tuple[int, ...]:
@@ -165,11 +179,12 @@ def _outer(vectors: Sequence[np.ndarray]) -> np.ndarray:
 
 
 def _centred(lags: LagCorrelation, mean: np.ndarray, square: np.ndarray, excess: np.ndarray,
-             kurtosis: float, sample_floor: float, channel_floor: float) -> LagCorrelation:
+             kurtosis: float, sample_floor: float, channel_floor: float,
+             offsets: PositionOffsets | None = None) -> LagCorrelation:
     centre = lags.radii
     mean, square, excess = mean.copy(), square.copy(), excess.copy()
     mean[centre], square[centre], excess[centre] = 1.0, 1.0, kurtosis / 2.0
-    return LagCorrelation(mean, square, excess, max(sample_floor, 0.0), max(channel_floor, 0.0))
+    return LagCorrelation(mean, square, excess, max(sample_floor, 0.0), max(channel_floor, 0.0), offsets)
 
 
 def _shifted(values: np.ndarray, offset: Sequence[int]) -> np.ndarray:
@@ -233,6 +248,106 @@ def convolved(lags: LagCorrelation | None, spatial_in: Sequence[int], spatial_ou
     return reduced(_strided(full, radii_for(spatial_out), strides))
 
 
+class _AxisPairs(NamedTuple):
+    """Tap-pair counts of a (transposed) convolution along one axis, each averaged over the
+    output positions o with o + delta inside, for output lags delta (first index) and input
+    lags Delta (the rest, |Delta| <= the input's radius): ``taps`` the mean taps per output,
+    ``same`` n and ``same_square`` n^2 for the n taps reaching both o and o + delta (whose inputs
+    are Delta apart), ``pairs`` all pairs of a tap at o and one at o + delta Delta apart,
+    ``swapped`` the tap pairs (t, t') with t at o and t' at o + delta Delta_1 apart and t' at o
+    and t at o + delta Delta_2 apart."""
+
+    taps: float
+    same: np.ndarray
+    same_square: np.ndarray
+    pairs: np.ndarray
+    swapped: np.ndarray
+
+
+def _axis_pairs(in_len: int, out_len: int, kernel: int, stride: int, padding: str, r_out: int,
+                r_in: int) -> _AxisPairs:
+    outputs, inputs, valid = tap_positions(in_len, out_len, kernel, stride, 1, padding, transpose=True)
+    source = np.full((out_len, kernel), -1)
+    rows, taps = np.nonzero(valid)
+    source[outputs[rows, taps], taps] = inputs[rows, taps]
+    size = 2 * r_in + 1
+    same, same_square = np.zeros((2 * r_out + 1, size)), np.zeros((2 * r_out + 1, size))
+    pairs, swapped = np.zeros((2 * r_out + 1, size)), np.zeros((2 * r_out + 1, size, size))
+    for index, delta in enumerate(range(-r_out, r_out + 1)):
+        first, second = source[max(0, -delta):out_len - max(0, delta)], source[max(0, delta):out_len - max(0, -delta)]
+        if first.shape[0] == 0:
+            continue
+        norm = 1.0 / first.shape[0]
+        inside = (first >= 0) & (second >= 0)
+        count = inside.sum(axis=1)
+        lag = np.take_along_axis(second - first, np.argmax(inside, axis=1)[:, None], axis=1)[:, 0]
+        keep = (count > 0) & (np.abs(lag) <= r_in)
+        np.add.at(same[index], lag[keep] + r_in, norm * count[keep])
+        np.add.at(same_square[index], lag[keep] + r_in, norm * count[keep] ** 2)
+        for t in range(kernel):
+            for u in range(kernel):
+                one = (first[:, t] >= 0) & (second[:, u] >= 0)
+                lag_one = second[:, u] - first[:, t]
+                ok = one & (np.abs(lag_one) <= r_in)
+                np.add.at(pairs[index], lag_one[ok] + r_in, norm)
+                both = ok & (first[:, u] >= 0) & (second[:, t] >= 0)
+                lag_two = second[:, t] - first[:, u]
+                both &= np.abs(lag_two) <= r_in
+                np.add.at(swapped[index], (lag_one[both] + r_in, lag_two[both] + r_in), norm)
+    return _AxisPairs(float((source >= 0).sum(axis=1).mean()), same, same_square, pairs, swapped)
+
+
+def _contract(per_axis: Sequence[np.ndarray], values: np.ndarray) -> np.ndarray:
+    """out[delta] = sum_Delta prod_i A_i[delta_i, Delta_i] values[Delta] for per-axis A_i."""
+    letters = "abcdefgh"
+    rank = len(per_axis)
+    terms = [f"{letters[i]}{letters[rank + i]}" for i in range(rank)]
+    spec = ",".join(terms + [letters[rank:2 * rank]]) + "->" + letters[:rank]
+    return np.einsum(spec, *per_axis, values, optimize=True)
+
+
+def _contract_swapped(per_axis: Sequence[np.ndarray], first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """out[delta] = sum prod_i B_i[delta_i, Delta_i, Delta'_i] first[Delta] second[Delta']."""
+    letters = "abcdefghijklmnop"
+    rank = len(per_axis)
+    terms = [f"{letters[i]}{letters[rank + i]}{letters[2 * rank + i]}" for i in range(rank)]
+    spec = ",".join(terms + [letters[rank:2 * rank], letters[2 * rank:3 * rank]]) + "->" + letters[:rank]
+    return np.einsum(spec, *per_axis, first, second, optimize=True)
+
+
+def transposed(lags: LagCorrelation | None, spatial_in: Sequence[int], spatial_out: Sequence[int],
+               kernel: Sequence[int], strides: Sequence[int], padding: str, channels: float) -> LagCorrelation:
+    """The lag correlation of a transposed convolution's output, where tap t carries input i to
+    output s i + t - pad, so neighbouring outputs are reached by different taps (a stride-2
+    kernel of 3 reaches alternate outputs with 1 and 2 taps per axis). The same moments of
+    Gaussian weights as :func:`convolved`, counted over the actual tap pairs
+    (:class:`_AxisPairs`, averaged over output positions; products over the axes), with
+    E_c[rho(D) rho(D')] = m(D) m(D') + [D = D'] (s - m^2)(D):
+    m' = sum_same m / T, s' = (C sum_same n^2 m^2 + sum_same n^2 (s - m^2) + sum_pairs s
+    + sum_swapped (m m + [D = D'] (s - m^2))) / (C T^2 + 2T), g' = (sum_pairs g + 2 sum_same g) / (C T^2 + 2T),
+    T the mean taps per output; for a stride-1 convolution these are :func:`convolved`'s.
+    ``lags`` None: independent input positions."""
+    source = expanded(lags, radii_for(spatial_in))
+    out_radii = radii_for(spatial_out)
+    axes = [_axis_pairs(int(i), int(o), int(k), int(s), padding, r, r_in) for i, o, k, s, r, r_in in
+            zip(spatial_in, spatial_out, kernel, strides, out_radii, source.radii)]
+    m, s, g = source.mean, source.square, source.excess
+    spread = np.maximum(s - m * m, 0.0)
+    taps = float(np.prod([a.taps for a in axes]))
+    norm = channels * taps * taps + 2.0 * taps
+    same, same_square = [a.same for a in axes], [a.same_square for a in axes]
+    pairs, swapped = [a.pairs for a in axes], [a.swapped for a in axes]
+    diagonal = [np.einsum("aii->ai", a.swapped) for a in axes]
+    mean = _contract(same, m) / taps
+    square = (channels * _contract(same_square, m * m) + _contract(same_square, spread) + _contract(pairs, s)
+              + _contract_swapped(swapped, m, m) + _contract(diagonal, spread)) / norm
+    excess = (_contract(pairs, g) + 2.0 * _contract(same, g)) / norm
+    dilution = (1.0 + 2.0 / taps) / (channels + 2.0 / taps)
+    out = LagCorrelation(mean, square, excess)
+    return reduced(_centred(out, mean, square, excess, 2.0 * float(excess[out_radii]), source.sample_floor,
+                            source.channel_floor * dilution))
+
+
 def _strided(lags: LagCorrelation, radii: Sequence[int], strides: Sequence[int]) -> LagCorrelation:
     """Output lag d is input lag stride * d; lags beyond the input's kept ones are zero."""
     index = []
@@ -253,7 +368,8 @@ def _strided(lags: LagCorrelation, radii: Sequence[int], strides: Sequence[int])
 
 
 @functools.lru_cache(maxsize=None)
-def _function(activation: Activation) -> Callable[[np.ndarray], np.ndarray]:
+def activation_function(activation: Activation) -> Callable[[np.ndarray], np.ndarray]:
+    """f itself, as a NumPy function of a float64 array (an ``engine`` activation)."""
     return numpy_function(activation.engine().expr)
 
 
@@ -283,7 +399,7 @@ def activated_lags(lags: LagCorrelation | None, activation: Activation, mean: fl
     within, out_within = var - shared, out_var - out_shared
     if lags is None or within <= 0 or out_within <= 0 or activation.kind != ENGINE:
         return ActivatedLags(None)
-    engine, f = activation.engine(), _function(activation)
+    engine, f = activation.engine(), activation_function(activation)
     # The kurtosis by Gauss-Hermite through f; A_n = d^n/dmu^n E[f] and B_n = d^n/dmu^n
     # E[(f - c)^2] at fixed c = E[f] (Price's theorem) from the moment engine at five means.
     nodes, weights = standard_normal_nodes(HERMITE_POINTS)
@@ -295,8 +411,9 @@ def activated_lags(lags: LagCorrelation | None, activation: Activation, mean: fl
     if not (spread > 0 and np.all(np.isfinite(deviations))):
         return ActivatedLags(None)
     kurtosis = float(weights @ deviations ** 2) / spread ** 2 - 3.0
+    position = activated_offsets(lags.offsets, activation, mean, var, out_within)
     if lags.is_point and lags.floor == 0.0 and sample_shared <= 0.0:
-        return ActivatedLags(point(len(lags.radii), kurtosis))
+        return ActivatedLags(point(len(lags.radii), kurtosis, offsets=position))
     step = STEP * math.sqrt(var)
     shifted = mean + step * np.arange(-2.0, 3.0)
     firsts = np.asarray(engine.mean(shifted, var), dtype=np.float64)
@@ -315,8 +432,38 @@ def activated_lags(lags: LagCorrelation | None, activation: Activation, mean: fl
     offsets = max(sample_shared, 0.0)
     from_offsets = (b1 * b1 * offsets + 0.5 * b2 * b2 * offsets * offsets) / (2.0 * out_within ** 2)
     out = _centred(lags, out_mean, out_square, out_energy - out_square, kurtosis, per_square * lags.sample_floor,
-                   per_square * lags.channel_floor + from_offsets)
+                   per_square * lags.channel_floor + from_offsets, position)
     return ActivatedLags(reduced(out), 0.5 * a2 * a2 * within * within * lags.floor)
+
+
+def activated_offsets(offsets: PositionOffsets | None, activation: Activation, mean: float, var: float,
+                      out_within: float) -> PositionOffsets | None:
+    """The per-position offsets of f(x) for x_p = mean + d(p) + r_p, d(p) = sum_j L_j(p) b_j
+    (``offsets``) and the rest r_p Gaussian with variance var - mean_q D(q), D = sum_j L_j^2.
+    A channel's mean at p over samples is g_p(d(p)) = E_r f(mean + d(p) + r); over channels
+    Cov(g_p, g_q) = A_1(p) A_1(q) K + A_2(p) A_2(q) K^2 / 2 (Hermite, second order) with
+    K = sum_j L_j(p) L_j(q) and A_n(p) = E[f^(n)(x_p)], x_p ~ N(mean, var - mean D + D(p)) (Price's
+    theorem: derivatives of the engine's mean in mu): factors A_1 L_j, A_2 L_j^2 / sqrt(2) and
+    A_2 L_j L_k (j < k). The pattern E f(x_p) - mean_q E f(x_q), the same for every channel, is one
+    more factor (for second moments a fixed pattern counts like a random one). None without
+    offsets or where what is left is negligible next to the output's within variance."""
+    if offsets is None:
+        return None
+    engine = activation.engine()
+    total = offsets.total
+    variances = np.maximum(var - float(total.mean()) + total, NEGLIGIBLE * var)
+    values, inverse, _ = distinct(variances / var)
+    spread = values * var
+    step = STEP * np.sqrt(spread)
+    shifted = mean + step[:, None] * np.arange(-2.0, 3.0)[None, :]
+    firsts = np.asarray(engine.mean(shifted.ravel(), np.repeat(spread, 5)), dtype=np.float64).reshape(shifted.shape)
+    a1, a2 = (a[inverse].reshape(total.shape) for a in _derivatives(firsts.T, step))
+    pattern = firsts[:, 2][inverse].reshape(total.shape)
+    factors = offsets.factors
+    j, k = np.triu_indices(factors.shape[0])
+    pairs = factors[j] * factors[k] * np.where(j == k, math.sqrt(0.5), 1.0).reshape((-1,) + (1,) * total.ndim)
+    stacked = np.concatenate([a1 * factors, a2 * pairs, (pattern - pattern.mean())[None]])
+    return significant(stacked, out_within)
 
 
 def resized(lags: LagCorrelation | None, radii: Sequence[int]) -> LagCorrelation | None:
@@ -337,12 +484,42 @@ def resized(lags: LagCorrelation | None, radii: Sequence[int]) -> LagCorrelation
     return LagCorrelation(fit(lags.mean), fit(lags.square), fit(lags.excess), lags.sample_floor, lags.channel_floor)
 
 
+def upsampled(lags: LagCorrelation | None, factors: Sequence[int], spatial_out: Sequence[int]) -> LagCorrelation | None:
+    """The lag correlation of a nearest-neighbour upsampling by ``factors``: output positions
+    delta apart along an axis with factor f are, for the f phases r of the first one, the input
+    positions floor((r + delta) / f) apart, so every per-lag average maps linearly,
+    m'(delta) = (1/f) sum_r m(floor((r + delta) / f)) per axis, and s (an average of squared
+    covariances) and g likewise; repeated neighbours have correlation 1. The offsets are repeated."""
+    if lags is None or len(factors) != len(lags.radii):
+        return None
+    radii = radii_for(spatial_out)
+    maps = []
+    for f, r_out, r_in in zip(factors, radii, lags.radii):
+        matrix = np.zeros((2 * r_out + 1, 2 * r_in + 1))
+        for index, delta in enumerate(range(-r_out, r_out + 1)):
+            for phase in range(f):
+                lag = (phase + delta) // f
+                if abs(lag) <= r_in:
+                    matrix[index, lag + r_in] += 1.0 / f
+        maps.append(matrix)
+    offsets = lags.offsets
+    if offsets is not None:
+        factors_out = offsets.factors
+        for axis, f in enumerate(factors):
+            factors_out = np.repeat(factors_out, f, axis=axis + 1)
+        offsets = PositionOffsets(factors_out) if factors_out.shape[1:] == tuple(spatial_out) else None
+    mean, square, excess = (_contract(maps, a) for a in (lags.mean, lags.square, lags.excess))
+    return reduced(LagCorrelation(mean, square, excess, lags.sample_floor, lags.channel_floor, offsets))
+
+
 def permuted(lags: LagCorrelation | None, order: Sequence[int]) -> LagCorrelation | None:
     """``lags`` with its spatial axes in ``order`` (axis i of the result is axis order[i] of the input)."""
     if lags is None:
         return None
+    offsets = None if lags.offsets is None else PositionOffsets(
+        np.transpose(lags.offsets.factors, [0] + [1 + axis for axis in order]))
     return LagCorrelation(*(np.transpose(a, order) for a in (lags.mean, lags.square, lags.excess)),
-                          lags.sample_floor, lags.channel_floor)
+                          lags.sample_floor, lags.channel_floor, offsets)
 
 
 def rescaled(lags: LagCorrelation | None, ratio: float) -> LagCorrelation | None:
@@ -352,7 +529,7 @@ def rescaled(lags: LagCorrelation | None, ratio: float) -> LagCorrelation | None
         return None
     r2 = ratio * ratio
     return _centred(lags, lags.mean * ratio, lags.square * r2, lags.excess * r2, lags.kurtosis * r2,
-                    lags.sample_floor * r2, lags.channel_floor * r2)
+                    lags.sample_floor * r2, lags.channel_floor * r2, lags.offsets)
 
 
 def scaled(lags: LagCorrelation | None, second_moment: float, within: float, fourth_ratio: float,
