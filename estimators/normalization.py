@@ -149,7 +149,8 @@ class BatchNormalizationEstimator(_Standardizing):
         """The per-position offsets that the batch statistics leave (``border_profile.PositionOffsets``):
         subtracting each channel's mean over batch and positions removes their mean over positions
         and keeps d(p) - mean_q d(q), the same in every sample, scaled like the values by
-        sqrt(avg gamma^2 / (w + eps)), w = var - (shared - sample_shared) the channel's variance. The
+        sqrt(avg gamma^2 / (w + eps)), w = var - (shared - sample_shared) the channel's variance
+        (each channel by its own: ``normalized``). The
         output's profile is then that of e(p) + d(p) - mean d + the per-sample offsets:
         r(p) ~ E[x_p^2] - mean^2 - Var(d(p)) + Var(d(p) - mean d), E[x_p^2] from the input's profile."""
         shape = self.parameter_shape()
@@ -160,6 +161,7 @@ class BatchNormalizationEstimator(_Standardizing):
         rest = np.maximum(second - state.mean ** 2 - offsets.total, 0.0)
         scale = math.sqrt(float(np.mean(gamma ** 2)) / (within + self.layer.epsilon))
         kept = significant(left.scaled(scale).factors, float(np.mean(gamma ** 2)))
+        kept = None if kept is None else dataclasses.replace(kept, normalized=True)
         lags = dataclasses.replace(state.lags, offsets=kept)
         return {"lags": lags, "profile": normalized(rest + left.total)}
 

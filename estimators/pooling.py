@@ -38,6 +38,7 @@ dividing them by k like the rest (:meth:`_Pooling.with_offsets`).
 """
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any, Sequence
 
@@ -266,52 +267,95 @@ class _Pooling(LayerRule):
 
     def sampled_max(self, state: TensorState) -> tuple[float, float, float, Any]:
         """(mean, var, shared, lags) of the max pool of a correlated input by sampling
-        (``statistics.correlated_max``): x_p = mean + sqrt(r(p)) (a + e_p) + d(p), with r the
-        relative variance per position (from the profile; the offsets shrink at the borders with
-        the rest, as both follow the taps reaching p), a ~ N(0, shared) the channel's offset
-        (Gauss-Hermite nodes), e the correlated field of variance var - shared - mean Var(d) and d
-        the varying per-position offsets. An activation output s f(z) is pooled as s f(max z):
-        the same for z, its profile recovered from the output's, f applied to the samples. Over
-        the nodes of a: mean sum_k h_k G_k with G_k the mean at a_k, E[y^2] likewise, shared
-        E[s^2] Var_a(G) + (E[s^2] - 1) mean^2 (the windows of a channel share a)."""
+        (``statistics.correlated_max``) one channel's field: with per-position offsets d (the
+        channel's offsets fixed by the draw, ``border_profile.PositionOffsets``; for an activation
+        output those of z) x_p = mean + a + d(p) + e_p, else x_p = mean + sqrt(r(p)) (a + e_p), r the
+        relative variance per position from the profile (offsets shrink at the borders with the
+        rest: both follow the taps reaching p); a ~ N(0, c) the channel's offset not in d
+        (Gauss-Hermite nodes), e the correlated field with the rest of the variance. An
+        activation output s f(z) is pooled as s f(max z): z's profile recovered from the output's,
+        f applied to the samples. Over the nodes of a: mean sum_k h_k G_k, G_k the mean at a_k,
+        E[y^2] likewise; shared E[s^2] (Var_a(G) + the covariance of two windows through d) +
+        (E[s^2] - 1) mean^2."""
         spatial = tuple(self.known(self.spatial_shape(), "max pooling of correlated positions"))
         lags = state.lags if state.lags is not None and len(state.lags.radii) == len(spatial) else None
         origin = state.origin if isinstance(state.origin, ActivationOutput) else None
+        offsets = _offsets(lags, spatial)
         if origin is not None:
             mean, var, shared = origin.mean, origin.var, origin.shared
-            profile, offsets = _pre_activation_profile(origin, state), None
+            profile, offsets = _pre_activation_profile(origin, state), None if offsets is None else offsets.source
         else:
             mean, var, shared = state.mean, state.var, min(state.shared, state.var)
-            profile, offsets = state.profile, _offsets(lags, spatial)
+            profile = state.profile
         profile = profile if profile is not None and profile.shape == spatial else None
-        centred = None if offsets is None else offsets.centred
+        factors = offsets.factors if offsets is not None and offsets.factors.shape[0] > 0 else None
         total = np.full(spatial, var) if profile is None else profile * (var + mean * mean) - mean * mean
-        if centred is not None:
-            total = total - (centred ** 2).sum(axis=0)
-        total = np.maximum(total, 0.0)
-        within = max(var - shared - (0.0 if offsets is None else offsets.varying), 0.0)
-        relative = total / max(float(total.mean()), VARIANCE_FLOOR * var)
         kernel = np.ones((1,) * len(spatial)) if lags is None or lags.is_point else field_kernel(lags.mean)
+        if factors is None:
+            # The offsets shrink at the borders with the rest (both follow the taps reaching p).
+            total = np.maximum(total, 0.0)
+            relative = np.sqrt(total / max(float(total.mean()), VARIANCE_FLOOR * var))
+            noise, spread = relative * math.sqrt(max(var - shared, 0.0)), relative
+        else:
+            # The offsets themselves; the shared variance they do not explain is common to the channel.
+            shared = max(shared - float((factors.mean(axis=tuple(range(1, factors.ndim))) ** 2).sum()), 0.0)
+            noise = np.sqrt(np.maximum(total - (factors ** 2).sum(axis=0) - shared, VARIANCE_FLOOR * var))
+            spread = np.ones(spatial)
         nodes, masses = standard_normal_nodes(SAMPLED_NODES) if shared > 0 else (np.zeros(1), np.ones(1))
-        pooled = self.sample_pooled(kernel, np.sqrt(relative), math.sqrt(within), math.sqrt(shared) * nodes,
-                                    centred)
+        pooled = self.sample_canonical(kernel, noise, spread, math.sqrt(shared) * nodes, factors,
+                                       factors is not None and offsets.normalized)
         values = mean + pooled if origin is None else activation_function(origin.activation)(mean + pooled)
         axes = tuple(range(1, values.ndim))
         per_node = values.mean(axis=axes)
         first = float(masses @ per_node)
         second = float(masses @ (values ** 2).mean(axis=axes))
+        between = masses @ (per_node - first) ** 2
+        windows = int(np.prod(values.shape[2:]))
+        if factors is not None and windows > 1:
+            rows = values.reshape(values.shape[0], values.shape[1], windows)
+            common = (windows * rows.mean(axis=2).var(axis=1) - rows.var(axis=(1, 2))) / (windows - 1)
+            between += float(masses @ np.maximum(common, 0.0))
         scale = 1.0 if origin is None else origin.scale_second
-        out_shared = scale * float(masses @ (per_node - first) ** 2) + (scale - 1.0) * first ** 2
+        out_shared = scale * float(between) + (scale - 1.0) * first ** 2
         middle = int(np.argmin(np.abs(nodes)))
         return first, max(scale * second - first ** 2, 0.0), out_shared, self.sampled_lags(values[middle], lags)
 
-    def sample_pooled(self, kernel: np.ndarray, amplitude: np.ndarray, within: float, shifts: np.ndarray,
-                      offsets: np.ndarray | None) -> np.ndarray:
-        """This layer applied to samples of one channel's field, amplitude (shift + within e) + d for
-        each of ``shifts``: e white noise convolved with ``kernel`` (unit variance), d = sum_j
-        offsets[j] b_j with b_j ~ N(0, 1) per sample; rows chunked to :data:`SAMPLED_CHUNK`
-        elements, seeded by the layer's name. Returns (shifts, rows, *output spatial), float64."""
-        spatial = amplitude.shape
+    def sample_canonical(self, kernel: np.ndarray, noise: np.ndarray, spread: np.ndarray, shifts: np.ndarray,
+                         factors: np.ndarray | None, normalized: bool) -> np.ndarray:
+        """:meth:`sample_pooled` with the interchangeable spatial axes (same length and window,
+        :meth:`axis_geometry`) in a canonical order, the one whose arrays' bytes sort first, and
+        the output's axes put back: a transposed input gets the same samples, transposed."""
+        rank = noise.ndim
+        geometry = self.axis_geometry(noise.shape)
+        best: bytes | None = None
+        order, chosen = tuple(range(rank)), [kernel, noise, spread, factors]
+        for perm in itertools.permutations(range(rank)):
+            if any(geometry[p] != geometry[i] for i, p in enumerate(perm)):
+                continue
+            arrays = [np.transpose(a, perm) for a in (kernel, noise, spread)]
+            arrays.append(None if factors is None else np.transpose(factors, (0, *(1 + p for p in perm))))
+            key = b"".join(np.ascontiguousarray(a).tobytes() for a in arrays if a is not None)
+            if best is None or key < best:
+                best, order, chosen = key, perm, arrays
+        pooled = self.sample_pooled(*chosen[:3], shifts, chosen[3], normalized)
+        if pooled.ndim != rank + 2:
+            return pooled
+        return np.transpose(pooled, (0, 1, *(2 + int(a) for a in np.argsort(order))))
+
+    def axis_geometry(self, spatial: Sequence[int]) -> list[tuple]:
+        """Per spatial axis, what the pooling does along it (axes alike may be interchanged)."""
+        return [(int(n),) for n in spatial]
+
+    def sample_pooled(self, kernel: np.ndarray, noise: np.ndarray, spread: np.ndarray, shifts: np.ndarray,
+                      offsets: np.ndarray | None, normalized: bool = False) -> np.ndarray:
+        """This layer applied to samples of one channel's field, noise e + spread shift + d for each
+        of ``shifts``: e white noise convolved with ``kernel`` times ``noise`` per position, d =
+        sum_j offsets[j] b_j with b_j ~ N(0, 1) per sample (``normalized``: e + d rescaled per sample
+        to the mean square over positions that an average channel has, as batch normalization
+        divides each channel by its own spread); rows chunked to :data:`SAMPLED_CHUNK`
+        elements, seeded by the layer's name; rows enough for :data:`SAMPLED_WINDOWS` pooled values
+        within :data:`SAMPLED_ELEMENTS`. Returns (shifts, rows, *output spatial), float64."""
+        spatial = noise.shape
         reach = [(n - 1) // 2 for n in kernel.shape]
         padded = [n + 2 * r for n, r in zip(spatial, reach)]
         size = int(np.prod(padded))
@@ -321,21 +365,28 @@ class _Pooling(LayerRule):
         chunk = max(1, SAMPLED_CHUNK // size)
         generator = keras.random.SeedGenerator(self.context.seed_for("max pooling", self.layer.name))
         filters = keras.ops.convert_to_tensor(kernel[..., None, None], "float32")
-        scale = keras.ops.convert_to_tensor(amplitude[..., None], "float32")
+        scale = keras.ops.convert_to_tensor(noise[..., None], "float32")
+        shift_scale = keras.ops.convert_to_tensor(spread[..., None], "float32")
         factors = None if offsets is None else keras.ops.convert_to_tensor(offsets[..., None], "float32")
+        rest = float((noise ** 2).mean())
+        target = rest + (0.0 if offsets is None else float((offsets ** 2).sum(axis=0).mean()))
         pooled: list[list[np.ndarray]] = [[] for _ in shifts]
         for start in range(0, rows, chunk):
             count = min(chunk, rows - start)
-            field = keras.random.normal((count, *padded, 1), stddev=within, seed=generator)
+            field = keras.random.normal((count, *padded, 1), seed=generator)
             if kernel.size > 1:
                 field = keras.ops.conv(field, filters, padding="valid")
-            fixed = None
+            field = field * scale
             if factors is not None:
                 mix = keras.random.normal((count, int(offsets.shape[0])), seed=generator)
                 fixed = keras.ops.tensordot(mix, factors, axes=1)
+                field = field + fixed
+                if normalized:
+                    square = keras.ops.mean(keras.ops.square(fixed), axis=tuple(range(1, len(spatial) + 2)),
+                                            keepdims=True)
+                    field = field * keras.ops.sqrt(target / (square + rest))
             for index, shift in enumerate(shifts):
-                values = scale * (field + float(shift))
-                values = values if fixed is None else values + fixed
+                values = field + shift_scale * float(shift)
                 if self.layer.data_format == "channels_first":
                     values = keras.ops.moveaxis(values, -1, 1)
                 out = np.asarray(keras.ops.convert_to_numpy(self.layer(values)), dtype=np.float64)
@@ -403,6 +454,9 @@ class _Windowed(_Pooling):
     def window_reach(self):
         return tuple((int(p), int(s)) for p, s in zip(self.layer.pool_size, self.layer.strides))
 
+    def axis_geometry(self, spatial):
+        return [(int(n), int(p), int(s)) for n, p, s in zip(spatial, self.layer.pool_size, self.layer.strides)]
+
     def window_matrices(self, spatial):
         if self.layer.data_format != "channels_last" or not self.output_shapes:
             return None
@@ -442,6 +496,9 @@ class _Adaptive(_Pooling):
     def output_sizes(self, rank: int) -> tuple[int, ...]:
         out = self.layer.output_size
         return (out,) * rank if isinstance(out, int) else tuple(out)
+
+    def axis_geometry(self, spatial):
+        return [(int(n), int(o)) for n, o in zip(spatial, self.output_sizes(len(spatial)))]
 
     def window_reach(self):
         sizes = self.known(self.spatial_shape(), "adaptive pooling")

@@ -156,9 +156,14 @@ class PositionOffsets:
     variance), different where zero padding cuts taps. Batch normalization removes each
     channel's mean over positions, and what it leaves is this varying part, the same in every
     sample, which an average pool keeps. ``factors`` hold the whole offset (their mean over
-    positions is the uniform part, also counted in the record's ``shared``)."""
+    positions is the uniform part, also counted in the record's ``shared``); for an activation
+    output f(z), ``source`` holds z's offsets (max pooling pools z). ``normalized``: each channel
+    was divided by its own spread over positions (batch normalization), so a channel with large
+    offsets has its rest scaled down with them (what a max sees; second moments do not)."""
 
     factors: np.ndarray
+    source: "PositionOffsets | None" = None
+    normalized: bool = False
 
     @property
     def spatial(self) -> tuple[int, ...]:
@@ -182,7 +187,23 @@ class PositionOffsets:
 
     def pooled(self, matrices: Sequence[np.ndarray]) -> "PositionOffsets":
         """The offsets of a linear map acting per axis (``matrices``, e.g. window averages)."""
-        return PositionOffsets(np.stack([along_axes(matrices, f) for f in self.factors]))
+        shape = (0,) + tuple(m.shape[0] for m in matrices)
+        return PositionOffsets(np.stack([along_axes(matrices, f) for f in self.factors]) if len(self.factors)
+                               else np.zeros(shape))
+
+    def permuted(self, order: Sequence[int]) -> "PositionOffsets":
+        """The offsets with their spatial axes in ``order`` (axis i is axis order[i] of these)."""
+        source = None if self.source is None else self.source.permuted(order)
+        return PositionOffsets(np.transpose(self.factors, [0, *(1 + axis for axis in order)]), source,
+                               self.normalized)
+
+    def repeated(self, sizes: Sequence[int]) -> "PositionOffsets":
+        """The offsets with every position repeated ``sizes[i]`` times along axis i (upsampling)."""
+        factors = self.factors
+        for axis, size in enumerate(sizes):
+            factors = np.repeat(factors, size, axis=axis + 1)
+        return PositionOffsets(factors, None if self.source is None else self.source.repeated(sizes),
+                               self.normalized)
 
     def scaled(self, scale: float | np.ndarray) -> "PositionOffsets":
         """The offsets times ``scale`` (a number or one value per position)."""

@@ -1,15 +1,16 @@
 """The maximum over windows of a Gaussian field whose nearby positions are correlated.
 
-Max pooling sees one channel's positions as x_p = mean + sqrt(r(p)) (a + e_p) + d(p): a
-per-channel offset a ~ N(0, shared), a zero-mean field e with correlation m(delta) between
-positions delta apart (the mean lag correlation over channels,
-``lag_correlation.LagCorrelation.mean``), r(p) the relative variance per position (from the
-border profile: offsets and the rest both follow the taps that reach p) and d the channel's
-varying per-position offsets (``border_profile.PositionOffsets``). The max of k correlated
-positions is smaller than that of k independent ones, and positions with a larger variance win
-it more often; neither has a tractable closed form, so the pooling rule (``estimators.pooling``)
-samples e through Keras ops as white noise convolved with a kernel h whose autocorrelation is m
-(:func:`field_kernel`, the spectral square root) and applies the layer itself. Checked against
+Max pooling sees one channel's positions as x_p = mean + a + d(p) + e_p where the channel's
+per-position offsets d are known (``border_profile.PositionOffsets``; per channel rescaled to
+a common spread after batch normalization), else as x_p = mean + sqrt(r(p)) (a + e_p) with r(p)
+the relative variance per position from the border profile (offsets and the rest both follow
+the taps that reach p); a ~ N(0, shared) is the channel's offset and e a zero-mean field with
+correlation m(delta) between positions delta apart (the mean lag correlation over channels,
+``lag_correlation.LagCorrelation.mean``). The max of k correlated positions is smaller than
+that of k independent ones, and positions with a larger variance win it more often; neither has
+a tractable closed form, so the pooling rule (``estimators.pooling``) samples e through Keras ops
+as white noise convolved with a kernel h whose autocorrelation is m (:func:`field_kernel`, the
+spectral square root) and applies the layer itself. Checked against
 real layers on correlated NumPy fields (``tests/layers/test_correlated_pooling.py``: the mean of
 2x2, 3x3 and global maxima within 2%, where independent positions read 5-20% high).
 

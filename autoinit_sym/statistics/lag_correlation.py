@@ -445,8 +445,9 @@ def activated_offsets(offsets: PositionOffsets | None, activation: Activation, m
     K = sum_j L_j(p) L_j(q) and A_n(p) = E[f^(n)(x_p)], x_p ~ N(mean, var - mean D + D(p)) (Price's
     theorem: derivatives of the engine's mean in mu): factors A_1 L_j, A_2 L_j^2 / sqrt(2) and
     A_2 L_j L_k (j < k). The pattern E f(x_p) - mean_q E f(x_q), the same for every channel, is one
-    more factor (for second moments a fixed pattern counts like a random one). None without
-    offsets or where what is left is negligible next to the output's within variance."""
+    more factor (for second moments a fixed pattern counts like a random one); none where they
+    are negligible next to the output's within variance. The input's factors are kept as the
+    ``source`` (max pooling pools z). None without offsets."""
     if offsets is None:
         return None
     engine = activation.engine()
@@ -463,7 +464,9 @@ def activated_offsets(offsets: PositionOffsets | None, activation: Activation, m
     j, k = np.triu_indices(factors.shape[0])
     pairs = factors[j] * factors[k] * np.where(j == k, math.sqrt(0.5), 1.0).reshape((-1,) + (1,) * total.ndim)
     stacked = np.concatenate([a1 * factors, a2 * pairs, (pattern - pattern.mean())[None]])
-    return significant(stacked, out_within)
+    kept = significant(stacked, out_within)
+    source = offsets if offsets.source is None else PositionOffsets(offsets.factors, None, offsets.normalized)
+    return PositionOffsets(np.zeros((0,) + total.shape) if kept is None else kept.factors, source)
 
 
 def resized(lags: LagCorrelation | None, radii: Sequence[int]) -> LagCorrelation | None:
@@ -502,12 +505,8 @@ def upsampled(lags: LagCorrelation | None, factors: Sequence[int], spatial_out: 
                 if abs(lag) <= r_in:
                     matrix[index, lag + r_in] += 1.0 / f
         maps.append(matrix)
-    offsets = lags.offsets
-    if offsets is not None:
-        factors_out = offsets.factors
-        for axis, f in enumerate(factors):
-            factors_out = np.repeat(factors_out, f, axis=axis + 1)
-        offsets = PositionOffsets(factors_out) if factors_out.shape[1:] == tuple(spatial_out) else None
+    offsets = None if lags.offsets is None else lags.offsets.repeated(factors)
+    offsets = offsets if offsets is not None and offsets.spatial == tuple(spatial_out) else None
     mean, square, excess = (_contract(maps, a) for a in (lags.mean, lags.square, lags.excess))
     return reduced(LagCorrelation(mean, square, excess, lags.sample_floor, lags.channel_floor, offsets))
 
@@ -516,8 +515,7 @@ def permuted(lags: LagCorrelation | None, order: Sequence[int]) -> LagCorrelatio
     """``lags`` with its spatial axes in ``order`` (axis i of the result is axis order[i] of the input)."""
     if lags is None:
         return None
-    offsets = None if lags.offsets is None else PositionOffsets(
-        np.transpose(lags.offsets.factors, [0] + [1 + axis for axis in order]))
+    offsets = None if lags.offsets is None else lags.offsets.permuted(order)
     return LagCorrelation(*(np.transpose(a, order) for a in (lags.mean, lags.square, lags.excess)),
                           lags.sample_floor, lags.channel_floor, offsets)
 
