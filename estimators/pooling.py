@@ -352,9 +352,10 @@ class _Pooling(LayerRule):
         of ``shifts``: e white noise convolved with ``kernel`` times ``noise`` per position, d =
         sum_j offsets[j] b_j with b_j ~ N(0, 1) per sample (``normalized``: e + d rescaled per sample
         to the mean square over positions that an average channel has, as batch normalization
-        divides each channel by its own spread); rows chunked to :data:`SAMPLED_CHUNK`
-        elements, seeded by the layer's name; rows enough for :data:`SAMPLED_WINDOWS` pooled values
-        within :data:`SAMPLED_ELEMENTS`. Returns (shifts, rows, *output spatial), float64."""
+        divides each channel by its own spread); rows chunked to :data:`SAMPLED_CHUNK` elements,
+        seeded by the call's position in the walk (never by a layer name); rows enough for
+        :data:`SAMPLED_WINDOWS` pooled values within :data:`SAMPLED_ELEMENTS`. Returns
+        (shifts, rows, *output spatial), float64."""
         spatial = noise.shape
         reach = [(n - 1) // 2 for n in kernel.shape]
         padded = [n + 2 * r for n, r in zip(spatial, reach)]
@@ -363,7 +364,7 @@ class _Pooling(LayerRule):
                    SAMPLED_ELEMENTS // (size * len(shifts)))
         rows = int(max(SAMPLED_ROWS[0], rows))
         chunk = max(1, SAMPLED_CHUNK // size)
-        generator = keras.random.SeedGenerator(self.context.seed_for("max pooling", self.layer.name))
+        generator = keras.random.SeedGenerator(self.context.seed_for("max pooling"))
         filters = keras.ops.convert_to_tensor(kernel[..., None, None], "float32")
         scale = keras.ops.convert_to_tensor(noise[..., None], "float32")
         shift_scale = keras.ops.convert_to_tensor(spread[..., None], "float32")

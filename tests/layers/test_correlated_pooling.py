@@ -64,12 +64,13 @@ def _rule(layer, spatial, channels=4):
 def test_max_of_a_correlated_field_matches_noise(make):
     """A Gaussian field whose neighbours correlate (white noise through a positive 3x3 kernel)
     max-pooled by the real layer: the sampled rule meets the mean within 2% and the variance
-    within 0.05 in log (4000 noisy maps); positions taken as independent miss the mean by more
-    than 5%."""
+    within 0.08 in log (16000 noisy maps; the rule samples at most 4096 rows, so a global max's
+    variance carries about 2.5% of sampling error on each side, and 0.08 is three standard
+    errors); positions taken as independent miss the mean by more than 5%."""
     kernel = np.outer([1.0, 2.0, 1.0], [1.0, 2.0, 1.0])
     spatial = (12, 12)
     rng = np.random.default_rng(1)
-    noise = rng.standard_normal((4000, spatial[0] + 2, spatial[1] + 2))
+    noise = rng.standard_normal((16000, spatial[0] + 2, spatial[1] + 2))
     field = np.stack([fftconvolve(n, kernel, mode="valid") for n in noise]) / math.sqrt((kernel ** 2).sum())
     layer = make()
     y = np.asarray(layer(field[..., None].astype("float32")), dtype=np.float64)
@@ -79,7 +80,7 @@ def test_max_of_a_correlated_field_matches_noise(make):
     independent = rule.propagate([TensorState(0.0, 1.0)])
     assert rule.method == "monte_carlo"
     assert abs(correlated.mean / y.mean() - 1.0) < 0.02, (correlated.mean, y.mean())
-    assert abs(math.log(correlated.var / y.var())) < 0.05, (correlated.var, y.var())
+    assert abs(math.log(correlated.var / y.var())) < 0.08, (correlated.var, y.var())
     assert independent.mean / y.mean() - 1.0 > 0.05
 
 
