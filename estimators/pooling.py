@@ -353,7 +353,8 @@ class _Pooling(LayerRule):
         sum_j offsets[j] b_j with b_j ~ N(0, 1) per sample (``normalized``: e + d rescaled per sample
         to the mean square over positions that an average channel has, as batch normalization
         divides each channel by its own spread); rows chunked to :data:`SAMPLED_CHUNK` elements,
-        seeded by the call's position in the walk (never by a layer name); rows enough for
+        seeded by the configured seed alone (not a layer name, nor the call's position, which a
+        transparent layer would shift); rows enough for
         :data:`SAMPLED_WINDOWS` pooled values within :data:`SAMPLED_ELEMENTS`. Returns
         (shifts, rows, *output spatial), float64."""
         spatial = noise.shape
