@@ -221,14 +221,14 @@ def significant(factors: np.ndarray, within: float) -> PositionOffsets | None:
 
 
 def compressed(factors: np.ndarray, limit: int) -> np.ndarray:
-    """At most ``limit`` factors with (nearly) the same Gram matrix sum_j f_j f_j^T: the leading
-    singular directions of the (J, P) factor matrix, scaled by their singular values."""
+    """At most ``limit`` factors with (nearly) the same Gram matrix sum_j f_j f_j^T: the factors
+    projected on the leading eigenvectors of their small (J, J) Gram matrix F F^T (the leading
+    singular directions of the (J, P) factor matrix, scaled by their singular values)."""
     if factors.shape[0] <= limit:
         return factors
     flat = factors.reshape(factors.shape[0], -1)
-    _, values, rows = np.linalg.svd(flat, full_matrices=False)
-    keep = min(limit, values.size)
-    return (values[:keep, None] * rows[:keep]).reshape((keep,) + factors.shape[1:])
+    _, vectors = np.linalg.eigh(flat @ flat.T)
+    return (vectors[:, ::-1][:, :limit].T @ flat).reshape((limit,) + factors.shape[1:])
 
 
 def convolved_offsets(selections: Sequence[np.ndarray], weight: float, uniform: float,
