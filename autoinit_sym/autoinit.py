@@ -17,7 +17,7 @@ import numpy as np
 from autoinit_sym.estimators.base import LayerRule
 from autoinit_sym.statistics.state import TensorState
 from autoinit_sym.walk import walker
-from autoinit_sym.walk.calibration import calibrate, calibration_batch, flagged
+from autoinit_sym.walk.calibration import FLAG_RATIO, calibrate, calibration_batch, flagged
 from autoinit_sym.walk.data import data_statistics, read_batches
 from autoinit_sym.walk.graph import ModelGraph, build_graph
 from autoinit_sym.walk.measured import measured_calls, rows_for
@@ -144,9 +144,8 @@ class AutoInit:
         context = walker.WalkContext(signal_variance=self.signal_variance, config=self.config,
                                      custom_estimators=self.custom_estimators,
                                      weight_seed=base_seed(self.config.seed), kept_layers=kept)
+        sample = self._sample(graph, batches, means, variances) if kept or calibrate else None
         if kept:
-            sample = calibration_batch(graph, means, variances, self.config.seed) if batches is None else \
-                [np.concatenate([b[i] for b in batches]) for i in range(len(graph.inputs))]
             context.measured = measured_calls(graph, [x[:rows_for(graph)] for x in sample], kept)
         estimates = walker.estimate(graph, context, [TensorState(m, v) for m, v in zip(means, variances)])
         write_pending(context.pending.values(), self.config.distribution,
@@ -154,25 +153,29 @@ class AutoInit:
                       explain=input_explainer(graph, estimates, self.signal_variance),
                       resets=fresh_optimizer_state(model))
         if calibrate:
-            self._calibrate(graph, estimates, kept, batches, means, variances)
+            self._calibrate(graph, estimates, kept, sample)
         return (model, estimates) if return_estimates else model
 
-    def _calibrate(self, graph: ModelGraph, estimates: Mapping[str, LayerEstimate], kept: set[int],
-                   batches: list | None, means: list[float], variances: list[float]) -> None:
-        """The calibration pass (``walk.calibration``) on the data's rows or Gaussian samples;
-        the factors go into the estimates, the far ones into a warning."""
+    def _sample(self, graph: ModelGraph, batches: list | None, means: list[float],
+                variances: list[float]) -> list[np.ndarray]:
+        """The batch kept layers are measured and calibration runs on: the data's rows (one
+        array per model input), or Gaussian rows of the input statistics."""
         if batches is not None:
-            inputs = [np.concatenate([b[i] for b in batches]) for i in range(len(graph.inputs))]
-        else:
-            inputs = calibration_batch(graph, means, variances, seed=self.config.seed)
-        factors = calibrate(graph, inputs, self.signal_variance, skip=kept)
+            return [np.concatenate([b[i] for b in batches]) for i in range(len(graph.inputs))]
+        return calibration_batch(graph, means, variances, seed=self.config.seed)
+
+    def _calibrate(self, graph: ModelGraph, estimates: Mapping[str, LayerEstimate], kept: set[int],
+                   sample: list[np.ndarray]) -> None:
+        """The calibration pass (``walk.calibration``) on ``sample``; the factors go into the
+        estimates, the far ones into a warning."""
+        factors = calibrate(graph, sample, self.signal_variance, skip=kept)
         for key, factor in factors.items():
             estimates[key].calibration = factor
         far = flagged(factors)
         if far:
             logger.warning("calibration rescaled %d layer(s) by more than %.1fx either way (%s): the analytic "
                            "variance map is unstable there for this draw, or a rule is off",
-                           len(far), 1.5, ", ".join(f"{k} x{f:.2f}" for k, f in list(far.items())[:5]))
+                           len(far), FLAG_RATIO, ", ".join(f"{k} x{f:.2f}" for k, f in list(far.items())[:5]))
 
 
 def input_explainer(graph: ModelGraph, estimates: Mapping[str, LayerEstimate],

@@ -8,7 +8,6 @@ float64. Keys match AutoInit's estimates.
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import keras
@@ -16,7 +15,7 @@ import numpy as np
 
 from autoinit_sym.walk.graph import Call, build_graph, run_graph
 from autoinit_sym.walk.loading import input_statistics, load_model
-from autoinit_sym.walk.monte_carlo import RunningMoments
+from autoinit_sym.walk.monte_carlo import RunningMoments, gaussian_rows
 
 
 def measure(model: Any, input_mean: Any = 0.0, input_var: Any = 1.0, samples: int = 1024,
@@ -45,19 +44,11 @@ def measure(model: Any, input_mean: Any = 0.0, input_var: Any = 1.0, samples: in
     done = 0
     while done < samples:
         rows = min(batch_size, samples - done)
-        inputs = [_gaussian(rng, rows, shape, dtype, m, v)
+        inputs = [gaussian_rows(rng, rows, shape, dtype, m, v)
                   for shape, dtype, m, v in zip(graph.input_shapes, graph.input_dtypes, means, variances)]
         run_graph(graph, inputs, training=training, visit=accumulate)
         done += rows
     return {key: _pair(accs) for key, accs in moments.items()}
-
-
-def _gaussian(rng: np.random.Generator, rows: int, shape: tuple, dtype: str, mean: float,
-              var: float) -> np.ndarray:
-    values = rng.normal(mean, math.sqrt(var), (rows,) + tuple(int(d) for d in shape[1:]))
-    if "int" in dtype:
-        return np.clip(np.rint(values), 0, None).astype(dtype)
-    return values.astype(dtype)
 
 
 def _pair(accumulators: list[RunningMoments]) -> tuple:

@@ -23,6 +23,7 @@ import keras
 import numpy as np
 
 from autoinit_sym.walk.graph import ModelGraph, invoke
+from autoinit_sym.walk.monte_carlo import gaussian_rows
 
 KERNELS = ("pointwise_kernel", "depthwise_kernel", "kernel")
 """Kernel attributes, in the order the last stage of a layer is found (a separable
@@ -110,11 +111,8 @@ def calibration_batch(graph: ModelGraph, means: Sequence[float], variances: Sequ
     per_row = sum(math.prod(int(d) for d in shape[1:]) for shape in graph.input_shapes)
     rows = int(min(ROWS, max(MIN_ROWS, ELEMENTS // max(per_row, 1))))
     rng = np.random.default_rng(0 if seed is None else seed)
-    batch = []
-    for shape, dtype, mean, var in zip(graph.input_shapes, graph.input_dtypes, means, variances):
-        values = rng.normal(mean, math.sqrt(var), (rows,) + tuple(int(d) for d in shape[1:]))
-        batch.append(np.clip(np.rint(values), 0, None).astype(dtype) if "int" in dtype else values.astype(dtype))
-    return batch
+    return [gaussian_rows(rng, rows, shape, dtype, mean, var)
+            for shape, dtype, mean, var in zip(graph.input_shapes, graph.input_dtypes, means, variances)]
 
 
 def flagged(factors: dict[str, float], ratio: float = FLAG_RATIO) -> dict[str, float]:

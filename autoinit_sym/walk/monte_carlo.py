@@ -214,3 +214,13 @@ class Progress:
             self.bar = keras.utils.Progbar(self.total, unit_name="sample")
         if self.bar is not None:
             self.bar.update(self.done, finalize=self.done >= self.total)
+
+
+def gaussian_rows(rng: np.random.Generator, rows: int, shape: tuple, dtype: str, mean: float,
+                  var: float) -> np.ndarray:
+    """``rows`` samples of N(mean, var) with the per-sample ``shape`` (batch axis first, ignored),
+    in ``dtype``; integer inputs rounded and clipped at 0 (token ids, counts)."""
+    values = rng.normal(mean, math.sqrt(var), (rows,) + tuple(int(d) for d in shape[1:]))
+    if "int" in dtype:
+        return np.clip(np.rint(values), 0, None).astype(dtype)
+    return values.astype(dtype)
