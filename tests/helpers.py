@@ -458,3 +458,14 @@ def check_gelu(points: Sequence[tuple[float, float]]) -> None:
             bad.append(f"mu={a}, var={b}: got ({mean[i]!r}, {variance[i]!r}), mpmath "
                        f"({mpmath.nstr(ref_mean, 17)}, {mpmath.nstr(ref_var, 17)}), errors {errors}")
     assert not bad, "\n".join(bad)
+
+
+def run_cli(capfd: Any, *argv: Any) -> tuple[int, str, str]:
+    """Exit status, stdout and stderr (file-descriptor level, through pytest's ``capfd``) of one
+    in-process ``autoinit-sym`` run; arguments may be paths."""
+    try:
+        status = main([str(a) for a in argv])
+    except SystemExit as stop:
+        status = stop.code
+    out, err = capfd.readouterr()
+    return status, out, err

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from autoinit_sym import cli
-from autoinit_sym.cli import main
+from helpers import run_cli
 
 SCRIPT = Path(sys.executable).with_name("autoinit-sym")
 LAYERS_MODULE = textwrap.dedent('''
@@ -36,15 +36,6 @@ LAYERS_MODULE = textwrap.dedent('''
             warnings.warn("first line\\nsecond line \\x1b[31mred\\x1b[0m")
             return x
 ''')
-
-
-def run_cli(capfd, *argv):
-    try:
-        status = main([str(a) for a in argv])
-    except SystemExit as stop:
-        status = stop.code
-    out, err = capfd.readouterr()
-    return status, out, err
 
 
 def one_line_error(status, err, *fragments):

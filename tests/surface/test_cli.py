@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from autoinit_sym.cli import main
+from helpers import run_cli
 
 CUSTOM_MODULE = textwrap.dedent('''
     import keras
@@ -29,16 +29,6 @@ CUSTOM_MODULE = textwrap.dedent('''
 
     custom_distribution_estimators = {Doubler: DoublerEstimator}
 ''')
-
-
-def run_cli(capfd: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
-    """Exit status, stdout and stderr (file-descriptor level) of one in-process run."""
-    try:
-        status = main(list(argv))
-    except SystemExit as stop:
-        status = stop.code
-    out, err = capfd.readouterr()
-    return status, out, err
 
 
 def assert_one_line_error(status: int, err: str, *fragments: str) -> None:

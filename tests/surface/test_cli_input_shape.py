@@ -7,17 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from autoinit_sym.cli import main
-
-
-def run_cli(capfd: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
-    """Exit status, stdout and stderr of one in-process run."""
-    try:
-        status = main(list(argv))
-    except SystemExit as stop:
-        status = stop.code
-    out, err = capfd.readouterr()
-    return status, out, err
+from helpers import run_cli
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from autoinit_sym.cli import main
+from helpers import run_cli
 
 
 @pytest.fixture
@@ -24,17 +24,8 @@ def saved(tmp_path):
     return tmp_path
 
 
-def run(capfd, *argv):
-    try:
-        status = main([str(a) for a in argv])
-    except SystemExit as stop:
-        status = stop.code
-    out, err = capfd.readouterr()
-    return status, out, err
-
-
 def test_data_and_calibration_reach_the_report(saved, capfd):
-    status, out, err = run(capfd, "init", saved / "m.keras", "-o", saved / "o.keras", "--data", saved / "d.npy",
+    status, out, err = run_cli(capfd, "init", saved / "m.keras", "-o", saved / "o.keras", "--data", saved / "d.npy",
                            "--calibrate", "--report", saved / "r.json")
     assert status == 0, err
     layers = {record["key"]: record for record in json.loads((saved / "r.json").read_text())["layers"]}
@@ -45,7 +36,7 @@ def test_data_and_calibration_reach_the_report(saved, capfd):
 
 def test_npz_by_input_name_and_all(saved, capfd):
     before = keras.saving.load_model(saved / "m.keras").get_layer("a").get_weights()[0]
-    status, _, err = run(capfd, "init", saved / "m.keras", "-o", saved / "o.keras", "--data", saved / "d.npz",
+    status, _, err = run_cli(capfd, "init", saved / "m.keras", "-o", saved / "o.keras", "--data", saved / "d.npz",
                          "--all")
     assert status == 0, err
     after = keras.saving.load_model(saved / "o.keras").get_layer("a").get_weights()[0]
@@ -54,7 +45,7 @@ def test_npz_by_input_name_and_all(saved, capfd):
 
 def test_layers_selects_what_is_initialized(saved, capfd):
     before = keras.saving.load_model(saved / "m.keras")
-    status, _, err = run(capfd, "init", saved / "m.keras", "-o", saved / "o.keras", "--layers", "a")
+    status, _, err = run_cli(capfd, "init", saved / "m.keras", "-o", saved / "o.keras", "--layers", "a")
     assert status == 0, err
     after = keras.saving.load_model(saved / "o.keras")
     assert not np.array_equal(before.get_layer("a").get_weights()[0], after.get_layer("a").get_weights()[0])
@@ -70,6 +61,6 @@ def test_layers_selects_what_is_initialized(saved, capfd):
 ])
 def test_bad_values_are_one_line_errors(saved, capfd, extra, message):
     extra = [str(saved / e) if e.endswith((".npy", ".json")) else e for e in extra]
-    status, _, err = run(capfd, "init", saved / "m.keras", "-o", saved / "o.keras", *extra)
+    status, _, err = run_cli(capfd, "init", saved / "m.keras", "-o", saved / "o.keras", *extra)
     assert status != 0 and message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert not (saved / "o.keras").exists()
