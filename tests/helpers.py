@@ -15,6 +15,7 @@ import numpy as np
 import sympy
 
 from autoinit_sym import AutoInit, moments
+from autoinit_sym.cli import main
 from autoinit_sym.estimators import LayerOutputDistributionEstimator
 from autoinit_sym.estimators.registry import lookup
 from autoinit_sym.measure import measure
