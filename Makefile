@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# The CPU build of torch this machine kind keeps on disk (a plain `torch` from PyPI is a CUDA build of several GB).
+TORCH_VERSION ?= 2.13.0
 
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export KERAS_BACKEND ?= tensorflow
@@ -13,7 +15,7 @@ export MPLBACKEND ?= Agg
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,bench]'
+	$(PY) -m pip install --quiet -e '.[test,bench,jax,legacy,hub]' 'torch==$(TORCH_VERSION)'
 	touch $(STAMP)
 
 demo: $(STAMP)
