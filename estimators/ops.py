@@ -222,6 +222,44 @@ class MatmulOp(OpEstimator):
         return float(centres.mean()), float(x.var * squares.mean() + centres.var())
 
 
+def subscript_sizes(subscripts: str, shape: Sequence[int | None]) -> dict[str, int | None]:
+    """Size of each letter of one einsum operand (``...`` spans the dimensions no letter names)."""
+    left, _, right = subscripts.partition("...")
+    sizes = dict(zip(left, shape[:len(left)]))
+    sizes.update(zip(right, shape[len(shape) - len(right):] if right else ()))
+    return sizes
+
+
+@rule_for(ops_np.Einsum)
+class EinsumOp(OpEstimator):
+    """einsum of one or two tensors. Letters summed away that only one operand has sum n_a of its
+    independent elements (mean n_a m, var n_a v); letters both operands share and the output lacks
+    are contracted over n_c independent products (:func:`contracted_product_moments`, x_k^2 when
+    the operands are one tensor). A constant operand (a weight) is probed."""
+
+    def combine(self, args):
+        if not all(a.is_tensor for a in args) or len(args) not in (1, 2):
+            return None
+        equation = self.layer.subscripts.replace(" ", "")
+        operand_text, _, output = equation.partition("->")
+        subscripts = operand_text.split(",")
+        sizes = [subscript_sizes(s, shape) for s, shape in zip(subscripts, self.input_shapes)]
+        summed = [{k: n for k, n in own.items() if k not in output} for own in sizes]
+        shared = set(summed[0]).intersection(*summed[1:]) if len(args) == 2 else set()
+        counts = [[n for k, n in own.items() if k not in shared] for own in summed]
+        contracted = [summed[0][k] for k in shared]
+        if any(n is None for n in contracted + [n for c in counts for n in c]):
+            return None
+        totals = [float(np.prod(c)) for c in counts]
+        means = [t * a.mean for t, a in zip(totals, args)]
+        variances = [t * a.var for t, a in zip(totals, args)]
+        if len(args) == 1:
+            return (means[0], variances[0]) if totals[0] > 1 else rearranged(self, args[0].state)
+        if args[0].ident == args[1].ident and max(totals) > 1:
+            return None  # sums of one tensor's elements multiplied together: not written here
+        return contracted_product_moments(int(np.prod(contracted)), means, variances, args[0].ident == args[1].ident)
+
+
 def _reduced_size(shape: tuple, axis: Any) -> int | None:
     """Elements reduced per output (batch axis excluded when axis is None)."""
     rank = len(shape)
@@ -242,8 +280,20 @@ class ReductionOp(OpEstimator):
         return (m, v / n) if isinstance(self.layer, ops_np.Mean) else (n * m, n * v)
 
 
+def rearranged(rule: LayerRule, state: TensorState, index: int = 0) -> TensorState:
+    """The record of output ``index`` of an operation whose every output element is an input
+    element: ``state`` where the per-sample shape is unchanged, without its profile and lag
+    correlation otherwise."""
+    shape_in = tuple(rule.input_shapes[0][1:]) if rule.input_shapes else None
+    shape_out = tuple(rule.output_shapes[index][1:]) if index < len(rule.output_shapes) else None
+    if shape_in is not None and shape_in == shape_out and None not in shape_in:
+        return state
+    return state.replace(profile=None, lags=None)
+
+
 @rule_for(ops_np.Reshape, ops_np.Transpose, ops_np.ExpandDims, ops_np.Squeeze, ops_np.Repeat, ops_np.Tile,
-           ops_np.Ravel, ops_core.Cast, ops_core.StopGradient, ops_core.ConvertToTensor)
+           ops_np.Ravel, ops_np.Moveaxis, ops_np.BroadcastTo, ops_core.Cast, ops_core.StopGradient,
+           ops_core.ConvertToTensor)
 class RearrangingOp(OpEstimator):
     """Moves, repeats or casts elements: the input record where the per-sample shape is
     unchanged, without its profile and lag correlation otherwise."""
@@ -251,12 +301,97 @@ class RearrangingOp(OpEstimator):
     keeps_values = True
 
     def combine(self, args):
-        state = args[0].state
-        shape_in = tuple(self.input_shapes[0][1:]) if self.input_shapes else None
-        shape_out = tuple(self.output_shapes[0][1:]) if self.output_shapes else None
-        if shape_in is not None and shape_in == shape_out and None not in shape_in:
-            return state
-        return state.replace(profile=None, lags=None)
+        return rearranged(self, args[0].state)
+
+
+@rule_for(ops_np.GetItem, ops_core.Slice)
+class SelectingOp(LayerRule):
+    """``x[...]`` and ``slice``: a subset of the input's elements (each position as likely as
+    any other), so the record of the first tensor operand without its profile and lag
+    correlation; index tensors only choose positions."""
+
+    method = EXACT
+    keeps_values = True
+
+    def propagate(self, inputs: Sequence[TensorState]) -> TensorState:
+        return rearranged(self, inputs[0])
+
+
+@rule_for(ops_np.Split)
+class SplitOp(LayerRule):
+    """``split``: every piece is a subset of the input's elements, with the input's record."""
+
+    method = EXACT
+    keeps_values = True
+
+    def propagate(self, inputs: Sequence[TensorState]) -> list[TensorState]:
+        return [rearranged(self, inputs[0], i) for i in range(max(len(self.output_shapes), 1))]
+
+
+COPYING_PAD_MODES = ("reflect", "symmetric", "edge", "wrap")
+"""``ops.pad`` modes whose padded elements are copies of input elements."""
+
+MAX_CONSUMERS = (keras.layers.MaxPooling1D, keras.layers.MaxPooling2D, keras.layers.MaxPooling3D,
+                 keras.layers.GlobalMaxPooling1D, keras.layers.GlobalMaxPooling2D,
+                 keras.layers.GlobalMaxPooling3D, keras.layers.AdaptiveMaxPooling1D,
+                 keras.layers.AdaptiveMaxPooling2D, keras.layers.AdaptiveMaxPooling3D,
+                 ops_nn.MaxPool, ops_nn.AdaptiveMaxPool, ops_np.Max)
+"""Operations over which a -inf element never wins (a window holding one real element)."""
+
+
+def _consumers(operation: Any, node: Any) -> list[Any]:
+    """The operations that take an output of ``node`` as an input."""
+    outputs = {id(t) for t in node.outputs}
+    return [n.operation for n in operation._outbound_nodes
+            if any(id(t) in outputs for t in n.arguments.keras_tensors)]
+
+
+@rule_for(ops_np.Pad)
+class PadOp(LayerRule):
+    """``ops.pad``. Constant c (default 0): a fraction k = input/output elements of the result is
+    the input, the rest c: mean k m + (1 - k) c, E[x^2] = k (v + m^2) + (1 - k) c^2, shared k^2 of
+    the input's. Reflect, symmetric, edge, wrap: copies of input elements (the input's record).
+    -inf before max pooling only: a padded element never wins a window that holds a real one, so the pool sees the input's elements (the input's record; border windows hold fewer
+    of them, which the pooling rule does not see). Other modes are probed."""
+
+    method = EXACT
+
+    def propagate(self, inputs: Sequence[TensorState]) -> TensorState:
+        state, mode = inputs[0], self.layer.mode
+        if mode in COPYING_PAD_MODES:
+            return rearranged(self, state)
+        if mode != "constant":
+            return probed(self, inputs, no_rule_warning(self.layer, f"with mode={mode!r}"))
+        value = self.node.arguments.kwargs.get("constant_values", 0) if self.node is not None else 0
+        value = 0.0 if value is None else float(np.asarray(keras.ops.convert_to_numpy(value)))
+        if math.isinf(value):
+            return self.infinite(state, value)
+        kept = self.kept_fraction()
+        if kept is None:
+            return probed(self, inputs, no_rule_warning(self.layer, "on axes of unknown size"))
+        mean, var = mixture_moments([kept, 1.0 - kept], [state.mean, value], [state.var, 0.0])
+        return self.output(inputs, mean, var, shared=kept ** 2 * state.shared, profile=None)
+
+    def kept_fraction(self) -> float | None:
+        """Input elements over output elements (per sample; None where a padded axis is unknown)."""
+        shape = self.input_shapes[0]
+        pairs = np.broadcast_to(np.asarray(self.layer.pad_width, dtype=int).reshape(-1, 2), (len(shape), 2))
+        fraction = 1.0
+        for size, (before, after) in zip(shape, pairs):
+            if before or after:
+                if size is None:
+                    return None
+                fraction *= size / (size + before + after)
+        return fraction
+
+    def infinite(self, state: TensorState, value: float) -> TensorState:
+        """-inf padding read by max pooling only (anything else would see infinite values)."""
+        consumers = _consumers(self.layer, self.node) if self.node is not None else []
+        if value < 0 and consumers and all(isinstance(c, MAX_CONSUMERS) for c in consumers):
+            return rearranged(self, state)
+        raise ValueError(f"{type(self.layer).__name__} {self.layer.name!r} pads with {value}: AutoInit "
+                         "estimates infinite padding only where every consumer is a max pooling "
+                         f"(consumers: {[type(c).__name__ for c in consumers]})")
 
 
 @rule_for(ops_np.Concatenate, ops_np.Stack)
