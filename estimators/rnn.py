@@ -250,10 +250,26 @@ def recurrent_layers(layer: Any) -> list[Any]:
     return [layer] if isinstance(layer, keras.layers.RNN) else []
 
 
+def device_kind() -> str:
+    """The kind of device ("cpu", "gpu", "cuda", "tpu", "mps", ...) on which the current backend
+    places a new tensor, read from a tensor itself: TensorFlow's device string
+    (".../device:CPU:0"), JAX's device platform, torch's device type. (``keras.distribution`` is
+    None on torch, and lists devices the backend may not use.)"""
+    probe = keras.ops.zeros(())
+    backend = keras.backend.backend()
+    if backend == "jax":
+        return next(iter(probe.devices())).platform.lower()
+    if backend == "torch":
+        return probe.device.type.lower()
+    if backend == "tensorflow":
+        return probe.device.rsplit("device:", 1)[-1].split(":")[0].lower()
+    return "cpu"  # NumPy: no accelerator
+
+
 def direct_loop_pays() -> bool:
     """Loop directly only on CPU: on an accelerator Keras's own loop can use the fused
     cuDNN kernel for LSTM and GRU."""
-    return all(d.split(":")[0].lower() == "cpu" for d in keras.distribution.list_devices())
+    return device_kind() == "cpu"
 
 
 def _with_offset(shapes: list[tuple[int, ...]], means: list[float], variances: list[float],

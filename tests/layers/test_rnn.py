@@ -41,7 +41,7 @@ def measure(layer, shape, mean, var, extra_inputs=(), seed=5):
     else:
         out = layer(xs[0], training=True)
     out = out if isinstance(out, (list, tuple)) else [out]
-    return [np.asarray(y, dtype=np.float64) for y in out]
+    return [keras.ops.convert_to_numpy(y).astype(np.float64) for y in out]
 
 
 def assert_tracks(predictions, measured, var_tol=0.1):
@@ -106,14 +106,15 @@ def test_initial_state_inputs():
 
 def test_input_kernel_is_scaled_like_dense_and_recurrent_kernel_kept():
     layer = layers.LSTM(8)
-    recurrent_before = np.asarray(layer(keras.Input((T, F))) is not None and layer.cell.recurrent_kernel)
+    layer(keras.Input((T, F)))
+    recurrent_before = keras.ops.convert_to_numpy(layer.cell.recurrent_kernel)
     _, context = initialize(layer, (T, F), 1.0, 3.0)
     [pending] = context.pending.values()
     assert pending.variable is layer.cell.kernel and pending.layer is layer.cell
     assert pending.stddev == pytest.approx(math.sqrt(1.0 / (F * (3.0 + 1.0))))
-    assert np.array_equal(np.asarray(layer.cell.recurrent_kernel), recurrent_before)
+    assert np.array_equal(keras.ops.convert_to_numpy(layer.cell.recurrent_kernel), recurrent_before)
     assert isinstance(layer.cell.kernel_initializer, keras.initializers.TruncatedNormal)
-    assert np.asarray(layer.cell.kernel).std() == pytest.approx(pending.stddev, rel=0.15)
+    assert keras.ops.convert_to_numpy(layer.cell.kernel).std() == pytest.approx(pending.stddev, rel=0.15)
 
 
 def test_stacked_cells_scale_only_the_first_kernel():
@@ -174,7 +175,7 @@ def test_recurrent_layer_fed_by_another_samples_through_it():
                                      ), [mean1], [var1])
     write_pending(context.pending.values(), "truncated_normal", False, context.seed_for)
     x = np.random.default_rng(0).normal(0, 1, (BATCH, T, F)).astype("float32")
-    y = np.asarray(second(first(x, training=True), training=True), dtype=np.float64)
+    y = keras.ops.convert_to_numpy(second(first(x, training=True), training=True)).astype(np.float64)
     assert y.var() == pytest.approx(var2, rel=0.1)
     assert y.mean() == pytest.approx(mean2, abs=0.05 * math.sqrt(var2) + 0.01)
 
@@ -218,8 +219,12 @@ def test_direct_loop_matches_the_keras_loop(make):
 
 
 def measure_outputs(layer, x):
+    """The layer's outputs in training mode, as arrays. Keras's global seed is set first: on torch
+    a dropout without its own seed draws its masks from torch's global generator, not from the
+    layer's seed state, so two runs only see the same masks from the same global state."""
+    keras.utils.set_random_seed(0)
     out = layer(x, training=True)
-    return [np.asarray(y) for y in (out if isinstance(out, (list, tuple)) else [out])]
+    return [keras.ops.convert_to_numpy(y) for y in (out if isinstance(out, (list, tuple)) else [out])]
 
 
 def test_estimate_leaves_the_layer_untouched():
@@ -233,7 +238,7 @@ def test_estimate_leaves_the_layer_untouched():
     assert all(np.array_equal(a, b) for a, b in zip(before, _state(layer)))
     assert not any("inner_loop" in vars(r) for r in recurrent_layers(layer))
     write_pending(context.pending.values(), "truncated_normal", False, context.seed_for)
-    assert not np.array_equal(before[0], np.asarray(layer.forward_layer.cell.kernel))
+    assert not np.array_equal(before[0], keras.ops.convert_to_numpy(layer.forward_layer.cell.kernel))
 
 
 def test_estimate_failure_restores_the_layer():
@@ -271,7 +276,7 @@ def test_sampled_kernel_is_the_written_kernel():
     estimator._call = spy
     propagated(estimator, [0.0], [1.0])
     write_pending(context.pending.values(), "truncated_normal", False, context.seed_for)
-    assert np.array_equal(kernels[0], np.asarray(layer.cell.kernel))
+    assert np.array_equal(kernels[0], keras.ops.convert_to_numpy(layer.cell.kernel))
 
 
 def measured_shared(y):
@@ -312,7 +317,7 @@ def test_position_shared_input_and_output(make, shape, mean):
     outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
     assert len(states) == len(predicted) == len(outputs)
     for (predicted_mean, predicted_var), shared_out, y in zip(predicted, [s.shared for s in states], outputs):
-        y = np.asarray(y, dtype=np.float64)
+        y = keras.ops.convert_to_numpy(y).astype(np.float64)
         assert y.var() == pytest.approx(predicted_var, rel=0.1)
         assert y.mean() == pytest.approx(predicted_mean, abs=0.05 * math.sqrt(predicted_var) + 0.01)
         assert shared_out == pytest.approx(measured_shared(y), abs=0.1 * predicted_var)
