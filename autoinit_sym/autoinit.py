@@ -15,7 +15,6 @@ import keras
 import numpy as np
 
 from autoinit_sym.estimators.base import LayerRule
-from autoinit_sym.statistics.state import TensorState
 from autoinit_sym.walk import walker
 from autoinit_sym.walk.calibration import FLAG_RATIO, calibrate, calibration_batch, flagged
 from autoinit_sym.walk.data import data_statistics, read_batches
@@ -23,9 +22,11 @@ from autoinit_sym.walk.graph import ModelGraph, build_graph
 from autoinit_sym.walk.measured import measured_calls, rows_for
 from autoinit_sym.walk.loading import (check_finite, check_input_shapes, check_positive, check_sequence_length,
                                        input_statistics, load_model, resolve_shapes)
+from autoinit_sym.walk.report import Estimates, initialization_report
 from autoinit_sym.walk.results import LayerEstimate
 from autoinit_sym.walk.selection import kept_layers
 from autoinit_sym.walk.settings import WeightInitConfig
+from autoinit_sym.walk.tracing import frozen_inner_layers, open_layers
 from autoinit_sym.walk.weights import PendingWeight, base_seed, write_pending
 
 logger = logging.getLogger("autoinit_sym")
@@ -119,7 +120,11 @@ class AutoInit:
         (``LayerEstimate.calibration``); factors far from 1 are logged as a warning.
 
         The estimates map each layer call's key (see ``autoinit_sym.walk.graph``) to a
-        :class:`~autoinit_sym.walk.results.LayerEstimate`, in topological order.
+        :class:`~autoinit_sym.walk.results.LayerEstimate`, in topological order; layers without a
+        rule are opened by tracing their ``call`` (``walk.tracing``), so the calls inside them are
+        estimated and initialized too. Their ``report`` (``walk.report``) says how many trainable
+        parameters were redrawn and which layers kept their own initializers and why; more than
+        ``walk.report.KEPT_WARNING`` of them kept for reasons other than ``layers`` is a warning.
 
         Nothing is written unless the whole walk succeeds and every weight's scale is finite
         and representable in its dtype (a ValueError names the weight and the statistic that
@@ -144,14 +149,19 @@ class AutoInit:
         context = walker.WalkContext(signal_variance=self.signal_variance, config=self.config,
                                      custom_estimators=self.custom_estimators,
                                      weight_seed=base_seed(self.config.seed), kept_layers=kept)
+        open_layers(graph, walker.opens(context))
+        if layers is None:
+            kept |= frozen_inner_layers(graph)
         sample = self._sample(graph, batches, means, variances) if kept or calibrate else None
         if kept:
             context.measured = measured_calls(graph, [x[:rows_for(graph)] for x in sample], kept)
-        estimates = walker.estimate(graph, context, [TensorState(m, v) for m, v in zip(means, variances)])
+        estimates = Estimates(walker.estimate(graph, context, walker.input_states(graph, means, variances)))
         write_pending(context.pending.values(), self.config.distribution,
                       self.config.constrain_weights, context.seed_for,
                       explain=input_explainer(graph, estimates, self.signal_variance),
                       resets=fresh_optimizer_state(model))
+        estimates.report = initialization_report(model, graph, estimates,
+                                                 [p.variable for p in context.pending.values()], kept)
         if calibrate:
             self._calibrate(graph, estimates, kept, sample)
         return (model, estimates) if return_estimates else model

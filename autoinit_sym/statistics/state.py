@@ -15,7 +15,10 @@ Gaussian where the AutoInit assumption applies:
 - ``profile``: the per-position relative second moment over the spatial axes (mean 1;
   ``border_profile``) or None when uniform;
 - ``lags``: the short-range correlation of a channel's nearby positions beyond the shared
-  offset (``lag_correlation.LagCorrelation``) or None for independent positions.
+  offset (``lag_correlation.LagCorrelation``) or None for independent positions;
+- ``discrete``: for an integer or boolean tensor (token ids, padding masks, positions), the
+  values it holds (:class:`DiscreteValues`), which probes and samples draw instead of Gaussian
+  floats; None for a floating-point tensor.
 
 A rule that maps a tensor to itself returns its input record unchanged; a rule that knows
 some fields of its output builds the record with :func:`derived`, which fills every field
@@ -26,8 +29,9 @@ it was not told from the inputs by that field's *carry policy*, declared once be
 - ``sample_shared``: the inputs' per-sample fraction of the shared variance;
 - ``profile``: the inputs' profiles mixed by second moment where the output has their
   spatial shape (positions map one-to-one), uniform otherwise;
-- ``origin`` and ``lags``: reset (None), the plain AutoInit assumption: a rule that changes
-  the values without saying what became of them cannot keep either.
+- ``origin``, ``lags`` and ``discrete``: reset (None), the plain AutoInit assumption: a rule that
+  changes the values without saying what became of them cannot keep any of them (the walk sets
+  ``discrete`` again where a call's output is an integer or boolean tensor).
 """
 from __future__ import annotations
 
@@ -36,6 +40,33 @@ import math
 from typing import Any, Callable, Mapping, Sequence
 
 from autoinit_sym.statistics.border_profile import mixed
+
+
+@dataclasses.dataclass(frozen=True)
+class DiscreteValues:
+    """The values of an integer or boolean tensor: independent, uniform over the integers
+    low <= k < high (``high = low + 1``: the constant ``low``, e.g. a padding mask of ones).
+    Mean (low + high - 1) / 2, variance ((high - low)^2 - 1) / 12."""
+
+    dtype: str
+    low: int
+    high: int
+
+    def __post_init__(self) -> None:
+        if not self.high > self.low:
+            raise ValueError(f"DiscreteValues needs low < high, got [{self.low}, {self.high})")
+
+    @property
+    def mean(self) -> float:
+        return (self.low + self.high - 1) / 2.0
+
+    @property
+    def var(self) -> float:
+        return ((self.high - self.low) ** 2 - 1) / 12.0
+
+    def state(self) -> "TensorState":
+        """The record of a tensor holding these values."""
+        return TensorState(self.mean, self.var, discrete=self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +80,7 @@ class TensorState:
     origin: Any = None
     profile: Any = None
     lags: Any = None
+    discrete: DiscreteValues | None = None
 
     @property
     def second_moment(self) -> float:
@@ -96,6 +128,7 @@ CARRY_POLICIES: dict[str, Policy] = {
     "origin": _reset,
     "profile": _carry_profile,
     "lags": _reset,
+    "discrete": _reset,
 }
 """What each field becomes when a rule does not mention it (mean and var it must give)."""
 

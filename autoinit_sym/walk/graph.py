@@ -13,6 +13,11 @@ walk order for a layer called several times. When two distinct layers share a na
 (possible across nested models), the name is prefixed with the enclosing submodel
 names: ``outer/inner/name``.
 
+Layers without a functional graph (subclassed layers and built subclassed models) are opened
+by ``walk.tracing`` after the input sizes are known: their inner calls are recorded like a
+nested model's, each with a :attr:`Call.site` that finds its node again at another batch size
+(:func:`node_at`; a traced node's constant arguments may hold the batch size it was traced at).
+
 Shapes: every call's ``input_shapes`` and ``output_shapes`` are the ones Keras recorded when
 the model was built, batch axis included. A layer's own shape inference may leave a size
 unknown although the model's inputs fix it (``EinsumDense`` with ``output_shape=(None, 256)``
@@ -21,6 +26,7 @@ records an unknown sequence axis), and variable-length inputs leave sizes unknow
 """
 from __future__ import annotations
 
+import weakref
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
@@ -28,6 +34,11 @@ from typing import Any, Callable, Iterator
 import keras
 from keras import tree
 from keras.src.backend import compute_output_spec
+
+from autoinit_sym.statistics.state import DiscreteValues
+
+SMALL_INTEGERS = 2
+"""An integer input that feeds no embedding and is not a mask is drawn from 0..SMALL_INTEGERS - 1."""
 
 
 @dataclass
@@ -43,6 +54,7 @@ class Call:
     path: tuple[str, ...] = ()     # names of the enclosing submodels
     submodel: bool = False         # True: a nested model's output, computed by its inner calls
     key: str = ""
+    site: Any = None               # a call inside a traced layer: its place in the trace (walk.tracing)
 
 
 @dataclass
@@ -55,6 +67,8 @@ class ModelGraph:
     input_dtypes: list[str]
     outputs: list[int]
     calls: list[Call] = field(default_factory=list)
+    untraced: dict[int, str] = field(default_factory=dict)
+    """id(layer) -> why a layer without a rule could not be opened (``walk.tracing``)."""
 
     def calls_by_operation(self) -> dict[int, list[Call]]:
         """id(operation) -> its (non-submodel) calls, in walk order."""
@@ -81,12 +95,12 @@ def as_function(obj: Any) -> Any:
 
 
 def build_graph(model: Any) -> ModelGraph:
-    """Flatten ``model`` (Functional or Sequential, nested models included) into calls."""
+    """Flatten ``model`` (Functional or Sequential, nested models included) into calls. A built
+    subclassed model becomes one call of itself on inputs of the shapes it was built with, for
+    ``walk.tracing.open_layers`` to open."""
     function = as_function(model)
     if function is None:
-        raise ValueError(
-            f"cannot see the graph of {type(model).__name__} {getattr(model, 'name', '')!r}: "
-            "AutoInit needs a Functional or Sequential model (subclassed models hide their graph)")
+        return _subclassed_graph(model)
     counter = iter(range(1 << 62))
     input_slots = [next(counter) for _ in function.inputs]
     calls: list[Call] = []
@@ -101,6 +115,26 @@ def build_graph(model: Any) -> ModelGraph:
     return graph
 
 
+def _subclassed_graph(model: Any) -> ModelGraph:
+    """The one-call graph of a built subclassed model (see :func:`build_graph`): one input per
+    shape it was built with (a single shape, or a list of shapes passed as one list)."""
+    shapes = list((getattr(model, "_build_shapes_dict", None) or {}).values())
+    if not (isinstance(model, keras.Model) and model.built and len(shapes) == 1):
+        raise ValueError(
+            f"cannot see the graph of {type(model).__name__} {getattr(model, 'name', '')!r}: AutoInit needs "
+            "a Functional or Sequential model, or a subclassed model built by calling it once on one input "
+            "(a tensor or a list of tensors)")
+    shape = shapes[0]
+    several = isinstance(shape, (list, tuple)) and bool(shape) and all(isinstance(s, (list, tuple)) for s in shape)
+    input_shapes = [tuple(s) for s in shape] if several else [tuple(shape)]
+    slots = list(range(len(input_shapes)))
+    dtype = str(getattr(model, "compute_dtype", None) or "float32")
+    names = [f"input_{i}" for i in slots] if several else ["input"]
+    call = Call(model, None, slots, [len(slots)], input_shapes, [()], key=model.name)
+    return ModelGraph(inputs=slots, input_names=names, input_shapes=input_shapes,
+                      input_dtypes=[dtype] * len(slots), outputs=[len(slots)], calls=[call])
+
+
 def _tensor_name(tensor: Any) -> str:
     history = getattr(tensor, "_keras_history", None)
     if history is not None and history.operation is not None:
@@ -108,30 +142,50 @@ def _tensor_name(tensor: Any) -> str:
     return getattr(tensor, "name", "input")
 
 
-def _walk(function: Any, input_slots: list[int], path: tuple[str, ...],
-          calls: list[Call], counter: Iterator[int]) -> list[int]:
+def ordered_nodes(function: Any) -> list[Any]:
+    """The operation nodes of a functional graph in the walk's order (deepest first)."""
+    return [node for depth in sorted(function._nodes_by_depth, reverse=True)
+            for node in function._nodes_by_depth[depth] if node.operation is not None and not node.is_input]
+
+
+def _walk(function: Any, input_slots: list[int], path: tuple[str, ...], calls: list[Call],
+          counter: Iterator[int], site: Callable[[int], Any] | None = None) -> list[int]:
+    """Append the calls of ``function`` (inputs at ``input_slots``) to ``calls``; ``site(i)``
+    gives the :attr:`Call.site` of its i-th node (:func:`ordered_nodes`) when it is a trace."""
     local = {id(t): s for t, s in zip(function.inputs, input_slots)}
-    for depth in sorted(function._nodes_by_depth, reverse=True):
-        for node in function._nodes_by_depth[depth]:
-            if node.operation is None or node.is_input:
-                continue
-            tensors = node.arguments.keras_tensors
-            if any(id(t) not in local for t in tensors):
-                continue  # not computable from the inputs (Keras skips these too)
-            ins = [local[id(t)] for t in tensors]
-            shapes_in = [tuple(t.shape) for t in tensors]
-            shapes_out = [tuple(t.shape) for t in node.outputs]
-            inner = as_function(node.operation)
-            if inner is not None:
-                outs = _walk(inner, ins, path + (node.operation.name,), calls, counter)
-                calls.append(Call(node.operation, node, ins, outs, shapes_in, shapes_out,
-                                  path, submodel=True))
-            else:
-                outs = [next(counter) for _ in node.outputs]
-                calls.append(Call(node.operation, node, ins, outs, shapes_in, shapes_out, path))
-            for tensor, slot in zip(node.outputs, outs):
-                local[id(tensor)] = slot
+    for index, node in enumerate(ordered_nodes(function)):
+        tensors = node.arguments.keras_tensors
+        if any(id(t) not in local for t in tensors):
+            continue  # not computable from the inputs (Keras skips these too)
+        ins = [local[id(t)] for t in tensors]
+        shapes_in = [tuple(t.shape) for t in tensors]
+        shapes_out = [tuple(t.shape) for t in node.outputs]
+        where = None if site is None else site(index)
+        if where is not None:
+            _SITES[node] = where
+        inner = as_function(node.operation)
+        if inner is not None:
+            outs = _walk(inner, ins, path + (node.operation.name,), calls, counter)
+            calls.append(Call(node.operation, node, ins, outs, shapes_in, shapes_out,
+                              path, submodel=True, site=where))
+        else:
+            outs = [next(counter) for _ in node.outputs]
+            calls.append(Call(node.operation, node, ins, outs, shapes_in, shapes_out, path, site=where))
+        for tensor, slot in zip(node.outputs, outs):
+            local[id(tensor)] = slot
     return [local[id(t)] for t in function.outputs]
+
+
+def walk_function(function: Any, input_slots: list[int], path: tuple[str, ...], counter: Iterator[int],
+                  site: Callable[[int], Any]) -> tuple[list[Call], list[int]]:
+    """The calls of a traced layer's graph ``function`` (see :func:`_walk`) and its output slots."""
+    calls: list[Call] = []
+    return calls, _walk(function, input_slots, path, calls, counter, site)
+
+
+def assign_keys(graph: ModelGraph) -> None:
+    """Give every call of ``graph`` its key (module docstring)."""
+    _assign_keys(graph.calls)
 
 
 def _assign_keys(calls: list[Call]) -> None:
@@ -146,6 +200,24 @@ def _assign_keys(calls: list[Call]) -> None:
         index = seen[(name, id(call.operation))]
         seen[(name, id(call.operation))] += 1
         call.key = name if index == 0 else f"{name}#{index}"
+
+
+def input_values(graph: ModelGraph) -> list[DiscreteValues | None]:
+    """What each integer or boolean model input holds (None for a floating-point one): a boolean
+    input or one named like a mask, ones; one that a layer with a vocabulary (``input_dim``:
+    Embedding and its subclasses) reads, ids uniform below the smallest such vocabulary; any other
+    integer input, 0..SMALL_INTEGERS - 1."""
+    out: list[DiscreteValues | None] = []
+    for slot, name, dtype in zip(graph.inputs, graph.input_names, graph.input_dtypes):
+        if "float" in dtype:
+            out.append(None)
+        elif "bool" in dtype or "mask" in name.lower():
+            out.append(DiscreteValues(dtype, 1, 2))
+        else:
+            sizes = [int(call.operation.input_dim) for call in graph.calls
+                     if slot in call.inputs and isinstance(getattr(call.operation, "input_dim", None), int)]
+            out.append(DiscreteValues(dtype, 0, min(sizes) if sizes else SMALL_INTEGERS))
+    return out
 
 
 def known(shape: tuple | None) -> bool:
@@ -168,7 +240,13 @@ def infer_shapes(graph: ModelGraph, shapes: list[tuple[int, ...]]) -> dict[str, 
              for slot, shape, dtype in zip(graph.inputs, graph.input_shapes, graph.input_dtypes)}
     failures: dict[str, str] = {}
     for call in graph.calls:
+        if call.site is not None:  # traced at concrete sizes already
+            specs.update((s, keras.KerasTensor(shape, dtype=t.dtype))
+                         for s, shape, t in zip(call.outputs, call.output_shapes, call.node.outputs))
+            continue
         call.input_shapes = [tuple(specs[s].shape) for s in call.inputs]
+        if call.node is None:  # a subclassed model, opened by tracing afterwards
+            continue
         if not call.submodel:
             try:
                 outputs = tree.flatten(compute_output_spec(
@@ -183,10 +261,31 @@ def infer_shapes(graph: ModelGraph, shapes: list[tuple[int, ...]]) -> dict[str, 
     return failures
 
 
+_SITES: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
+"""Node of a call inside a traced layer -> its :attr:`Call.site` (``walk.tracing.Site``)."""
+
+
+def node_at(node: Any, batch: int | None) -> Any:
+    """``node`` itself, or for a node recorded by tracing a layer at another batch size, the
+    matching node of the layer traced at ``batch`` (its constant arguments may hold the batch)."""
+    site = _SITES.get(node) if node is not None else None
+    return node if site is None or batch is None else site.node_at(batch)
+
+
+def _batch(values: list[Any]) -> int | None:
+    for value in values:
+        shape = getattr(value, "shape", None)
+        if shape is not None and len(shape) > 0 and shape[0] is not None:
+            return int(shape[0])
+    return None
+
+
 def invoke(operation: Any, node: Any, inputs: list[Any], training: bool = True) -> list[Any]:
     """Call ``operation`` eagerly on ``inputs`` (one per keras tensor of ``node``'s
     arguments) with the node's constant arguments, as Keras's functional call would
-    (``training`` injected where the operation takes it); the outputs as a flat list."""
+    (``training`` injected where the operation takes it); the outputs as a flat list. A node
+    recorded by tracing a layer is first matched to the inputs' batch size (:func:`node_at`)."""
+    node = node_at(node, _batch(inputs))
     args, kwargs = node.arguments.fill_in({id(t): x for t, x in zip(node.arguments.keras_tensors, inputs)})
     if "training" in getattr(operation, "_call_context_args", {}):
         kwargs["training"] = training

@@ -20,6 +20,8 @@ from typing import Any, Callable, Sequence
 import keras
 import numpy as np
 
+from autoinit_sym.statistics.state import DiscreteValues
+
 CHUNK_BYTES = 64 * 2**20
 """Bytes of one chunk's inputs plus outputs. The callable's own intermediates are a
 small multiple of this, which keeps the extra peak memory well under 500 MB."""
@@ -76,11 +78,13 @@ def gaussian_statistics(fn: Callable[..., Any], input_shapes: Sequence[Sequence[
                         means: Sequence[float], variances: Sequence[float], samples: int,
                         seed: int, chunk_size: int | None = None,
                         description: str = "Monte Carlo",
-                        statistics: "OutputStatistics | None" = None) -> list[tuple[float, float]]:
+                        statistics: "OutputStatistics | None" = None,
+                        discrete: Sequence[DiscreteValues | None] | None = None) -> list[tuple[float, float]]:
     """Mean and variance over all elements of each output of ``fn`` on Gaussian inputs.
 
     Input ``i`` is drawn iid N(means[i], variances[i]) with shape
-    ``(batch,) + input_shapes[i]``; ``fn(*inputs)`` returns a tensor or a list of
+    ``(batch,) + input_shapes[i]``, or where ``discrete[i]`` is given, uniform over its
+    integers in its dtype (ids, masks; its mean and variance are then not used); ``fn(*inputs)`` returns a tensor or a list of
     tensors. ``samples`` batch rows are drawn in total, in chunks of ``chunk_size``
     rows (by default sized so a chunk's inputs and outputs take about
     :data:`CHUNK_BYTES`). The same arguments give identical results.
@@ -95,6 +99,7 @@ def gaussian_statistics(fn: Callable[..., Any], input_shapes: Sequence[Sequence[
         description: label of the progress bar.
         statistics: an :class:`OutputStatistics` to accumulate into (to read its
             :meth:`~OutputStatistics.position_shared` afterwards); a fresh one by default.
+        discrete: per input, the integer or boolean values to draw instead, or None.
 
     Returns:
         One ``(mean, var)`` pair per output of ``fn``, as Python floats.
@@ -111,6 +116,9 @@ def gaussian_statistics(fn: Callable[..., Any], input_shapes: Sequence[Sequence[
     if chunk_size is not None and int(chunk_size) < 1:
         raise ValueError(f"chunk_size must be >= 1 or None, got {chunk_size}")
 
+    discrete = list(discrete) if discrete is not None else [None] * len(shapes)
+    if len(discrete) != len(shapes):
+        raise ValueError(f"gaussian_statistics got {len(discrete)} discrete entries for {len(shapes)} inputs")
     seeds = np.random.SeedSequence(int(seed) & 0xFFFFFFFFFFFFFFFF)
     stds = [math.sqrt(float(v)) for v in variances]
     statistics = OutputStatistics() if statistics is None else statistics
@@ -120,7 +128,8 @@ def gaussian_statistics(fn: Callable[..., Any], input_shapes: Sequence[Sequence[
         size = min(size, samples - progress.done)
         chunk_seeds = seeds.spawn(1)[0].generate_state(len(shapes))  # stateless: no Keras variable per run
         inputs = [keras.random.normal((size,) + shape, mean=float(m), stddev=s, seed=int(chunk_seed))
-                  for shape, m, s, chunk_seed in zip(shapes, means, stds, chunk_seeds)]
+                  if values is None else _uniform_integers((size,) + shape, values, int(chunk_seed))
+                  for shape, m, s, chunk_seed, values in zip(shapes, means, stds, chunk_seeds, discrete)]
         outputs = statistics.add(fn(*inputs))
         progress.advance(size)
         if chunk_size is None:
@@ -128,6 +137,12 @@ def gaussian_statistics(fn: Callable[..., Any], input_shapes: Sequence[Sequence[
                              + sum(int(np.prod(y.shape[1:])) for y in outputs))
             size = max(1, CHUNK_BYTES // max(row_bytes, 1))
     return statistics.result()
+
+
+def _uniform_integers(shape: tuple[int, ...], values: DiscreteValues, seed: int) -> Any:
+    """A tensor of ``shape`` uniform over ``values``' integers, in its dtype."""
+    drawn = keras.random.randint(shape, values.low, values.high, seed=seed, dtype="int32")
+    return keras.ops.cast(drawn, values.dtype)
 
 
 def batch_statistics(fn: Callable[..., Any], batches: Sequence[Sequence[Any]],
@@ -217,10 +232,17 @@ class Progress:
 
 
 def gaussian_rows(rng: np.random.Generator, rows: int, shape: tuple, dtype: str, mean: float,
-                  var: float) -> np.ndarray:
+                  var: float, values: DiscreteValues | None = None) -> np.ndarray:
     """``rows`` samples of N(mean, var) with the per-sample ``shape`` (batch axis first, ignored),
-    in ``dtype``; integer inputs rounded and clipped at 0 (token ids, counts)."""
-    values = rng.normal(mean, math.sqrt(var), (rows,) + tuple(int(d) for d in shape[1:]))
+    in ``dtype``. An integer or boolean input takes ``values`` (uniform over its integers:
+    ``graph.input_values`` says which: ids below the vocabulary they index, masks of ones); without
+    them a boolean input is all True and an integer one N(mean, var) rounded and clipped at 0."""
+    size = (rows,) + tuple(int(d) for d in shape[1:])
+    if values is None and "bool" in dtype:
+        values = DiscreteValues(dtype, 1, 2)
+    if values is not None and "float" not in dtype:
+        return rng.integers(values.low, values.high, size).astype(dtype)
+    values = rng.normal(mean, math.sqrt(var), size)
     if "int" in dtype:
         return np.clip(np.rint(values), 0, None).astype(dtype)
     return values.astype(dtype)

@@ -20,7 +20,9 @@ class LayerEstimate:
     each redrawn variable's path to its standard deviation. ``role`` is "initialized" (its
     weights were drawn), "kept" (its weights were kept and its output measured through the
     real layer) or "" (no weights). ``calibration`` is the factor a calibration pass applied to
-    its kernel (None without one); the statistics stay the analytic prediction.
+    its kernel (None without one); the statistics stay the analytic prediction. ``kept`` maps
+    each trainable variable of this call's layer (or of a layer inside it) that kept its own
+    initializer to why (``walk.report``).
     """
 
     key: str
@@ -33,6 +35,7 @@ class LayerEstimate:
     weights: dict[str, float] = field(default_factory=dict)
     role: str = ""
     calibration: float | None = None
+    kept: dict[str, str] = field(default_factory=dict)
 
     @property
     def means_in(self) -> list[float]:
@@ -79,13 +82,14 @@ class LayerEstimate:
 
     def summary(self) -> dict[str, Any]:
         """A JSON-ready dict: key, layer, method, means/vars/shared of inputs and outputs, the
-        combined input statistics of a shared layer and the redrawn weights' spreads."""
+        combined input statistics of a shared layer, the redrawn weights' spreads and the kept
+        variables with why."""
         return {"key": self.key, "layer": self.layer, "method": self.method,
                 "means_in": self.means_in, "vars_in": self.vars_in, "shared_in": self.shared_in,
                 "outputs": [list(p) for p in self.outputs], "shared_out": self.shared_out,
                 "sample_shared_out": self.sample_shared_out, "init_means_in": self.init_means_in,
                 "init_vars_in": self.init_vars_in, "weights": dict(self.weights), "role": self.role,
-                "calibration": self.calibration}
+                "calibration": self.calibration, "kept": dict(self.kept)}
 
     def __iter__(self) -> Iterator:
         return iter((self.mean, self.var))

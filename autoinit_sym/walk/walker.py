@@ -9,13 +9,14 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 from autoinit_sym.estimators.base import PASS_THROUGH, EstimationContext, LayerRule
+from autoinit_sym.estimators.registry import lookup
 from autoinit_sym.statistics.border_profile import spatial_shape
 from autoinit_sym.statistics.methods import MEASURED
-from autoinit_sym.statistics.state import TensorState, checked
-from autoinit_sym.walk.graph import Call, ModelGraph
+from autoinit_sym.statistics.state import DiscreteValues, TensorState, checked
+from autoinit_sym.walk.graph import SMALL_INTEGERS, Call, ModelGraph, input_values
 from autoinit_sym.walk.probe import ProbeEstimator, missing_estimator_warning, probe_impossible
 from autoinit_sym.walk.results import LayerEstimate
 
@@ -40,6 +41,36 @@ class WalkContext(EstimationContext):
     kept_layers: set[int] = field(default_factory=set)
     measured: dict[str, list[TensorState]] = field(default_factory=dict)
     """Output records measured through kept layers, by call key (``walk.measured``)."""
+    untraced: dict[int, str] = field(default_factory=dict)
+    """id(layer) -> why a layer without a rule could not be opened (``ModelGraph.untraced``)."""
+
+
+def opens(context: WalkContext) -> Callable[[Any], bool]:
+    """Which layers are opened by tracing (``walk.tracing``): those without a rule (user rules
+    included) whose weights are not kept."""
+    return lambda layer: id(layer) not in context.kept_layers and lookup(layer, context.custom_estimators) is None
+
+
+def input_states(graph: ModelGraph, means: Sequence[float], variances: Sequence[float]) -> list[TensorState]:
+    """The records of the model's inputs: N(mean, var) for a floating-point input; for an integer
+    or boolean one, the values it is taken to hold (``graph.input_values``) and their statistics."""
+    return [TensorState(m, v) if values is None else values.state()
+            for m, v, values in zip(means, variances, input_values(graph))]
+
+
+def discrete_output(state: TensorState, dtype: str, inputs: Sequence[TensorState]) -> TensorState:
+    """``state`` for an output of ``dtype``: a floating-point one holds no discrete values; an
+    integer or boolean one keeps what its rule said, else its first discrete input's values (a
+    cast, a reshape), else ones for a boolean and 0..SMALL_INTEGERS - 1 for an integer."""
+    if "float" in dtype:
+        return state if state.discrete is None else state.replace(discrete=None)
+    if state.discrete is not None:
+        return state
+    values = next((s.discrete for s in inputs if s.discrete is not None), None)
+    if values is None or values.dtype != dtype:
+        low, high = (values.low, values.high) if values is not None else (1, 2) if "bool" in dtype else (0, SMALL_INTEGERS)
+        values = DiscreteValues(dtype, low, high)
+    return state.replace(discrete=values)
 
 
 def _combined(records: list[LayerEstimate]) -> tuple[list[float], list[float]]:
@@ -92,6 +123,7 @@ def walk(graph: ModelGraph, context: WalkContext, inputs: Sequence[TensorState],
     the ids of layers warned about a missing rule and the keys of calls reported as passed
     through, so that re-walks warn no more."""
     states = dict(zip(graph.inputs, inputs))
+    context.untraced = graph.untraced
     context.call_positions = {id(call.node): position for position, call in enumerate(graph.calls)}
     method_of: dict[int, str] = {}
     results: OrderedDict[str, LayerEstimate] = OrderedDict()
@@ -108,7 +140,7 @@ def walk(graph: ModelGraph, context: WalkContext, inputs: Sequence[TensorState],
             rule = rule_for_call(call, context, warned)
             before = {k: id(p) for k, p in context.pending.items()}
             try:
-                outs = _outputs(rule.propagate(ins), call)
+                outs = _outputs(rule.propagate(ins), call, ins)
             except Exception as err:
                 err.add_note(f"while estimating layer call {call.key!r} ({type(call.operation).__name__})")
                 raise
@@ -124,8 +156,10 @@ def walk(graph: ModelGraph, context: WalkContext, inputs: Sequence[TensorState],
     return results
 
 
-def _outputs(result: TensorState | Sequence[TensorState], call: Call) -> list[TensorState]:
-    """A rule's result as one checked record per output of ``call``."""
+def _outputs(result: TensorState | Sequence[TensorState], call: Call,
+             inputs: Sequence[TensorState]) -> list[TensorState]:
+    """A rule's result as one checked record per output of ``call``, integer and boolean outputs
+    with the values they hold (:func:`discrete_output`)."""
     states = [result] if isinstance(result, TensorState) else list(result)
     count = max(len(call.outputs), 1)
     if len(states) == 1 and count > 1:
@@ -134,6 +168,9 @@ def _outputs(result: TensorState | Sequence[TensorState], call: Call) -> list[Te
         raise ValueError(f"the rule of layer call {call.key!r} returned {result!r}; expected {count} "
                          "TensorState record(s)")
     shapes = call.output_shapes or [None] * count
+    dtypes = [str(t.dtype) for t in call.node.outputs] if call.node is not None else []
+    if len(dtypes) == count:
+        states = [discrete_output(s, dtype, inputs) for s, dtype in zip(states, dtypes)]
     return [checked(s, spatial_shape(shape), f"layer {call.key!r}") for s, shape in zip(states, shapes)]
 
 
@@ -161,5 +198,7 @@ def rule_for_call(call: Call, context: WalkContext, warned: set[int | str]) -> L
     if id(call.operation) not in warned:
         warned.add(id(call.operation))
         reason = probe_impossible(call.node, call.input_shapes)
-        logger.warning(missing_estimator_warning(call.operation.name, not reason, reason))
+        untraced = context.untraced.get(id(call.operation))
+        logger.warning(missing_estimator_warning(call.operation.name, not reason, reason)
+                       + (f" (It could not be opened by tracing: {untraced})" if untraced else ""))
     return ProbeEstimator(call.operation, context, call.input_shapes, call.output_shapes, call.node)
