@@ -48,7 +48,7 @@ import numpy as np
 from autoinit_sym.moment_engine.nodes import standard_normal_nodes
 from autoinit_sym.moment_engine.order_statistics import max_of_iid_normal_moments, max_of_iid_normal_nodes
 from autoinit_sym.statistics.activation import ActivationOutput
-from autoinit_sym.statistics.border_profile import PositionOffsets, distinct, spatial_shape, tap_matrix, window_means
+from autoinit_sym.statistics.border_profile import PositionOffsets, distinct, window_means
 from autoinit_sym.statistics.correlated_max import (correlation_reach, field_kernel, input_variances, pooled_reach,
                                                     sample_lags)
 from autoinit_sym.statistics.lag_correlation import LagCorrelation, activation_function, point, reduced
@@ -58,17 +58,50 @@ from .base import EXACT, MONTE_CARLO, QUADRATURE, LayerRule
 from .registry import rule_for
 
 
-def window_sizes(n: int, pool: int, stride: int, padding: str) -> np.ndarray:
-    """Number of real input elements in each output window along one axis.
+def same_padding(n: int, pool: int, stride: int) -> tuple[int, int]:
+    """(before, after) padding of a 'same' pool along one axis, as every Keras backend cuts it:
+    ceil(n/stride) windows over an input padded by max((out-1) stride + pool - n, 0) in all, the
+    smaller half before."""
+    total = max((-(-n // stride) - 1) * stride + pool - n, 0)
+    return total // 2, total - total // 2
 
-    valid: floor((n - pool)/stride) + 1 full windows; same: ceil(n/stride) windows over an input
-    padded by max((out-1) stride + pool - n, 0), the smaller half before (TensorFlow's rule)."""
+
+def window_sizes(n: int, pool: int, stride: int, padding: str) -> np.ndarray:
+    """Number of real input elements in each output window along one axis (the same on every
+    backend): valid: floor((n - pool)/stride) + 1 full windows; same: see :func:`same_padding`."""
     if padding == "valid":
         return np.full(max((n - pool) // stride + 1, 0), pool)
-    out = -(-n // stride)
-    before = max((out - 1) * stride + pool - n, 0) // 2
-    starts = np.arange(out) * stride - before
-    return np.minimum(starts + pool, n) - np.maximum(starts, 0)
+    return np.count_nonzero(averaging_matrix(n, pool, stride, padding), axis=1)
+
+
+def averaging_matrix(n: int, pool: int, stride: int, padding: str, replicate: bool = False) -> np.ndarray:
+    """A[o, i]: the weight of input element i in output o of an average pool along one axis.
+
+    Without ``replicate``: 1/k for each of the k real elements of the window (TensorFlow and JAX,
+    and torch where the padding is even). With ``replicate`` (torch's 'same' padding where it is
+    uneven, :func:`replicates_border`): the window runs over the input padded with copies of its
+    border elements, 1/pool per tap, so a border element weighs once per copy."""
+    before = same_padding(n, pool, stride)[0] if padding == "same" else 0
+    out = -(-n // stride) if padding == "same" else max((n - pool) // stride + 1, 0)
+    taps = np.arange(out)[:, None] * stride - before + np.arange(pool)[None, :]
+    rows = np.broadcast_to(np.arange(out)[:, None], taps.shape)
+    matrix = np.zeros((out, n))
+    if replicate:
+        np.add.at(matrix, (rows, np.clip(taps, 0, n - 1)), 1.0 / pool)
+        return matrix
+    inside = (taps >= 0) & (taps < n)
+    matrix[rows[inside], taps[inside]] = 1.0
+    return matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1.0)
+
+
+def replicates_border(spatial: Sequence[int], pool: Sequence[int], strides: Sequence[int], padding: str) -> bool:
+    """Whether the current backend's 'same' average pool pads with copies of the border elements:
+    Keras's torch backend does, on every axis, as soon as one axis needs an uneven padding (torch's
+    own pooling pads evenly, with count_include_pad=False); TensorFlow and JAX pool only the real
+    elements."""
+    if padding != "same" or keras.backend.backend() != "torch":
+        return False
+    return any(len(set(same_padding(int(n), int(p), int(s)))) > 1 for n, p, s in zip(spatial, pool, strides))
 
 
 def adaptive_window_sizes(n: int, out: int) -> np.ndarray:
@@ -81,10 +114,11 @@ def adaptive_window_sizes(n: int, out: int) -> np.ndarray:
 
 def pooled_counts(sizes_per_axis: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """The distinct window sizes k over all output positions (outer product of the axes) and
-    the fraction of positions that pool each."""
+    the fraction of positions that pool each. Sizes may be effective ones, 1 / sum_i w_i^2 for an
+    average with unequal weights w (:meth:`_Windowed.axis_window_sizes`)."""
     total = np.ones(1, dtype=np.int64)
     for sizes in sizes_per_axis:
-        total = np.multiply.outer(total, np.asarray(sizes, dtype=np.int64)).ravel()
+        total = np.multiply.outer(total, np.asarray(sizes)).ravel()
     ks, counts = np.unique(total, return_counts=True)
     return ks, counts / counts.sum()
 
@@ -441,14 +475,21 @@ class _Pooling(LayerRule):
 
 
 class _Windowed(_Pooling):
+    def axis_matrices(self, spatial: Sequence[int]) -> list[np.ndarray]:
+        """Per spatial axis, the (output, input) weights of this backend's average over each window
+        (:func:`averaging_matrix`); a max pools the elements with a nonzero weight."""
+        layer = self.layer
+        replicate = self.mode == "average" and replicates_border(spatial, layer.pool_size, layer.strides,
+                                                                 layer.padding)
+        return [averaging_matrix(int(n), int(p), int(s), layer.padding, replicate)
+                for n, p, s in zip(spatial, layer.pool_size, layer.strides)]
+
     def output_profile(self, profile):
-        """The input profile averaged over each window's real elements (channels_last)."""
-        if profile is None or self.layer.data_format != "channels_last":
+        """The input profile r over each window, weighted as the pooled variance weighs it:
+        sum_i w_i^2 r_i / sum_i w_i^2 (the plain window mean for equal weights; channels_last)."""
+        if profile is None or self.layer.data_format != "channels_last" or len(self.layer.pool_size) != profile.ndim:
             return None
-        matrices = [tap_matrix(n, o, p, s, 1, self.layer.padding) for n, o, p, s in
-                    zip(profile.shape, spatial_shape(self.output_shapes[0]) or (), self.layer.pool_size,
-                        self.layer.strides)]
-        return window_means(matrices, profile) if len(matrices) == profile.ndim else None
+        return window_means([m ** 2 for m in self.axis_matrices(profile.shape)], profile)
 
     def pooled_window(self):
         return tuple(int(p) for p in self.layer.pool_size)
@@ -460,21 +501,20 @@ class _Windowed(_Pooling):
         return [(int(n), int(p), int(s)) for n, p, s in zip(spatial, self.layer.pool_size, self.layer.strides)]
 
     def window_matrices(self, spatial):
-        if self.layer.data_format != "channels_last" or not self.output_shapes:
+        if self.layer.data_format != "channels_last" or len(spatial) != len(self.layer.pool_size):
             return None
-        outputs = spatial_shape(self.output_shapes[0]) or ()
-        matrices = [tap_matrix(int(n), o, p, s, 1, self.layer.padding) for n, o, p, s in
-                    zip(spatial, outputs, self.layer.pool_size, self.layer.strides)]
-        if len(matrices) != len(spatial):
-            return None
-        return [m / np.maximum(m.sum(axis=1, keepdims=True), 1.0) for m in matrices]
+        return self.axis_matrices(self.known(spatial, "pooling per-position offsets"))
 
     def axis_window_sizes(self, spatial):
+        """Per axis, the window sizes: real elements for a max, 1 / sum_i w_i^2 for an average with
+        weights w (k for k equal weights); full windows without padding."""
         layer = self.layer
         if layer.padding == "valid":
             return [np.array([p]) for p in layer.pool_size]
-        sizes = self.known(spatial, 'padding="same"')
-        return [window_sizes(n, p, s, "same") for n, p, s in zip(sizes, layer.pool_size, layer.strides)]
+        matrices = self.axis_matrices(self.known(spatial, 'padding="same"'))
+        if self.mode == "max":
+            return [np.count_nonzero(m, axis=1) for m in matrices]
+        return [np.round(1.0 / (m ** 2).sum(axis=1), 12) for m in matrices]
 
 
 class _Global(_Pooling):
