@@ -22,6 +22,7 @@ projection for signal_variance given the mix. An unknown key length counts as
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 from typing import Any, Sequence
 
@@ -105,6 +106,41 @@ def _flag(node: Any, name: str) -> bool:
     return bool(arguments is not None and arguments.kwargs.get(name, False))
 
 
+ROLES = ("query", "value", "key")
+
+
+def call_roles(layer: Any, node: Any, count: int) -> dict[str, int]:
+    """The index among the call's ``count`` tensor inputs of each tensor argument of ``layer.call``
+    by name (``query``, ``value``, ``key``, ``attention_mask``, ...; a list passed as ``inputs``
+    holds query, value and key); query, value, key in input order where the node is unknown."""
+    tensors = list(node.arguments.keras_tensors) if node is not None else []
+    if len(tensors) != count:
+        return dict(zip(ROLES, range(count)))
+    first = {}
+    for index, tensor in enumerate(tensors):
+        first.setdefault(id(tensor), index)
+    bound = inspect.signature(layer.call).bind_partial(*node.arguments.args, **node.arguments.kwargs).arguments
+    named = dict(zip(ROLES, bound.pop("inputs"))) if isinstance(bound.get("inputs"), (list, tuple)) else {}
+    named.update(bound)
+    return {name: first[id(value)] for name, value in named.items()
+            if isinstance(value, keras.KerasTensor) and id(value) in first}
+
+
+def keys_seen(mask: TensorState | None, n: int, causal: bool) -> tuple[bool, int]:
+    """(causal, keys per query) under a 0/1 attention ``mask`` whose record has mean f (the fraction
+    of (query, key) pairs allowed) and variance f (1 - f): causal where f = (n + 1) / 2n (keras_hub's
+    decoders pass a causal mask combined with an all-ones padding mask), otherwise every query
+    seeing round(f n) keys. Without a mask (or with another kind of mask): ``causal``, n."""
+    if mask is None or causal:
+        return causal, n
+    f = mask.mean
+    if not (0.0 < f <= 1.0) or abs(mask.var - f * (1.0 - f)) > 1e-3 * max(f * (1.0 - f), 1e-6):
+        return causal, n
+    if abs(f - (n + 1) / (2.0 * n)) < 0.25 / n:
+        return True, n
+    return False, max(1, int(round(f * n)))
+
+
 def _length(shape: tuple, axes: tuple[int, ...]) -> int:
     sizes = [shape[a] for a in axes]
     return int(np.prod([DEFAULT_TIMESTEPS if s is None else s for s in sizes]))
@@ -116,7 +152,18 @@ class _AttentionBase(LayerRule):
     method = MONTE_CARLO  # the softmax variance's; each call records its own
     scores_after_dropout = True  # whether returned attention scores include dropout
 
+    value_is_key: bool = True
+    mask: TensorState | None = None
+    """The record of the call's ``attention_mask`` (None without one)."""
+
     def propagate(self, inputs: Sequence[TensorState]) -> TensorState | list[TensorState]:
+        roles = call_roles(self.layer, self.node, len(inputs))
+        order = [roles[r] for r in ("query", "value", "key") if r in roles]
+        self.value_is_key = roles.get("key", roles.get("value")) == roles.get("value")
+        self.mask = inputs[roles["attention_mask"]] if "attention_mask" in roles else None
+        if self.input_shapes:
+            self.input_shapes = [self.input_shapes[i] for i in order]
+        inputs = [inputs[i] for i in order]
         mix, shared, squares, n, dropout, self.method = self.mix(inputs)
         # every query mixes the values of all positions: a uniform profile
         out = self.output(inputs, *mix, shared=shared, profile=None)
@@ -191,9 +238,10 @@ class MultiHeadAttentionEstimator(_AttentionBase):
         n = _length(key_shape, self.attention_axes())
         value_shared, key_shared = self.shared_fractions(states)
         logit_var = (q_var + q_mean**2) * k_var * varying_fraction(*inputs["key"][:2]) * (1.0 - key_shared)
-        squares, method = square_sum(logit_var, n, _flag(self.node, "use_causal_mask"))
+        causal, seen = keys_seen(self.mask, n, _flag(self.node, "use_causal_mask"))
+        squares, method = square_sum(logit_var, seen, causal)
         features = float(self.layer._key_dense.kernel.shape[0])
-        correlation = min(self.key_dim(), features) / features if _value_is_key(self.node, means_in) else 0.0
+        correlation = min(self.key_dim(), features) / features if self.value_is_key else 0.0
         selection = selection_term(squares, logit_var / self.key_dim(), correlation)
         varying = varying_fraction(*inputs["value"][:2]) * (1.0 - value_shared)
         dropout = self.dropout_rate()
@@ -228,14 +276,6 @@ class GroupQueryAttentionEstimator(MultiHeadAttentionEstimator):
 
     def key_dim(self) -> int:
         return int(self.layer.head_dim)
-
-
-def _value_is_key(node: Any, means_in: list) -> bool:
-    """Whether the key is the value tensor (no key given, or the same tensor passed twice)."""
-    if len(means_in) < 3:
-        return True
-    tensors = getattr(node, "input_tensors", None)
-    return tensors is not None and len(tensors) > 2 and tensors[1] is tensors[2]
 
 
 def tanh_score_terms(q_mean: float, q_var: float, k_mean: float, k_var: float, scale: float = 1.0
@@ -290,7 +330,7 @@ class AttentionEstimator(_AttentionBase):
         logit_var, slope_mean, slope_var = self.logit_terms(q_mean, q_var, k_mean, k_var,
                                                             int(q_shape[-1]))
         squares, method = square_sum(logit_var, n, _flag(self.node, "use_causal_mask"))
-        aligned = 1.0 if _value_is_key(self.node, means_in) else 0.0
+        aligned = 1.0 if self.value_is_key else 0.0
         dropout = float(self.layer.dropout)
         v_mean, v_var, _ = inputs["value"]
         mean, var = mix_statistics(v_mean, v_var * (1.0 - value_shared), squares, dropout,

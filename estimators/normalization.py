@@ -224,25 +224,53 @@ class UnitNormalizationEstimator(LayerRule):
         return self.output(inputs, first, 1.0 / d - first ** 2, **per_position(self))
 
 
-@rule_for(keras.layers.RMSNormalization)
-class RMSNormalizationEstimator(LayerRule):
-    """scale * x / sqrt(mean(x^2) + eps) = scale * sqrt(d) u sqrt(r), u = x/||x||, with the
-    epsilon factor r taken at mean(x^2) = E[x^2]: r = E[x^2] / (E[x^2] + eps)."""
+class RMSScaling(LayerRule):
+    """Root-mean-square normalization g * x / sqrt(mean(x^2) + eps) over d elements
+    = g sqrt(d) u sqrt(r), u = x/||x|| (projected normal, closed form: E[u^2] = 1/d, mean from
+    :func:`direction_moments`), with the epsilon factor r taken at mean(x^2) = E[x^2]:
+    r = E[x^2] / (E[x^2] + eps); g the per-channel multiplier (:meth:`multiplier`), averaged over
+    channels as a measurement over the whole tensor sees it. Subclasses say where g, eps and the
+    normalized axes are; by default ``layer.scale``, ``layer.epsilon``, the last axis."""
 
     method = CLOSED_FORM
 
+    def multiplier(self) -> np.ndarray:
+        """The per-channel factor g applied after the normalization."""
+        return np.asarray(keras.ops.convert_to_numpy(self.layer.scale), dtype=float)
+
+    def epsilon(self) -> float:
+        return float(self.layer.epsilon)
+
+    def axes(self) -> list[int]:
+        return positive_axes(-1, len(self.input_shapes[0]))
+
     def propagate(self, inputs: Sequence[TensorState]) -> TensorState:
         mean, var = inputs[0].mean, inputs[0].var
-        shape = self.input_shapes[0]
-        axes = positive_axes(self.layer.axis, len(shape))
-        d = elements_along(shape, axes)
+        d = elements_along(self.input_shapes[0], self.axes())
+        if d is None:
+            raise ValueError(f"{type(self.layer).__name__} {self.layer.name!r} normalizes axes of unknown size "
+                             f"(input shape {tuple(self.input_shapes[0])})")
         first, _ = direction_moments(mean, var, d)
         second = var + mean ** 2
-        unit_scale = math.sqrt(d * second / (second + self.layer.epsilon))
-        scale = np.asarray(keras.ops.convert_to_numpy(self.layer.scale), dtype=float)
+        unit_scale = math.sqrt(d * second / (second + self.epsilon()))
         # u has mean `first` and variance 1/d - first^2 per element.
-        return self.output(inputs, *affine_moments(scale * unit_scale, 0.0, first, 1.0 / d - first ** 2),
-                           **per_position(self))
+        return self.output(inputs, *affine_moments(self.multiplier() * unit_scale, 0.0, first, 1.0 / d - first ** 2),
+                           **self.position_fields())
+
+    def position_fields(self) -> dict[str, Any]:
+        """The profile left (:func:`per_position`): uniform, each position is normalized alone."""
+        return {"profile": None}
+
+
+@rule_for(keras.layers.RMSNormalization)
+class RMSNormalizationEstimator(RMSScaling):
+    """keras.layers.RMSNormalization: g = ``scale`` over ``layer.axis``."""
+
+    def axes(self) -> list[int]:
+        return positive_axes(self.layer.axis, len(self.input_shapes[0]))
+
+    def position_fields(self) -> dict[str, Any]:
+        return per_position(self)
 
 
 @rule_for(keras.layers.Normalization)

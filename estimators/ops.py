@@ -32,7 +32,7 @@ from autoinit_sym.walk.probe import no_rule_warning, probed
 
 from .base import CLOSED_FORM, EXACT, LayerRule
 from .registry import rule_for
-from .shapes import concat_weights, elements_along, positive_axes
+from .shapes import concat_weights, consuming_nodes, elements_along, positive_axes
 
 
 @dataclass
@@ -339,13 +339,6 @@ MAX_CONSUMERS = (keras.layers.MaxPooling1D, keras.layers.MaxPooling2D, keras.lay
 """Operations over which a -inf element never wins (a window holding one real element)."""
 
 
-def _consumers(operation: Any, node: Any) -> list[Any]:
-    """The operations that take an output of ``node`` as an input."""
-    outputs = {id(t) for t in node.outputs}
-    return [n.operation for n in operation._outbound_nodes
-            if any(id(t) in outputs for t in n.arguments.keras_tensors)]
-
-
 @rule_for(ops_np.Pad)
 class PadOp(LayerRule):
     """``ops.pad``. Constant c (default 0): a fraction k = input/output elements of the result is
@@ -386,7 +379,7 @@ class PadOp(LayerRule):
 
     def infinite(self, state: TensorState, value: float) -> TensorState:
         """-inf padding read by max pooling only (anything else would see infinite values)."""
-        consumers = _consumers(self.layer, self.node) if self.node is not None else []
+        consumers = [n.operation for n in consuming_nodes(self.layer, self.node)]
         if value < 0 and consumers and all(isinstance(c, MAX_CONSUMERS) for c in consumers):
             return rearranged(self, state)
         raise ValueError(f"{type(self.layer).__name__} {self.layer.name!r} pads with {value}: AutoInit "

@@ -40,3 +40,20 @@ def concat_weights(shapes: Sequence[Sequence[int | None]], axis: int, count: int
     if len(sizes) != count or any(s is None for s in sizes):
         return [1.0] * count
     return [float(s) for s in sizes]
+
+
+def consuming_nodes(operation: Any, node: Any) -> list[Any]:
+    """The nodes (calls) that take an output of ``node``, a call of ``operation``, as an input."""
+    if node is None:
+        return []
+    outputs = {id(t) for t in node.outputs}
+    return [n for n in operation._outbound_nodes if any(id(t) in outputs for t in n.arguments.keras_tensors)]
+
+
+def producing_node(tensor: Any) -> Any:
+    """The node (call) that made the Keras tensor ``tensor``, or None for an input."""
+    history = getattr(tensor, "_keras_history", None)
+    if history is None or history.operation is None:
+        return None
+    nodes = history.operation._inbound_nodes
+    return nodes[history.node_index] if history.node_index < len(nodes) else None
