@@ -55,6 +55,12 @@ class Call:
     submodel: bool = False         # True: a nested model's output, computed by its inner calls
     key: str = ""
     site: Any = None               # a call inside a traced layer: its place in the trace (walk.tracing)
+    name: str = ""                 # the name keys are made from, when not the operation's own
+
+    @property
+    def label(self) -> str:
+        """The name this call's key is made from."""
+        return self.name or self.operation.name
 
 
 @dataclass
@@ -191,10 +197,10 @@ def assign_keys(graph: ModelGraph) -> None:
 def _assign_keys(calls: list[Call]) -> None:
     operations_by_name: dict[str, set[int]] = defaultdict(set)
     for call in calls:
-        operations_by_name[call.operation.name].add(id(call.operation))
+        operations_by_name[call.label].add(id(call.operation))
     seen: Counter = Counter()
     for call in calls:
-        name = call.operation.name
+        name = call.label
         if len(operations_by_name[name]) > 1:
             name = "/".join(call.path + (name,))
         index = seen[(name, id(call.operation))]

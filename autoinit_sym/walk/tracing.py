@@ -7,7 +7,9 @@ shapes and dtypes, at a batch of :data:`TRACE_BATCH` rows (``training=True`` whe
 ``training``). Every inner layer call and operation then records a Keras node; the graph from
 those inputs to the outputs (a ``keras.Function``) is walked like a nested functional model:
 its calls take the place of the layer's call, keyed ``outer/inner`` where names clash, followed
-by a ``submodel`` record of the layer's own outputs. An inner layer without a rule is traced in
+by a ``submodel`` record of the layer's own outputs. An operation made during the trace is named
+after its class, numbered in walk order within its layer (``add``, ``add_1``), not by Keras's
+process-wide counter, so the keys are the same on every trace. An inner layer without a rule is traced in
 turn.
 
 A traced node's constant arguments may hold the batch size it was traced at (a causal mask
@@ -29,12 +31,14 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+from collections import Counter
 from typing import Any, Callable, Iterator
 
 import keras
 from keras import tree
 from keras.src.backend import compute_output_spec
 from keras.src.ops.function import Function
+from keras.src.utils.naming import to_snake_case
 
 from autoinit_sym.walk.graph import Call, ModelGraph, as_function, assign_keys, known, ordered_nodes, walk_function
 
@@ -186,9 +190,14 @@ def _open(call: Call, graph: ModelGraph, counter: Iterator[int]) -> list[Call]:
         raise ValueError(f"its call returned {len(outs)} distinct tensors where the model records "
                          f"{len(call.outputs)}")
     renamed = dict(zip(outs, call.outputs))
+    made: Counter = Counter()
     for inner_call in inner:
         inner_call.inputs = [renamed.get(s, s) for s in inner_call.inputs]
         inner_call.outputs = [renamed.get(s, s) for s in inner_call.outputs]
+        if not isinstance(inner_call.operation, keras.layers.Layer):
+            base = to_snake_case(type(inner_call.operation).__name__)
+            inner_call.name = base if not made[base] else f"{base}_{made[base]}"
+            made[base] += 1
     record = Call(layer, call.node, call.inputs, call.outputs, call.input_shapes, call.output_shapes, call.path,
                   submodel=True, site=call.site)
     return inner + [record]

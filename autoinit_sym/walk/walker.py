@@ -151,7 +151,7 @@ def walk(graph: ModelGraph, context: WalkContext, inputs: Sequence[TensorState],
             states.update(zip(call.outputs, outs))
             method_of.update((s, method) for s in call.outputs)
         role = KEPT if id(call.operation) in context.kept_layers else INITIALIZED if weights else ""
-        results[call.key] = LayerEstimate(call.key, call.operation.name, method, ins, outs, weights=weights,
+        results[call.key] = LayerEstimate(call.key, call.label, method, ins, outs, weights=weights,
                                           role=role)
     return results
 
