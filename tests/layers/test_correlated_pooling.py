@@ -73,7 +73,7 @@ def test_max_of_a_correlated_field_matches_noise(make):
     noise = rng.standard_normal((16000, spatial[0] + 2, spatial[1] + 2))
     field = np.stack([fftconvolve(n, kernel, mode="valid") for n in noise]) / math.sqrt((kernel ** 2).sum())
     layer = make()
-    y = np.asarray(layer(field[..., None].astype("float32")), dtype=np.float64)
+    y = keras.ops.convert_to_numpy(layer(field[..., None].astype("float32"))).astype(np.float64)
     lags = LagCorrelation(*(lambda m: (m, m * m, np.zeros_like(m)))(smooth_correlation(kernel, radii_for(spatial))))
     rule = _rule(layer, spatial)
     correlated = rule.propagate([TensorState(0.0, 1.0, lags=lags)])
@@ -93,7 +93,7 @@ def test_max_pool_output_carries_the_correlation():
     noise = rng.standard_normal((3000, spatial[0] + 2, spatial[1] + 2))
     field = np.stack([fftconvolve(n, kernel, mode="valid") for n in noise]) / 3.0
     layer = layers.MaxPooling2D(3, strides=2)
-    y = np.asarray(layer(field[..., None].astype("float32")), dtype=np.float64)[..., 0]
+    y = keras.ops.convert_to_numpy(layer(field[..., None].astype("float32"))).astype(np.float64)[..., 0]
     y = y - y.mean(axis=0)
     measured = float((y[:, :, 1:] * y[:, :, :-1]).mean() / y.var())
     lags = LagCorrelation(*(lambda m: (m, m * m, np.zeros_like(m)))(smooth_correlation(kernel, radii_for(spatial))))
@@ -123,7 +123,7 @@ def test_transposed_convolution_correlation_matches_the_layer():
     layer = layers.Conv2DTranspose(256, 3, strides=2, padding="same", use_bias=False,
                                    kernel_initializer="random_normal")
     x = np.random.default_rng(3).standard_normal((2000, 8, 8, 3)).astype("float32")
-    y = np.asarray(layer(x), dtype=np.float64)
+    y = keras.ops.convert_to_numpy(layer(x)).astype(np.float64)
     means, squares = _per_channel_lags(y, 2)
     lags = transposed(None, (8, 8), (16, 16), (3, 3), (2, 2), "same", 3.0)
     r = lags.radii
