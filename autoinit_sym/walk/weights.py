@@ -1,29 +1,24 @@
-"""Drawing the scheduled weights: four distributions, one constraint, one write pass.
+"""The scheduled weights: seeds, checks, and one chunked, all-or-nothing write pass.
 
-Every weight is drawn with mean 0 and the requested standard deviation ``std``:
-
-- ``truncated_normal``: N(0, s^2) truncated at +-2 s, with s = std / 0.87962566
-  (the standard deviation of a standard normal truncated at +-2);
-- ``untruncated_normal``: N(0, std^2);
-- ``uniform``: U(-std*sqrt(3), std*sqrt(3));
-- ``orthogonal``: a (semi-)orthogonal matrix of shape (prod(shape[:-1]), shape[-1])
-  scaled by std * sqrt(max(rows, cols)), so every entry has mean square std^2.
-
-Samples are drawn with NumPy (seeded generators per variable, normal draws in blocks of
-2^20 elements on all cores) and assigned; the layer's initializer attribute is replaced by the
-equivalent Keras initializer so that a saved config describes the weights. The ``i``-th weight
-the walk schedules is drawn with seed :func:`weight_seed` ``(seed_for, i)``: keyed by its position
-in the walk, never by a layer name, from a base seed per initialization (:func:`base_seed`).
+The distributions (``truncated_normal``, ``untruncated_normal``, ``uniform``, ``orthogonal``,
+each with mean 0 and standard deviation ``std``) are drawn by ``walk.drawing``: counter-based
+streams that draw any chunk of rows on its own, and an in-place orthogonal factorization. The
+layer's initializer attribute is replaced by the equivalent Keras initializer so that a saved
+config describes the weights. The ``i``-th weight the walk schedules is drawn with seed
+:func:`weight_seed` ``(seed_for, i)``: keyed by its position in the walk, never by a layer
+name, from a base seed per initialization (:func:`base_seed`).
 
 Before anything is written, every scale is checked in the dtype it will live in
 (:func:`check_scales`): the variable's dtype, or the owner layer's compute dtype where that is
-narrower (mixed precision). The write pass (:func:`write_pending`) is all or nothing.
+narrower (mixed precision). The write pass (:func:`write_pending`) is all or nothing, and
+writes chunk by chunk (``walk.assignment``), keeping the old values in memory up to a budget
+and in a temporary file beyond it (``walk.backup``): its extra memory stays near the size of
+the largest variable (its orthogonal matrix) rather than the model's.
 """
 from __future__ import annotations
 
 import logging
 import math
-import os
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
@@ -31,10 +26,15 @@ import keras
 import ml_dtypes
 import numpy as np
 
+from autoinit_sym.walk.assignment import ArraySource, numpy_dtype, read_rows, shape_of, write
+from autoinit_sym.walk.backup import Backup
+from autoinit_sym.walk.drawing import BLOCK, TRUNCATED_STD, Draw, RowSource, matrix_shape
+
+__all__ = ["BLOCK", "TRUNCATED_STD", "PendingWeight", "ZeroMeanFixedScale", "base_seed", "check_scales", "draw",
+           "keras_initializer", "sample", "source", "weight_seed", "write_pending"]
+
 logger = logging.getLogger("autoinit_sym")
 
-TRUNCATED_STD = 0.87962566103423978
-"""Standard deviation of N(0, 1) truncated to [-2, 2]."""
 NORMAL_BOUND = 10.0
 """Largest |z| an untruncated normal draw is taken to reach (P(|z| > 10) = 1.5e-23 per draw)."""
 NEAR_RANGE = 100.0
@@ -82,76 +82,15 @@ def keras_initializer(distribution: str, std: float, shape: tuple[int, ...], see
         limit = std * math.sqrt(3.0)
         return keras.initializers.RandomUniform(-limit, limit, seed=seed)
     if distribution == "orthogonal":
-        return keras.initializers.Orthogonal(gain=std * math.sqrt(max(_matrix_shape(shape))), seed=seed)
+        return keras.initializers.Orthogonal(gain=std * math.sqrt(max(matrix_shape(shape))), seed=seed)
     raise ValueError(f"unknown distribution {distribution!r}")
-
-
-def _matrix_shape(shape: tuple[int, ...]) -> tuple[int, int]:
-    if len(shape) < 2:
-        return (int(np.prod(shape)), 1)
-    return (int(np.prod(shape[:-1])), int(shape[-1]))
-
-
-BLOCK = 1 << 20
-"""Elements per independently seeded block of a normal draw (the blocks are drawn in parallel)."""
-
-
-def _normal_block(seed: int, index: int, out: np.ndarray, truncate: bool) -> None:
-    """Fill ``out`` with N(0, 1) values (redrawing those outside +-2 when ``truncate``) from
-    the generator of block ``index`` of ``seed``: the values do not depend on how many
-    threads draw the blocks."""
-    rng = np.random.default_rng([seed, index])
-    rng.standard_normal(out=out, dtype=out.dtype)
-    outside = np.flatnonzero(np.abs(out) > 2.0) if truncate else np.empty(0, dtype=np.intp)
-    while outside.size:
-        redrawn = rng.standard_normal(outside.size, dtype=out.dtype)
-        out[outside] = redrawn
-        outside = outside[np.abs(redrawn) > 2.0]
-
-
-def standard_normal(shape: tuple[int, ...], seed: int, dtype: np.dtype, truncate: bool) -> np.ndarray:
-    """N(0, 1) values of ``shape`` (truncated to +-2 when ``truncate``), drawn in blocks of
-    :data:`BLOCK` elements, each from its own seeded generator, on all cores."""
-    values = np.empty(int(np.prod(shape, dtype=np.int64)), dtype=dtype)
-    blocks = [(i, values[start:start + BLOCK]) for i, start in enumerate(range(0, values.size, BLOCK))]
-    if len(blocks) > 1:
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(max_workers=min(len(blocks), os.cpu_count() or 1)) as pool:
-            list(pool.map(lambda block: _normal_block(seed, block[0], block[1], truncate), blocks))
-    else:
-        for index, out in blocks:
-            _normal_block(seed, index, out, truncate)
-    return values.reshape(shape)
 
 
 def sample(distribution: str, std: float, shape: tuple[int, ...], seed: int,
            dtype: str = "float32") -> np.ndarray:
-    """Weights of ``shape`` drawn from ``distribution`` (see the module docstring).
-
-    Normal draws are made directly in ``dtype`` when it is float32/float64 (NumPy's
-    ziggurat, :func:`standard_normal`), redrawing only the values outside +-2 for the
-    truncated normal."""
-    draw_dtype = np.dtype(dtype) if np.dtype(dtype) in (np.float32, np.float64) else np.dtype(np.float32)
-    if distribution in ("truncated_normal", "untruncated_normal"):
-        truncate = distribution == "truncated_normal"
-        values = standard_normal(shape, seed, draw_dtype, truncate)
-        values *= draw_dtype.type(std / TRUNCATED_STD if truncate else std)
-        return values
-    rng = np.random.default_rng(seed)
-    if distribution == "uniform":  # (2u - 1) * limit: no intermediate exceeds the limit
-        values = rng.random(shape, dtype=draw_dtype)
-        values *= draw_dtype.type(2.0)
-        values -= draw_dtype.type(1.0)
-        values *= draw_dtype.type(std * math.sqrt(3.0))
-        return values
-    if distribution == "orthogonal":
-        rows, cols = _matrix_shape(shape)
-        q, r = np.linalg.qr(rng.standard_normal((max(rows, cols), min(rows, cols))))
-        q *= np.sign(np.diag(r))
-        matrix = q if rows >= cols else q.T
-        return (matrix * (std * math.sqrt(max(rows, cols)))).reshape(shape).astype(draw_dtype)
-    raise ValueError(f"unknown distribution {distribution!r}")
+    """Every value of the draw of ``distribution`` for ``shape`` (``walk.drawing.Draw``), in
+    float64 for float64 and float32 otherwise."""
+    return Draw(distribution, std, shape, seed, dtype).full()
 
 
 @keras.saving.register_keras_serializable(package="autoinit_sym")
@@ -181,12 +120,18 @@ def draw(pending: PendingWeight, distribution: str, seed: int, keep: bool = Fals
     call with the same distribution and seed (the write) returns them instead of drawing again."""
     if pending.kept is not None and pending.kept[0] == (distribution, seed):
         return pending.kept[1]
-    variable = pending.variable
-    shape = tuple(int(d) for d in variable.shape)
-    values = sample(distribution, pending.stddev, shape, seed, variable.dtype)
+    values = sample(distribution, pending.stddev, shape_of(pending.variable), seed, pending.variable.dtype)
     if keep:
         pending.kept = ((distribution, seed), values)
     return values
+
+
+def source(pending: PendingWeight, distribution: str, seed: int) -> RowSource:
+    """What the write pass assigns to ``pending``: the same values as :func:`draw`, but read
+    chunk by chunk (``walk.drawing.Draw``) unless they were kept."""
+    if pending.kept is not None and pending.kept[0] == (distribution, seed):
+        return ArraySource(pending.kept[1])
+    return Draw(distribution, pending.stddev, shape_of(pending.variable), seed, pending.variable.dtype)
 
 
 def largest_draw(distribution: str, std: float, shape: tuple[int, ...]) -> float:
@@ -200,7 +145,7 @@ def largest_draw(distribution: str, std: float, shape: tuple[int, ...]) -> float
     if distribution == "uniform":
         return math.sqrt(3.0) * std
     if distribution == "orthogonal":
-        return std * math.sqrt(max(_matrix_shape(shape)))
+        return std * math.sqrt(max(matrix_shape(shape)))
     raise ValueError(f"unknown distribution {distribution!r}")
 
 
@@ -270,17 +215,20 @@ _MISSING = object()
 
 
 class _Undo:
-    """What a write pass changed, to put back: host copies of overwritten variables' old values
-    and the old values of replaced attributes, restored in reverse order."""
+    """What a write pass changed, to put back: copies of overwritten variables' old values
+    (``walk.backup``) and the old values of replaced attributes, restored in reverse order."""
 
-    def __init__(self) -> None:
+    def __init__(self, backup: Backup) -> None:
+        self.backup = backup
         self.steps: list[Callable[[], None]] = []
         self.kept: set[tuple[int, str]] = set()
 
-    def assign(self, variable: Any, value: Any) -> None:
-        old = np.array(keras.ops.convert_to_numpy(variable), copy=True)
-        self.steps.append(lambda: variable.assign(old))
-        variable.assign(value)
+    def assign(self, variable: Any, values: RowSource) -> None:
+        """Copy ``variable``'s old value, then write ``values`` into it (``walk.assignment``)."""
+        old = self.backup.copy(shape_of(variable), numpy_dtype(variable),
+                               lambda a, b: read_rows(variable, a, b))
+        self.steps.append(lambda: write(variable, old))
+        write(variable, values)
 
     def setattr(self, owner: Any, name: str, value: Any) -> None:
         if (id(owner), name) not in self.kept:
@@ -297,37 +245,41 @@ class _Undo:
 def write_pending(pending: Iterable[PendingWeight], distribution: str, constrain: bool,
                   seed_for: Callable[..., int], explain: Callable[[PendingWeight], str] | None = None,
                   resets: Sequence[tuple[Any, Any]] = ()) -> None:
-    """Draw (:func:`draw`, the ``i``-th with seed :func:`weight_seed` ``(seed_for, i)``) and assign
-    every :class:`PendingWeight`; update the owners'
-    initializer (and, with ``constrain``, constraint) attributes to match; then assign each
-    ``(variable, value)`` of ``resets`` (e.g. an optimizer's fresh state).
+    """Draw (:func:`source`: the values of :func:`draw`, the ``i``-th with seed
+    :func:`weight_seed` ``(seed_for, i)``) and assign every :class:`PendingWeight`; update the
+    owners' initializer (and, with ``constrain``, constraint) attributes to match; then assign
+    each ``(variable, value)`` of ``resets`` (e.g. an optimizer's fresh state).
 
     All or nothing: every scale is checked first (:func:`check_scales`, with ``explain``), so a
     scale that does not fit its dtype writes nothing. During the pass, each variable's old value
-    is copied to host memory just before it is overwritten; on any exception (KeyboardInterrupt
-    and MemoryError included) every overwritten variable and every replaced attribute is put
-    back before the exception propagates. Peak extra memory: one host copy of the variables
-    overwritten so far plus one draw, besides the draws kept for it (recurrent kernels, which the
-    Monte Carlo already drew). (Drawing everything first would need those copies too,
-    since an interrupt can still fall between two assignments, and all draws besides.)"""
+    is copied just before it is overwritten (in memory up to ``walk.backup.MEMORY_BUDGET``, in a
+    temporary file beyond it, deleted afterwards); on any exception (KeyboardInterrupt and
+    MemoryError included) every overwritten variable and every replaced attribute is put back
+    before the exception propagates.
+
+    Peak extra memory: the in-memory copies' budget, one chunk (``walk.drawing.CHUNK_BYTES``) of
+    the draw and of the old value, and for the orthogonal distribution the one matrix being
+    written (its variable's size in float32, or float64 for float64 variables); on JAX, one
+    new array besides the variable's current one. Draws kept by the walk (recurrent kernels,
+    which its Monte Carlo already drew) stay in memory until they are written."""
     items = list(pending)
     check_scales(items, distribution, explain)
-    undo = _Undo()
-    try:
-        for index, item in enumerate(items):
-            variable = item.variable
-            shape = tuple(int(d) for d in variable.shape)
-            seed = weight_seed(seed_for, index)
-            undo.assign(variable, draw(item, distribution, seed))
-            if item.attr is not None:
-                undo.setattr(item.layer, item.attr, keras_initializer(distribution, item.stddev, shape, seed))
-            if constrain:
-                constraint = ZeroMeanFixedScale(item.stddev)
-                undo.setattr(variable, "constraint", constraint)
-                if item.attr is not None and item.attr.endswith("_initializer"):
-                    undo.setattr(item.layer, item.attr[: -len("_initializer")] + "_constraint", constraint)
-        for variable, value in resets:
-            undo.assign(variable, value)
-    except BaseException:
-        undo.restore()
-        raise
+    with Backup() as backup:
+        undo = _Undo(backup)
+        try:
+            for index, item in enumerate(items):
+                seed = weight_seed(seed_for, index)
+                undo.assign(item.variable, source(item, distribution, seed))
+                if item.attr is not None:
+                    undo.setattr(item.layer, item.attr,
+                                 keras_initializer(distribution, item.stddev, shape_of(item.variable), seed))
+                if constrain:
+                    constraint = ZeroMeanFixedScale(item.stddev)
+                    undo.setattr(item.variable, "constraint", constraint)
+                    if item.attr is not None and item.attr.endswith("_initializer"):
+                        undo.setattr(item.layer, item.attr[: -len("_initializer")] + "_constraint", constraint)
+            for variable, value in resets:
+                undo.assign(variable, ArraySource(keras.ops.convert_to_numpy(value)))
+        except BaseException:
+            undo.restore()
+            raise

@@ -129,15 +129,15 @@ def test_interrupted_write_pass_restores_everything(monkeypatch, error):
     pending = [PendingWeight(layer, variable, 0.2, attr, 8.0)
                for layer in layers for variable, attr in ((layer.kernel, "kernel_initializer"),
                                                           (layer.bias, "bias_initializer"))]
-    real_draw, calls = weights.draw, []
+    real_source, calls = weights.source, []
 
-    def failing_draw(item, *args):
+    def failing_source(item, *args):
         calls.append(item.variable.path)
         if len(calls) == 3:  # the second layer's kernel
             raise error()
-        return real_draw(item, *args)
+        return real_source(item, *args)
 
-    monkeypatch.setattr(weights, "draw", failing_draw)
+    monkeypatch.setattr(weights, "source", failing_source)
     with pytest.raises(error):
         write_pending(pending, "truncated_normal", True, seed_for)
     assert calls == ["d0/kernel", "d0/bias", "d1/kernel"]
@@ -225,15 +225,15 @@ def test_interrupted_initialization_leaves_the_model_as_it_was(monkeypatch):
     model.fit(np.ones((8, 16)), np.ones((8, 4)), epochs=1, verbose=0)
     before = model_weights(model) + [np.array(v.numpy()) for v in model.optimizer.variables]
     initializers = [model.get_layer(n).kernel_initializer for n in ("dense", "head")]
-    real_draw, calls = weights.draw, []
+    real_source, calls = weights.source, []
 
-    def failing_draw(item, *args):
+    def failing_source(item, *args):
         calls.append(item.variable.path)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return real_draw(item, *args)
+        return real_source(item, *args)
 
-    monkeypatch.setattr(weights, "draw", failing_draw)
+    monkeypatch.setattr(weights, "source", failing_source)
     with pytest.raises(KeyboardInterrupt):
         AutoInit().initialize_model(model)
     after = model_weights(model) + [np.array(v.numpy()) for v in model.optimizer.variables]
