@@ -65,11 +65,12 @@ def summand_variance(rule: LayerRule) -> float:
     signal_variance / k, so that a sum of embeddings has the target variance with equal shares;
     where a summand is a tied embedding, whose variance its reverse role fixes
     (:func:`tied_variance`), every other embedding takes that variance (equal shares; the sum
-    then has k times it)."""
-    consumers = consuming_nodes(rule.layer, rule.node)
-    if len(consumers) != 1 or not isinstance(consumers[0].operation, EMBEDDING_SUMS):
+    then has k times it). Other consumers (a PositionEmbedding reads only its input's shape) do not
+    change the share."""
+    sums = [n for n in consuming_nodes(rule.layer, rule.node) if isinstance(n.operation, EMBEDDING_SUMS)]
+    if len(sums) != 1:
         return rule.signal_variance
-    siblings = [producing_node(t) for t in consumers[0].arguments.keras_tensors]
+    siblings = [producing_node(t) for t in sums[0].arguments.keras_tensors]
     tied = [n.operation for n in siblings if n is not None and is_tied_forward(n)]
     if tied:
         return tied_variance(tied[0])

@@ -181,3 +181,35 @@ def test_correlated_relu_matches_the_arc_cosine_kernel(rho):
     joint = (math.sin(theta) + (math.pi - theta) * math.cos(theta)) / (2 * math.pi)
     mean, var = 1 / math.sqrt(2 * math.pi), 0.5 - 1 / (2 * math.pi)
     assert activation_shared("relu", 0.0, 1.0, rho, var) == pytest.approx(joint - mean**2, abs=2e-4)
+
+
+def test_cached_attention_with_a_causal_mask_tensor():
+    """keras_hub's decoders pass query and value by name and a causal mask as a tensor (the minimum
+    of an all-ones padding mask and a lower triangle): the rule binds the arguments by name and reads
+    the mask's allowed fraction (T + 1) / 2T as causal. Measured over 8 draws; without the mask read
+    as causal the prediction was 3.5 times too low at T = 32 in GPT2's first block."""
+    from autoinit_sym import AutoInit
+    from keras_hub.layers import CachedMultiHeadAttention
+
+    x = keras.Input((T, F), name="x")
+    padding = keras.Input((T,), dtype="int32", name="padding_mask")
+    mask = keras.ops.minimum(keras.ops.expand_dims(padding, 1), np.tril(np.ones((T, T), "int32")))
+    out = CachedMultiHeadAttention(4, 16, name="attention")(query=x, value=x, attention_mask=mask)
+    model = keras.Model([x, padding], out)
+    ratios = []
+    for seed in range(8):
+        _, estimates = AutoInit(weight_init_config={"seed": seed}).initialize_model(model, return_estimates=True)
+        rng = np.random.default_rng(seed)
+        y = np.asarray(model([rng.normal(0.0, 1.0, (BATCH, T, F)).astype("float32"),
+                              np.ones((BATCH, T), "int32")], training=True), dtype=np.float64)
+        ratios.append(y.var() / estimates["attention"].var)
+    assert 0.85 <= np.mean(ratios) <= 1.15, ratios
+
+
+def test_call_roles_bind_arguments_by_name():
+    layer = keras.layers.MultiHeadAttention(2, 8)
+    q, v, k = (keras.Input((T, F)) for _ in range(3))
+    layer(value=v, query=q, key=k)
+    roles = attention.call_roles(layer, layer._inbound_nodes[0], 3)
+    tensors = layer._inbound_nodes[0].arguments.keras_tensors
+    assert [tensors[roles[r]] for r in ("query", "value", "key")] == [q, v, k]
