@@ -21,7 +21,7 @@ from autoinit_sym.walk.data import data_statistics, read_batches
 from autoinit_sym.walk.graph import ModelGraph, build_graph
 from autoinit_sym.walk.measured import measured_calls, rows_for
 from autoinit_sym.walk.loading import (check_finite, check_input_shapes, check_positive, check_sequence_length,
-                                       input_statistics, load_model, resolve_shapes)
+                                       input_statistics, load, resolve_shapes)
 from autoinit_sym.walk.report import Estimates, initialization_report
 from autoinit_sym.walk.results import LayerEstimate
 from autoinit_sym.walk.selection import kept_layers
@@ -135,7 +135,7 @@ class AutoInit:
         configured values (:func:`fresh_optimizer_state`)."""
         if not isinstance(calibrate, bool):
             raise TypeError(f"calibrate must be True or False, got {calibrate!r}")
-        model = load_model(model, custom_objects)
+        model, returned = load(model, custom_objects)  # returned: the user's model (tf_keras: not the twin)
         graph = build_graph(model)
         kept = kept_layers(model, layers)
         batches = None if data is None else read_batches(data, graph.input_names)
@@ -164,7 +164,7 @@ class AutoInit:
                                                  [p.variable for p in context.pending.values()], kept)
         if calibrate:
             self._calibrate(graph, estimates, kept, sample)
-        return (model, estimates) if return_estimates else model
+        return (returned, estimates) if return_estimates else returned
 
     def _sample(self, graph: ModelGraph, batches: list | None, means: list[float],
                 variances: list[float]) -> list[np.ndarray]:

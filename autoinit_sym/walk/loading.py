@@ -1,5 +1,5 @@
 """Turning what the user gives into what the walk needs: a model object from a model, a config
-dict or a JSON string, validated per-input statistics, and the sizes of the model's inputs
+dict or a JSON string (a Keras 3 twin for a ``tf_keras`` model or a Keras 2 config, ``walk.legacy``), validated per-input statistics, and the sizes of the model's inputs
 (stated, or :data:`~autoinit_sym.estimators.shapes.DEFAULT_TIMESTEPS` for an unknown one)
 from which every call's shapes are re-inferred."""
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any, Mapping
 import keras
 
 from autoinit_sym.estimators.shapes import DEFAULT_TIMESTEPS
+from autoinit_sym.walk import legacy
 from autoinit_sym.walk.graph import ModelGraph, infer_shapes
 
 logger = logging.getLogger("autoinit_sym")
@@ -170,9 +171,19 @@ def resolve_shapes(graph: ModelGraph, input_shapes: InputShapes, sequence_length
 
 
 def load_model(model: Any, custom_objects: dict | None = None) -> keras.Model:
-    """``model`` itself, or the model built once from a config dict or a JSON string."""
+    """The Keras 3 model the walk runs on (:func:`load`)."""
+    return load(model, custom_objects)[0]
+
+
+def load(model: Any, custom_objects: dict | None = None) -> tuple[keras.Model, Any]:
+    """The Keras 3 model the walk runs on, and the model the user gets back: ``model`` itself
+    twice, or the model built once from a config dict or a JSON string twice; for a ``tf_keras``
+    model, or a Keras 2 config (built with ``tf_keras``), its Keras 3 twin sharing its variables
+    and the ``tf_keras`` model (``walk.legacy``)."""
     if isinstance(model, keras.Model):
-        return model
+        return model, model
+    if legacy.is_tf_keras_model(model):
+        return legacy.keras3_twin(model, custom_objects), model
     if isinstance(model, (str, bytes)):
         try:
             model = json.loads(model)
@@ -181,8 +192,11 @@ def load_model(model: Any, custom_objects: dict | None = None) -> keras.Model:
         if not isinstance(model, dict):
             raise ValueError(f"model JSON must describe an object (a model config), got {type(model).__name__}")
     if not isinstance(model, dict):
-        raise TypeError(f"model must be a keras.Model, a config dict or a JSON string, "
+        raise TypeError(f"model must be a keras.Model, a tf_keras model, a config dict or a JSON string, "
                         f"got {type(model).__name__}")
+    if legacy.is_keras2_config(model):
+        built = legacy.from_config(model, custom_objects)
+        return legacy.keras3_twin(built, custom_objects), built
     try:
         if "class_name" in model:
             built = keras.saving.deserialize_keras_object(model, custom_objects=custom_objects)
@@ -196,4 +210,4 @@ def load_model(model: Any, custom_objects: dict | None = None) -> keras.Model:
         raise ValueError(f"model config is malformed: {err}") from err
     if not isinstance(built, keras.Model):
         raise ValueError(f"model config describes a {type(built).__name__}, not a keras.Model")
-    return built
+    return built, built
