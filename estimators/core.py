@@ -77,10 +77,23 @@ def summand_variance(rule: LayerRule) -> float:
     return rule.signal_variance / len(siblings)
 
 
-def embedding_output(rule: LayerRule, inputs: Sequence[TensorState], variance: float) -> TensorState:
-    """The record of rows of tables drawn N(0, ``variance``): rows of distinct positions are
-    independent (random tokens), so nothing is shared between positions."""
-    return rule.output(inputs, 0.0, variance, shared=0.0, sample_shared=0.0, profile=None)
+def rows_read(state: TensorState, rows: int) -> int:
+    """How many of a table's ``rows`` ids holding ``state``'s values reach: those in its discrete
+    range (``TensorState.discrete``), else all."""
+    values = state.discrete
+    if values is None:
+        return rows
+    return max(1, min(values.high, rows) - max(values.low, 0))
+
+
+def embedding_output(rule: LayerRule, inputs: Sequence[TensorState], variance: float,
+                     rows: int | None = None) -> TensorState:
+    """The record of rows of a table drawn N(0, ``variance``), looked up by independent ids uniform
+    over ``rows`` rows (None: rows chosen by position, never shared): two positions read the same
+    row with probability 1/rows, so a channel's positions share variance / rows (BERT's two
+    segment rows: half)."""
+    shared = 0.0 if rows is None else variance / rows
+    return rule.output(inputs, 0.0, variance, shared=shared, sample_shared=shared, profile=None)
 
 
 @rule_for(keras.layers.Embedding)
@@ -92,7 +105,7 @@ class EmbeddingEstimator(LayerRule):
     def propagate(self, inputs: Sequence[TensorState]) -> TensorState:
         variance = summand_variance(self)
         self.set_initializer(self.layer.embeddings, math.sqrt(variance), "embeddings_initializer")
-        return embedding_output(self, inputs, variance)
+        return embedding_output(self, inputs, variance, rows_read(inputs[0], self.layer.input_dim))
 
 
 @rule_for(keras.layers.ReversibleEmbedding)
@@ -113,7 +126,7 @@ class ReversibleEmbeddingEstimator(EmbeddingEstimator):
         variance = tied_variance(self.layer)
         self.set_initializer(self.layer.embeddings, math.sqrt(variance), "embeddings_initializer")
         if not reverse:
-            return embedding_output(self, inputs, variance)
+            return embedding_output(self, inputs, variance, rows_read(inputs[0], self.layer.input_dim))
         return self.logits(inputs, variance * float(self.layer.output_dim))
 
     def projected(self, inputs: Sequence[TensorState]) -> TensorState:

@@ -22,7 +22,7 @@ from keras_hub.src.layers.modeling.token_and_position_embedding import TokenAndP
 from autoinit_sym.statistics.state import TensorState
 
 from .base import EXACT, LayerRule
-from .core import embedding_output, summand_variance, tied_variance
+from .core import embedding_output, rows_read, summand_variance, tied_variance
 from .normalization import RMSScaling
 from .registry import rule_for
 
@@ -57,7 +57,8 @@ class TokenAndPositionEmbeddingEstimator(LayerRule):
         share = tied_variance(token) if token.tie_weights else summand_variance(self) / 2.0
         self.set_initializer(token.embeddings, math.sqrt(share), "embeddings_initializer", owner=token)
         self.set_initializer(position.position_embeddings, math.sqrt(share), "initializer", owner=position)
-        return embedding_output(self, inputs, 2.0 * share)
+        # the token half shares share / K (K rows read): 2 share / 2K
+        return embedding_output(self, inputs, 2.0 * share, rows_read(inputs[0], token.input_dim) * 2)
 
 
 @rule_for(RotaryEmbedding)
