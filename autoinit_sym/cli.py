@@ -2,8 +2,9 @@
 
 Every failure caused by bad usage or bad input ends with exit status 2 (usage) or 1
 (input) and one line on stderr; ``--debug`` shows the traceback instead. Ctrl-C prints one
-line and exits with status 130. Warnings are printed one line each. TensorFlow is imported
-only by the subcommands that touch a model (demo, init, visualize).
+line and exits with status 130. Warnings are printed one line each. Keras is imported only
+by the subcommands that touch a model (demo, init, visualize), and TensorFlow only where it is
+Keras's backend (``KERAS_BACKEND``).
 
 Every file is written to a temporary file in its target's folder and moved onto the target
 with ``os.replace`` once all of a command's outputs are complete, so a failure (a full disk,
@@ -313,20 +314,20 @@ def _file_size_limit_as_error() -> Iterator[None]:
 
 
 def import_keras_quietly() -> None:
-    """Import TensorFlow and Keras with stderr (file descriptor 2) silenced, so that their
-    C++ start-up log lines, which ignore TF_CPP_MIN_LOG_LEVEL, do not reach the user."""
+    """Import Keras, and its backend's first op, with stderr (file descriptor 2) silenced, so
+    that the backend's C++ start-up log lines, which ignore TF_CPP_MIN_LOG_LEVEL, do not reach
+    the user. The backend is Keras's own choice (``KERAS_BACKEND``, else ``keras.json``, else
+    TensorFlow); TensorFlow is imported only when it is that backend."""
     if "keras" in sys.modules:
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     sys.stderr.flush()
     saved = os.dup(2)
     try:
         with open(os.devnull, "w") as null:
             os.dup2(null.fileno(), 2)
-            import keras  # noqa: F401
-            import tensorflow  # noqa: F401
-            tensorflow.constant(0.0) + 1.0  # the first op logs device set-up
+            import keras
+            keras.ops.add(keras.ops.zeros(()), 1.0)  # the first op logs device set-up
     finally:
         os.dup2(saved, 2)
         os.close(saved)
