@@ -389,16 +389,18 @@ class PadOp(LayerRule):
 
 @rule_for(ops_np.Concatenate, ops_np.Stack)
 class JoinOp(OpEstimator):
-    """concatenate: mixture weighted by size along the axis; stack: equal weights."""
+    """concatenate: mixture weighted by size along the axis; stack: equal weights. A constant
+    operand (ViT's class token tiled over the batch) enters with the mean and variance of its values."""
 
     def combine(self, args):
-        if any(not a.is_tensor for a in args):
-            return None
         if isinstance(self.layer, ops_np.Stack):
             weights = [1.0] * len(args)
         else:
-            weights = concat_weights(self.input_shapes, self.layer.axis, len(args))
-        return mixture_moments(weights, [a.mean for a in args], [a.var for a in args])
+            shapes = iter(self.input_shapes)
+            weights = concat_weights([next(shapes) if a.is_tensor else a.value.shape for a in args],
+                                     self.layer.axis, len(args))
+        return mixture_moments(weights, [a.mean if a.is_tensor else float(a.value.mean()) for a in args],
+                               [a.var if a.is_tensor else float(a.value.var()) for a in args])
 
 
 # operation class -> (activation name, names of its parameters as attributes)

@@ -142,13 +142,14 @@ def measured_draw(settings: Settings, model: Any, graph: Any, seed: int, norm: s
     """Per call key the measured output variance over all elements, and the variance of the final
     normalization's input (None without one), for the weights now in ``model``."""
     from autoinit_sym.walk.graph import run_graph
+    from autoinit_sym.walk.tracing import TRACE_BATCH
 
     rng = np.random.default_rng(seed)
     sums: dict[str, list[float]] = {}
     residual: list[float] = []
     done = 0
     while done < settings.samples:
-        rows = min(16, settings.samples - done)
+        rows = min(TRACE_BATCH, settings.samples - done)  # the batch opened layers were traced at
         values = run_graph(graph, model_inputs(settings, graph, rows, rng), training=True)
         for call in graph.calls:
             if len(call.outputs) != 1 or call.outputs[0] not in values:

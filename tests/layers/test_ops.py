@@ -227,3 +227,12 @@ def test_einsum_of_two_tensors_matches_noise(name, stats):
 def test_einsum_sum_of_one_tensor():
     y, pred, _ = run(lambda x: ops.einsum("btd->bt", x), [(0.5, 2.0)], shapes=[(6, 5)])
     assert_close(y, pred)
+
+
+@pytest.mark.parametrize("mean,var", INPUTS)
+def test_concatenate_with_a_constant(mean, var):
+    """ViT's class token, a constant tiled over the batch, joined to the patches along the sequence."""
+    token = np.random.default_rng(4).normal(0.5, 2.0, (1, 1, 5)).astype("float32")
+    y, pred, _ = run(lambda x: ops.concatenate([ops.tile(token, (20000, 1, 1)), x], axis=1), [(mean, var)],
+                     shapes=[(3, 5)])
+    assert_close(y, pred)
