@@ -22,7 +22,7 @@ from typing import Any, Sequence
 import keras
 import numpy as np
 
-from autoinit_sym.walk.graph import ModelGraph, invoke
+from autoinit_sym.walk.graph import ModelGraph, input_values, invoke
 from autoinit_sym.walk.monte_carlo import gaussian_rows
 
 KERNELS = ("pointwise_kernel", "depthwise_kernel", "kernel")
@@ -105,14 +105,15 @@ def calibrate(graph: ModelGraph, inputs: Sequence[Any], target: float, training:
 
 def calibration_batch(graph: ModelGraph, means: Sequence[float], variances: Sequence[float],
                       seed: int | None = None) -> list[np.ndarray]:
-    """Gaussian rows of the input statistics, one array per model input (integer inputs
-    rounded and clipped at 0): :data:`ROWS` rows at most, fewer for large inputs so one input
-    holds about :data:`ELEMENTS` values (at least :data:`MIN_ROWS` rows)."""
+    """Gaussian rows of the input statistics, one array per model input (integer and boolean
+    inputs: the ids and masks ``walk.graph.input_values`` says they hold): :data:`ROWS` rows at
+    most, fewer for large inputs so one input holds about :data:`ELEMENTS` values (at least
+    :data:`MIN_ROWS` rows)."""
     per_row = sum(math.prod(int(d) for d in shape[1:]) for shape in graph.input_shapes)
     rows = int(min(ROWS, max(MIN_ROWS, ELEMENTS // max(per_row, 1))))
     rng = np.random.default_rng(0 if seed is None else seed)
-    return [gaussian_rows(rng, rows, shape, dtype, mean, var)
-            for shape, dtype, mean, var in zip(graph.input_shapes, graph.input_dtypes, means, variances)]
+    return [gaussian_rows(rng, rows, shape, dtype, mean, var, values) for shape, dtype, mean, var, values
+            in zip(graph.input_shapes, graph.input_dtypes, means, variances, input_values(graph))]
 
 
 def flagged(factors: dict[str, float], ratio: float = FLAG_RATIO) -> dict[str, float]:
