@@ -88,9 +88,9 @@ def check_lambdas(config: Mapping) -> None:
         if layer.get("function_type") != "lambda":
             continue
         if in_safe_mode() is not False:
-            raise ValueError(f"layer {name!r} (Lambda) holds Python bytecode, which loading would run; it is "
-                             "refused in safe mode: call keras.config.enable_unsafe_deserialization() (command "
-                             "line: --unsafe) only if you trust this config")
+            raise ValueError(f"layer {name!r} (Lambda) holds Python bytecode, which loading would run: refused in "
+                             "safe mode; only if you trust this config, pass --unsafe (Python: "
+                             "keras.config.enable_unsafe_deserialization())")
         function = layer.get("function")
         code = function[0] if isinstance(function, (list, tuple)) and function else function
         try:
