@@ -69,7 +69,6 @@ from dataclasses import dataclass
 from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
-from scipy.signal import convolve
 
 from autoinit_sym.moment_engine.expressions import numpy_function
 from autoinit_sym.moment_engine.nodes import standard_normal_nodes
@@ -185,6 +184,19 @@ def _centred(lags: LagCorrelation, mean: np.ndarray, square: np.ndarray, excess:
     mean, square, excess = mean.copy(), square.copy(), excess.copy()
     mean[centre], square[centre], excess[centre] = 1.0, 1.0, kurtosis / 2.0
     return LagCorrelation(mean, square, excess, max(sample_floor, 0.0), max(channel_floor, 0.0), offsets)
+
+
+def convolve(values: np.ndarray, kernel: np.ndarray, mode: str = "same") -> np.ndarray:
+    """The N-d convolution out[p] = sum_t kernel[t] values[p - t], summed directly over the
+    kernel's nonzero taps: ``full`` over every overlap, ``same`` its centred part of ``values``'
+    shape (starting at (k - 1) // 2 per axis). What ``scipy.signal.convolve`` gives, exactly (no FFT
+    rounding), without importing ``scipy.signal`` (about a second at a process's first call)."""
+    out = np.zeros([n + k - 1 for n, k in zip(values.shape, kernel.shape)], np.result_type(values, kernel))
+    for tap in zip(*np.nonzero(kernel)):
+        out[tuple(slice(t, t + n) for t, n in zip(tap, values.shape))] += kernel[tap] * values
+    if mode == "full":
+        return out
+    return out[tuple(slice((k - 1) // 2, (k - 1) // 2 + n) for k, n in zip(kernel.shape, values.shape))]
 
 
 def _shifted(values: np.ndarray, offset: Sequence[int]) -> np.ndarray:
