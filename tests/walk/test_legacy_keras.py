@@ -153,8 +153,7 @@ def test_names_trainable_flags_and_dtype_policies_survive():
 
 
 def _lambda_config() -> dict:
-    config = _config("with_lambda")
-    return config
+    return _config("with_lambda")
 
 
 def _layer(config: dict, name: str) -> dict:
@@ -235,13 +234,27 @@ def test_tf_use_legacy_keras_makes_tf_keras_a_tf_keras_model():
 
 
 def test_cli_initializes_a_keras2_json_config(tmp_path, capfd):
-    """``autoinit-sym init`` on a TF-2.4-style JSON config writes the initialized tf_keras model."""
-    source = tmp_path / "recurrent.json"
-    source.write_text(json.dumps(_config("recurrent")))
-    out = tmp_path / "recurrent.keras"
-    code, stdout, stderr = run_cli(capfd, "init", str(source), "-o", str(out), "--seed", "1")
+    """``autoinit-sym init`` on a TF-2.4-style JSON config writes the tf_keras model initialized
+    as the Python API initializes it (same seed, same weights)."""
+    source = tmp_path / "padded.json"
+    source.write_text(json.dumps(_config("padded_channels")))
+    out = tmp_path / "padded.keras"
+    code, _, stderr = run_cli(capfd, "init", str(source), "-o", str(out), "--seed", "1")
     assert code == 0, stderr
     saved = tf_keras.models.load_model(out)
-    reference, _ = _initialize(legacy.from_config(_config("recurrent")), seed=1)
+    reference, _ = _initialize(json.loads(source.read_text()), seed=1)
+    assert [w.name for w in saved.weights] == [w.name for w in reference.weights]
     for mine, theirs in zip(saved.weights, reference.weights):
-        np.testing.assert_allclose(mine.numpy(), theirs.numpy())
+        np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
+
+
+def test_cli_refuses_lambda_bytecode_without_unsafe(tmp_path, capfd):
+    """On the command line a Keras 2 config's Lambda bytecode needs --unsafe; the error names it."""
+    source = tmp_path / "with_lambda.json"
+    source.write_text(json.dumps(_lambda_config()))
+    out = tmp_path / "with_lambda.keras"
+    code, _, stderr = run_cli(capfd, "init", str(source), "-o", str(out))
+    assert code != 0 and "layer 'affine' (Lambda)" in stderr and "--unsafe" in stderr and not out.exists()
+    code, _, stderr = run_cli(capfd, "init", str(source), "-o", str(out), "--unsafe")
+    assert code == 0, stderr
+    assert tf_keras.models.load_model(out, safe_mode=False).get_layer("affine").function(np.float32(1.0)) == 1.0
