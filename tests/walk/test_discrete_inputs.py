@@ -98,16 +98,3 @@ def test_probe_draws_ids_within_the_vocabulary(caplog):
     assert estimates["lookup"].method == "probe"
     assert estimates["lookup"].mean == pytest.approx(table.mean(), abs=0.05 * table.std())
     assert estimates["lookup"].var == pytest.approx(table.var(), rel=0.05)
-
-
-def test_keras_hub_text_backbone_is_opened_and_probes_its_masks():
-    """GPT2 (token ids and an integer padding mask, unknown sequence length): the decoder blocks
-    are opened, nothing is passed through, and most of the parameters are redrawn."""
-    keras_hub = pytest.importorskip("keras_hub")
-    model = keras_hub.models.GPT2Backbone(vocabulary_size=1000, num_layers=2, num_heads=2, hidden_dim=128,
-                                          intermediate_dim=256, max_sequence_length=32)
-    _, estimates = AutoInit(sequence_length=32).initialize_model(model, return_estimates=True)
-    assert any(key.startswith("transformer_layer_0/") for key in estimates)
-    assert estimates["transformer_layer_1/self_attention"].role == "initialized"
-    assert not [key for key, e in estimates.items() if e.method == "pass_through"]
-    assert estimates.report.share > 0.95
