@@ -29,11 +29,14 @@ from autoinit_sym.walk.legacy_config import MODEL_CLASSES, Builder
 EXTRA = "autoinit-sym[legacy]"
 
 
+def from_tf_keras(obj: Any) -> bool:
+    """Whether ``obj`` is a ``tf_keras`` object (by its classes' modules, without importing ``tf_keras``)."""
+    return any(cls.__module__.split(".")[0] == "tf_keras" for cls in type(obj).__mro__)
+
+
 def is_tf_keras_model(obj: Any) -> bool:
-    """Whether ``obj`` is a ``tf_keras`` model (checked by its classes' modules, without importing
-    ``tf_keras``)."""
-    return any(cls.__module__.split(".")[0] == "tf_keras" for cls in type(obj).__mro__) \
-        and hasattr(obj, "layers") and hasattr(obj, "get_config")
+    """Whether ``obj`` is a ``tf_keras`` model."""
+    return from_tf_keras(obj) and hasattr(obj, "layers") and hasattr(obj, "get_config")
 
 
 def is_keras2_config(config: Mapping) -> bool:
@@ -151,19 +154,27 @@ def _storage(variable: Any) -> Any:
         else variable
 
 
-def weight_pairs(user: Any, twin: keras.Model) -> Iterator[tuple[Any, Any]]:
-    """(twin keras.Variable, user tf.Variable) for every weight of ``user``'s layers, matched by
-    layer name (nested models recursively) and weight order, checked by name, shape and dtype."""
+def layer_pairs(user: Any, twin: keras.Model) -> Iterator[tuple[Any, Any]]:
+    """(user tf_keras layer, its Keras 3 twin) for every layer of ``user`` with a twin (TF op
+    layers have none: they became keras ops), matched by name, nested models recursively."""
     twins = {layer.name: layer for layer in twin.layers}
     for layer in user.layers:
-        if not layer.weights:
-            continue
         counterpart = twins.get(layer.name)
         if counterpart is None:
-            raise ValueError(f"layer {layer.name!r} of tf_keras model {user.name!r} has no Keras 3 twin")
-        if is_tf_keras_model(layer):
-            yield from weight_pairs(layer, counterpart)
             continue
+        yield layer, counterpart
+        if is_tf_keras_model(layer):
+            yield from layer_pairs(layer, counterpart)
+
+
+def weight_pairs(user: Any, twin: keras.Model) -> Iterator[tuple[Any, Any]]:
+    """(twin keras.Variable, user tf.Variable) for every weight of ``user``'s layers, matched by
+    layer (:func:`layer_pairs`) and weight order, checked by name, shape and dtype."""
+    twins = dict((id(mine), theirs) for mine, theirs in layer_pairs(user, twin))
+    for layer in _weighted_layers(user):
+        counterpart = twins.get(id(layer))
+        if counterpart is None:
+            raise ValueError(f"layer {layer.name!r} of tf_keras model {user.name!r} has no Keras 3 twin")
         mine, theirs = list(layer.weights), list(counterpart.weights)
         described = [(_base_name(v), tuple(v.shape), str(keras.backend.standardize_dtype(v.dtype.name)))
                      for v in mine]
@@ -172,6 +183,33 @@ def weight_pairs(user: Any, twin: keras.Model) -> Iterator[tuple[Any, Any]]:
             raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}): its tf_keras weights {described} do "
                              f"not match those of its Keras 3 twin {expected}")
         yield from zip(theirs, mine)
+
+
+def _weighted_layers(model: Any) -> Iterator[Any]:
+    """The layers of ``model`` that own weights, nested models opened."""
+    for layer in model.layers:
+        if is_tf_keras_model(layer):
+            yield from _weighted_layers(layer)
+        elif layer.weights:
+            yield layer
+
+
+def twin_selection(layers: Any, user: Any, twin: keras.Model) -> Any:
+    """``initialize_model``'s ``layers`` selection for the twin of ``user``: tf_keras layer objects
+    become their twins and a predicate is asked about the user's tf_keras layers; None, "all" and
+    names are the same for both (the twin keeps every name)."""
+    if twin is user or layers is None or isinstance(layers, str):
+        return layers
+    pairs = list(layer_pairs(user, twin))
+    if callable(layers) and not from_tf_keras(layers) and not isinstance(layers, keras.layers.Layer):
+        originals = {id(theirs): mine for mine, theirs in pairs}
+        return lambda layer: layers(originals.get(id(layer), layer))
+    twins = {id(mine): theirs for mine, theirs in pairs}
+    items = [layers] if from_tf_keras(layers) else layers
+    try:
+        return [twins.get(id(item), item) for item in items]
+    except TypeError:
+        return layers  # not iterable: kept_layers names the problem
 
 
 def share_variables(user: Any, twin: keras.Model) -> None:

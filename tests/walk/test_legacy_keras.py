@@ -152,6 +152,22 @@ def test_names_trainable_flags_and_dtype_policies_survive():
     assert model.get_layer("half").kernel.dtype == "float32"
 
 
+def test_layer_selection_by_tf_keras_layers_and_predicates():
+    """``layers=`` given as tf_keras layer objects or as a predicate on tf_keras layers selects
+    the same twin layers as their names (walk.legacy.twin_selection)."""
+    from autoinit_sym.walk.selection import kept_layers
+
+    model = networks.shared_blocks()
+    twin = legacy.keras3_twin(model)
+    by_name = kept_layers(twin, ["head", "block_dense"])
+    block_dense = model.get_layer("block").get_layer("block_dense")
+    assert kept_layers(twin, legacy.twin_selection([model.get_layer("head"), block_dense], model, twin)) == by_name
+    chosen = legacy.twin_selection(lambda layer: isinstance(layer, tf_keras.layers.Dense)
+                                   and layer.name in ("head", "block_dense"), model, twin)
+    assert kept_layers(twin, chosen) == by_name
+    assert len(by_name) == len([w for w in model.weights if w.name.endswith("kernel:0")]) - 2
+
+
 def _lambda_config() -> dict:
     return _config("with_lambda")
 
