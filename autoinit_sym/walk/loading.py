@@ -1,7 +1,8 @@
 """Turning what the user gives into what the walk needs: a model object from a model, a config
-dict or a JSON string (a Keras 3 twin for a ``tf_keras`` model or a Keras 2 config, ``walk.legacy``), validated per-input statistics, and the sizes of the model's inputs
-(stated, or :data:`~autoinit_sym.estimators.shapes.DEFAULT_TIMESTEPS` for an unknown one)
-from which every call's shapes are re-inferred."""
+dict or a JSON string (a Keras 3 twin for a ``tf_keras`` model or a Keras 2 config,
+``walk.legacy``), validated per-input statistics, and the sizes of the model's inputs (stated,
+or :data:`~autoinit_sym.estimators.shapes.DEFAULT_TIMESTEPS` for an unknown one) from which
+every call's shapes are re-inferred."""
 from __future__ import annotations
 
 import json

@@ -12,9 +12,9 @@ and peaked near 13 GB for six). Per model:
 - ``extra_rss_mb``: peak resident memory during ``init_s`` over the resident memory before it;
   ``rss_mb`` the process's resident memory after the model (so growth over the set shows).
 
-A first, untimed-in-the-table model (``warm_up_init_s`` in the headline) takes the process's
-one-time costs (imports, compiled moment functions). ``layers`` counts every layer and TF op layer, nested models' included; ``submodel_calls`` the
-calls of nested models. The target is at most 3 s per model of up to 100 layers with a few
+A first model, kept out of the table (``warm_up_init_s`` in the headline), takes the process's
+one-time costs (imports, compiled moment functions). ``layers`` counts every layer and TF op
+layer, nested models' included; ``submodel_calls`` the calls of nested models. The target is at most 3 s per model of up to 100 layers with a few
 dozen submodel calls.
 """
 from __future__ import annotations
