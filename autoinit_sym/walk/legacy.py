@@ -194,6 +194,15 @@ def _weighted_layers(model: Any) -> Iterator[Any]:
             yield layer
 
 
+def check_settings(user: Any, twin: keras.Model, constrain_weights: bool) -> None:
+    """ValueError, before anything is written, for a setting a tf_keras model cannot take:
+    ``constrain_weights`` (its constraint is a Keras 3 object, which a tf_keras model can neither
+    apply through its optimizer's variables nor save)."""
+    if constrain_weights and twin is not user:
+        raise ValueError(f"constrain_weights=True is not available for tf_keras model {user.name!r}: the "
+                         "ZeroMeanFixedScale constraint is a Keras 3 object; initialize without it")
+
+
 def twin_selection(layers: Any, user: Any, twin: keras.Model) -> Any:
     """``initialize_model``'s ``layers`` selection for the twin of ``user``: tf_keras layer objects
     become their twins and a predicate is asked about the user's tf_keras layers; None, "all" and

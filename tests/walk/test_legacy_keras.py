@@ -112,6 +112,16 @@ def test_layer_selection_by_tf_keras_layers_and_predicates():
     assert len(by_name) == len([w for w in model.weights if w.name.endswith("kernel:0")]) - 2
 
 
+def test_constrain_weights_is_refused_for_tf_keras_models():
+    model = networks.tf_ops()
+    twin = legacy.keras3_twin(model)
+    with pytest.raises(ValueError, match=r"constrain_weights=True is not available for tf_keras model 'tf_ops"):
+        legacy.check_settings(model, twin, constrain_weights=True)
+    legacy.check_settings(model, twin, constrain_weights=False)
+    keras_model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
+    legacy.check_settings(keras_model, keras_model, constrain_weights=True)
+
+
 def _lambda_config() -> dict:
     return _config("with_lambda")
 
