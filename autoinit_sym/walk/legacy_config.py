@@ -43,9 +43,10 @@ NESTED = ("layer", "backward_layer", "cell", "cells")
 
 
 def is_ref(value: Any) -> bool:
-    """Whether ``value`` is a serialized tensor reference ``[layer, node, tensor(, kwargs)]``."""
+    """Whether ``value`` is a serialized tensor reference ``[layer, node, tensor(, kwargs)]``, or
+    a constant in its place ``[CONSTANT, -1, value(, kwargs)]``."""
     return (isinstance(value, list) and len(value) in (3, 4) and isinstance(value[0], str)
-            and isinstance(value[1], int) and isinstance(value[2], int))
+            and isinstance(value[1], int) and (isinstance(value[2], int) or value[0] == CONSTANT))
 
 
 def map_refs(value: Any, function: Callable[[list], Any]) -> Any:

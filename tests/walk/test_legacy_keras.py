@@ -112,6 +112,20 @@ def test_layer_selection_by_tf_keras_layers_and_predicates():
     assert len(by_name) == len([w for w in model.weights if w.name.endswith("kernel:0")]) - 2
 
 
+def test_tf_op_with_a_constant_first_argument():
+    """``tf.math.maximum(0.0, h)`` records the constant in the first argument's place and the
+    tensor among the keyword arguments; it is a ReLU: E = 1/sqrt(2 pi), Var = 1/2 - 1/(2 pi)."""
+    import tensorflow as tf
+
+    x = tf_keras.Input((16,), name="x")
+    h = tf.math.maximum(0.0, tf_keras.layers.Dense(16, name="dense")(x))
+    model = tf_keras.Model(x, tf_keras.layers.Dense(4, name="head")(h), name="constant_first")
+    _, estimates = _initialize(model, seed=0)
+    key = next(k for k in estimates if k.startswith("tf.math.maximum"))
+    np.testing.assert_allclose([float(estimates[key][0]), float(estimates[key][1])],
+                               [1 / np.sqrt(2 * np.pi), 0.5 - 1 / (2 * np.pi)], rtol=1e-6)
+
+
 def test_constrain_weights_is_refused_for_tf_keras_models():
     model = networks.tf_ops()
     twin = legacy.keras3_twin(model)
