@@ -117,12 +117,19 @@ class ReversibleEmbeddingEstimator(EmbeddingEstimator):
     scaling, as Gemma's, is an op in the graph that restores it), and logits have mean 0 and
     variance d Var(E) E[h^2] = E[h^2], with E[h^2] the reverse call's actual input. Untied: the
     lookup is an Embedding and K a projection drawn for logit variance signal_variance,
-    Var(K) = signal_variance / (d E[h^2]). ``logit_soft_cap`` c: c tanh(z / c) (Gaussian z)."""
+    Var(K) = signal_variance / (d E[h^2]) at the reverse call, or with E[h^2] = signal_variance (1/d)
+    at the lookup when the graph has no reverse call (a backbone alone). ``logit_soft_cap`` c: c tanh(z / c) (Gaussian z)."""
 
     def propagate(self, inputs: Sequence[TensorState]) -> TensorState:
         reverse = self.node is not None and self.node.arguments.kwargs.get("reverse", False)
         if not self.layer.tie_weights:
-            return self.projected(inputs) if reverse else super().propagate(inputs)
+            if reverse:
+                return self.projected(inputs)
+            # a backbone without the reverse call: K drawn for inputs of second moment signal_variance
+            # (a reverse call later in the walk draws it again for its actual input)
+            d = float(self.layer.output_dim)
+            self.set_initializer(self.layer.reverse_embeddings, math.sqrt(1.0 / d), "embeddings_initializer", d)
+            return super().propagate(inputs)
         variance = tied_variance(self.layer)
         self.set_initializer(self.layer.embeddings, math.sqrt(variance), "embeddings_initializer")
         if not reverse:

@@ -62,9 +62,10 @@ PRESETS = {
                      draws=tuple(range(8)), repeats=3),
 }
 
-FINAL_NORMS = {"gpt2": "layer_norm", "gemma": "final_normalization", "llama": "sequence_output_layernorm",
+FINAL_NORMS = {"gpt2": "layer_norm", "vit": "ln", "gemma": "final_normalization", "llama": "sequence_output_layernorm",
                "mistral": "sequence_output_layernorm", "qwen": "sequence_output_layernorm"}
-"""The final normalization of each text backbone, whose input is the residual stream."""
+"""The final normalization of each backbone (BERT normalizes after each block: none), whose input
+is the residual stream."""
 
 
 def backbone(settings: Settings, name: str) -> Any:

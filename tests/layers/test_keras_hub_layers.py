@@ -182,3 +182,18 @@ def test_keras_hub_family_waits_for_keras_hub():
     env = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "2"}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_untied_reverse_kernel_is_drawn_without_a_reverse_call():
+    """A backbone alone (Llama's) holds the untied reverse kernel but never calls it: it is drawn for
+    inputs of second moment signal_variance, so a later reverse call on normalized states reads
+    logits of variance 1 (8 draws)."""
+    tokens, = token_inputs("token_ids")
+    embedding = keras_hub.layers.ReversibleEmbedding(V, D, tie_weights=False, name="token")
+    model = keras.Model(tokens, keras.layers.LayerNormalization()(keras.layers.Dense(D)(embedding(tokens))))
+    variances = []
+    for seed in DRAWS:
+        AutoInit(weight_init_config={"seed": seed}).initialize_model(model)
+        h = model(np.random.default_rng(seed).integers(0, V, (64, S)).astype("int32"))
+        variances.append(float(np.var(embedding(h, reverse=True))))
+    assert abs(math.log(np.mean(variances))) < 0.06, variances
