@@ -3,9 +3,12 @@
 A :class:`~autoinit_sym.walk.drawing.RowSource` is written without ever holding the whole
 variable's new values in host memory:
 
-- TensorFlow: slice assignment ``v[a:b].assign(rows)`` into the ``tf.Variable``, in place;
-  a ``tf.distribute`` variable (``MirroredVariable`` ...) is written into each of its local
-  copies, so every replica holds the same values;
+- TensorFlow: in-place slice assignment (``ResourceStridedSliceAssign``) into the
+  ``tf.Variable``, rows read back with ``ResourceGather``, neither of which reads the whole
+  variable. Both put the variable in TensorFlow's copy-on-read mode (every later read would
+  copy it), so each is followed by ``DisableCopyOnRead``. A ``tf.distribute`` variable
+  (``MirroredVariable`` ...) is written into each of its local copies, so every replica holds
+  the same values;
 - PyTorch: in-place ``copy_`` into rows of the parameter, without gradient tracking;
 - JAX (immutable arrays): one new array built shard by shard with
   ``jax.make_array_from_callback`` on the variable's own sharding, so every shard is drawn
@@ -57,8 +60,15 @@ def read_rows(variable: Any, start: int, stop: int) -> np.ndarray:
     backend = keras.backend.backend()
     whole = not shape_of(variable)
     if backend == "tensorflow":
+        import tensorflow as tf
+
         copy = _tf_copies(variable)[0]
-        values = (copy if whole else copy[start:stop]).numpy()
+        if whole:
+            values = copy.read_value().numpy()
+        else:
+            values = tf.raw_ops.ResourceGather(resource=copy.handle, indices=tf.range(start, stop),
+                                               dtype=copy.dtype).numpy()
+            tf.raw_ops.DisableCopyOnRead(resource=copy.handle)
     elif backend == "torch":
         import torch
 
@@ -106,10 +116,15 @@ def write(variable: Any, source: RowSource) -> None:
     import tensorflow as tf
 
     copies = _tf_copies(variable)
-    for a, b in source.chunks():
-        chunk = tf.cast(tf.convert_to_tensor(source.rows(a, b).astype(dtype, copy=False)), copies[0].dtype)
+    try:
+        for a, b in source.chunks():
+            chunk = tf.cast(tf.convert_to_tensor(source.rows(a, b).astype(dtype, copy=False)), copies[0].dtype)
+            for copy in copies:
+                if shape:
+                    tf.raw_ops.ResourceStridedSliceAssign(ref=copy.handle, begin=[a], end=[b], strides=[1],
+                                                          value=chunk)
+                else:
+                    copy.assign(tf.reshape(chunk, ()))
+    finally:
         for copy in copies:
-            if shape:
-                copy[a:b].assign(chunk)
-            else:
-                copy.assign(tf.reshape(chunk, ()))
+            tf.raw_ops.DisableCopyOnRead(resource=copy.handle)

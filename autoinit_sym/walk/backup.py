@@ -17,7 +17,7 @@ import numpy as np
 
 from autoinit_sym.walk.drawing import RowSource
 
-MEMORY_BUDGET = 64 << 20
+MEMORY_BUDGET = 16 << 20
 """Bytes of old values kept in memory; the copies beyond it go to a temporary file."""
 
 
@@ -55,8 +55,8 @@ class Backup:
     """The old values of one write pass (:class:`Copy` per variable); a context manager that
     deletes its temporary file on exit."""
 
-    def __init__(self, memory_budget: int = MEMORY_BUDGET) -> None:
-        self.memory_left = memory_budget
+    def __init__(self, memory_budget: int | None = None) -> None:
+        self.memory_left = MEMORY_BUDGET if memory_budget is None else memory_budget
         self.file: IO[bytes] | None = None
         self.file_size = 0
 

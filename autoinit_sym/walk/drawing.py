@@ -36,7 +36,7 @@ TRUNCATED_STD = 0.87962566103423978
 """Standard deviation of N(0, 1) truncated to [-2, 2]."""
 BLOCK = 1 << 20
 """Elements per independently seeded block of a stream."""
-CHUNK_BYTES = 32 << 20
+CHUNK_BYTES = 8 << 20
 """Bytes of draw precision per chunk of rows read from a :class:`RowSource`."""
 STREAMS = ("truncated_normal", "untruncated_normal", "uniform")
 LAPACK_THREADS = 1
@@ -126,11 +126,11 @@ def orthogonal(std: float, shape: Sequence[int], seed: int, dtype: np.dtype) -> 
     standard_stream("untruncated_normal", seed, 0, matrix.T.reshape(-1))  # a view: F order is C of the transpose
     geqrf, orgqr = lapack.get_lapack_funcs(("geqrf", "orgqr"), (matrix,))
     with threadpool_limits(LAPACK_THREADS, user_api="blas"):
-        lwork = int(geqrf(matrix, lwork=-1)[2][0].real)
+        lwork = int(geqrf(matrix, lwork=-1, overwrite_a=1)[2][0].real)  # a query: no copy, no change
         factored, tau, _, info = geqrf(matrix, lwork=max(lwork, 1), overwrite_a=1)
         _lapack_ok("geqrf", info, factored, matrix)
         signs = np.where(np.diagonal(factored) < 0, -1.0, 1.0).astype(dtype)
-        lwork = int(orgqr(factored, tau, lwork=-1)[1][0].real)
+        lwork = int(orgqr(factored, tau, lwork=-1, overwrite_a=1)[1][0].real)
         q, _, info = orgqr(factored, tau, lwork=max(lwork, narrow), overwrite_a=1)
         _lapack_ok("orgqr", info, q, matrix)
     q *= signs * dtype.type(std * math.sqrt(tall))
