@@ -26,7 +26,7 @@ from autoinit_sym.walk.report import Estimates, initialization_report
 from autoinit_sym.walk.results import LayerEstimate
 from autoinit_sym.walk.selection import kept_layers
 from autoinit_sym.walk.settings import WeightInitConfig
-from autoinit_sym.walk.tracing import frozen_inner_layers, open_layers
+from autoinit_sym.walk.tracing import Tracer, frozen_inner_layers, open_layers
 from autoinit_sym.walk.weights import PendingWeight, base_seed, write_pending
 
 logger = logging.getLogger("autoinit_sym")
@@ -145,10 +145,11 @@ class AutoInit:
             if not math.isfinite(mean * mean + var):
                 raise ValueError(f"input {name!r}: the second moment input_data_mean^2 + input_data_var "
                                  f"= {mean:.3g}^2 + {var:.3g} overflows")
-        resolve_shapes(graph, self.input_shapes, self.sequence_length)
         context = walker.WalkContext(signal_variance=self.signal_variance, config=self.config,
                                      custom_estimators=self.custom_estimators,
                                      weight_seed=base_seed(self.config.seed), kept_layers=kept)
+        graph.tracer = Tracer(walker.opens(context))  # layers to open are traced once, while sizing
+        resolve_shapes(graph, self.input_shapes, self.sequence_length)
         open_layers(graph, walker.opens(context))
         if layers is None:
             kept |= frozen_inner_layers(graph)

@@ -75,6 +75,9 @@ class ModelGraph:
     calls: list[Call] = field(default_factory=list)
     untraced: dict[int, str] = field(default_factory=dict)
     """id(layer) -> why a layer without a rule could not be opened (``walk.tracing``)."""
+    tracer: Callable[[Call, list[Any]], list[Any] | None] | None = None
+    """For :func:`infer_shapes`: a call's output specs from tracing its layer (``walk.tracing.Tracer``,
+    which keeps the trace for opening the layer), or None to trace the call as a whole."""
 
     def calls_by_operation(self) -> dict[int, list[Call]]:
         """id(operation) -> its (non-submodel) calls, in walk order."""
@@ -235,7 +238,8 @@ def infer_shapes(graph: ModelGraph, shapes: list[tuple[int, ...]]) -> dict[str, 
     """Recompute every call's input and output shapes in place from ``shapes``, the concrete
     shape of each model input without the batch axis (the batch axis stays as recorded): each
     call is traced symbolically (``compute_output_spec`` of the real call, training mode, no
-    state changed, no node added to the model) on tensors of the shapes its inputs got. Nothing
+    state changed, no node added to the model; or ``graph.tracer``'s trace of its layer) on
+    tensors of the shapes its inputs got. Nothing
     is traced when every recorded shape is already known. A call that cannot be traced keeps
     its recorded output shapes; the result maps its key to why."""
     graph.input_shapes = [(recorded[0], *shape) for recorded, shape in zip(graph.input_shapes, shapes)]
@@ -255,8 +259,10 @@ def infer_shapes(graph: ModelGraph, shapes: list[tuple[int, ...]]) -> dict[str, 
             continue
         if not call.submodel:
             try:
-                outputs = tree.flatten(compute_output_spec(
-                    lambda *xs: invoke(call.operation, call.node, list(xs)), *[specs[s] for s in call.inputs]))
+                ins = [specs[s] for s in call.inputs]
+                outputs = None if graph.tracer is None else graph.tracer(call, ins)
+                if outputs is None:
+                    outputs = _output_specs(call, ins)
                 if len(outputs) != len(call.outputs) or not all(isinstance(o, keras.KerasTensor) for o in outputs):
                     raise ValueError(f"traced {len(outputs)} outputs, expected {len(call.outputs)} tensors")
             except Exception as err:  # the layer does not run on these sizes
@@ -265,6 +271,28 @@ def infer_shapes(graph: ModelGraph, shapes: list[tuple[int, ...]]) -> dict[str, 
             specs.update(zip(call.outputs, outputs))
         call.output_shapes = [tuple(specs[s].shape) for s in call.outputs]
     return failures
+
+
+SIZING_BATCH = 2
+"""Batch size a call is traced at for its shapes when it fails on an unknown batch size (a
+backend that cannot broadcast to a symbolic batch, as JAX's shape polymorphism)."""
+
+
+def _output_specs(call: Call, specs: list[Any]) -> list[Any]:
+    """The output specs of ``call`` on ``specs`` (``compute_output_spec`` of the real call); where
+    that fails on an unknown batch size, traced at :data:`SIZING_BATCH` rows, the batch axis of
+    every output of that size set back to unknown."""
+    def run(*xs: Any) -> Any:
+        return invoke(call.operation, call.node, list(xs))
+    try:
+        return tree.flatten(compute_output_spec(run, *specs))
+    except Exception:
+        if not specs or any(s.shape[:1] != (None,) for s in specs):
+            raise
+        sized = [keras.KerasTensor((SIZING_BATCH, *s.shape[1:]), dtype=s.dtype) for s in specs]
+        outputs = tree.flatten(compute_output_spec(run, *sized))
+        return [keras.KerasTensor((None, *y.shape[1:]), dtype=y.dtype)
+                if isinstance(y, keras.KerasTensor) and y.shape[:1] == (SIZING_BATCH,) else y for y in outputs]
 
 
 _SITES: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()

@@ -139,28 +139,59 @@ def _tolerant(layer: Any) -> Callable[..., Any]:
     return spec
 
 
+def _openable(call: Call, opens: Callable[[Any], bool]) -> bool:
+    """Whether ``call`` is a call of a layer (not a functional model) that ``opens`` accepts."""
+    layer = call.operation
+    return not call.submodel and isinstance(layer, keras.layers.Layer) and as_function(layer) is None \
+        and opens(layer)
+
+
+class Tracer:
+    """``ModelGraph.tracer``: while shapes are inferred, a call of a layer that ``opens`` accepts
+    gets its output specs from a :class:`Trace` of the layer, kept (by id of the call) for
+    :func:`open_layers`, so the layer is traced once instead of also being run as a whole."""
+
+    def __init__(self, opens: Callable[[Any], bool]) -> None:
+        self.opens = opens
+        self.traces: dict[int, Trace] = {}
+
+    def __call__(self, call: Call, specs: list[Any]) -> list[Any] | None:
+        shapes = [tuple(s.shape) for s in specs]
+        if not (_openable(call, self.opens) and call.node is not None and all(known(s) for s in shapes)):
+            return None
+        try:
+            trace = Trace(call.operation, call.node, shapes, [str(s.dtype) for s in specs], call.site)
+        except Exception:  # open_layers tries again and says why
+            return None
+        self.traces[id(call)] = trace
+        batch = shapes[0][0] if shapes else None
+        return [keras.KerasTensor((batch, *y.shape[1:]) if y.shape and y.shape[0] == TRACE_BATCH else y.shape,
+                                  dtype=y.dtype) for y in trace.function.outputs]
+
+
 def open_layers(graph: ModelGraph, opens: Callable[[Any], bool]) -> None:
     """Replace every call of a layer that ``opens(layer)`` accepts (and that is no functional
     model) by the calls traced inside it (module docstring), recursively; keys are reassigned.
-    A layer that cannot be traced stays one call and ``graph.untraced`` says why; a subclassed
-    model that cannot be traced is a ValueError (nothing else shows its graph)."""
+    A trace kept by ``graph.tracer`` (:class:`Tracer`) is reused. A layer that cannot be traced
+    stays one call and ``graph.untraced`` says why; a subclassed model that cannot be traced is
+    a ValueError (nothing else shows its graph)."""
     slots = [s for call in graph.calls for s in call.inputs + call.outputs] + graph.inputs
     counter = itertools.count(max(slots, default=-1) + 1)
-    graph.calls = _opened(graph.calls, graph, opens, counter)
+    traces = graph.tracer.traces if isinstance(graph.tracer, Tracer) else {}
+    graph.calls = _opened(graph.calls, graph, opens, counter, traces)
     assign_keys(graph)
 
 
 def _opened(calls: list[Call], graph: ModelGraph, opens: Callable[[Any], bool],
-            counter: Iterator[int]) -> list[Call]:
+            counter: Iterator[int], traces: dict[int, Trace]) -> list[Call]:
     out: list[Call] = []
     for call in calls:
         layer = call.operation
-        if call.submodel or not isinstance(layer, keras.layers.Layer) or as_function(layer) is not None \
-                or not opens(layer):
+        if not _openable(call, opens):
             out.append(call)
             continue
         try:
-            inner = _open(call, graph, counter)
+            inner = _open(call, graph, counter, traces.get(id(call)))
         except Exception as err:
             if call.node is None:
                 raise ValueError(f"cannot see the graph of {type(layer).__name__} {layer.name!r}: it is a "
@@ -168,19 +199,20 @@ def _opened(calls: list[Call], graph: ModelGraph, opens: Callable[[Any], bool],
             graph.untraced.setdefault(id(layer), f"{type(err).__name__}: {err}")
             out.append(call)
             continue
-        out.extend(_opened(inner[:-1], graph, opens, counter))
+        out.extend(_opened(inner[:-1], graph, opens, counter, traces))
         out.append(inner[-1])
     return out
 
 
-def _open(call: Call, graph: ModelGraph, counter: Iterator[int]) -> list[Call]:
-    """The calls traced inside ``call``'s layer with their slots joined to the outer ones, then
-    the layer's ``submodel`` record."""
+def _open(call: Call, graph: ModelGraph, counter: Iterator[int], trace: Trace | None) -> list[Call]:
+    """The calls traced inside ``call``'s layer (by ``trace`` when given) with their slots joined
+    to the outer ones, then the layer's ``submodel`` record."""
     layer = call.operation
     if not all(known(s) for s in call.input_shapes):
         raise ValueError(f"its input shapes {call.input_shapes} are not fully known")
     dtypes = graph.input_dtypes if call.node is None else [str(t.dtype) for t in call.node.arguments.keras_tensors]
-    trace = Trace(layer, call.node, call.input_shapes, dtypes, call.site)
+    if trace is None or [s[1:] for s in trace.shapes] != [s[1:] for s in call.input_shapes]:
+        trace = Trace(layer, call.node, call.input_shapes, dtypes, call.site)
     inner, outs = walk_function(trace.function, call.inputs, call.path + (layer.name,), counter,
                                 lambda index: Site(trace, index))
     if call.node is None:  # a subclassed model: its outputs are known only now

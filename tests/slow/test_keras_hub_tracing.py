@@ -3,6 +3,7 @@ their integer inputs (token ids, padding masks) probed with valid values (slow: 
 models; keras_hub is optional)."""
 import io
 
+import keras
 import numpy as np
 import pytest
 
@@ -51,5 +52,6 @@ def test_backbone_left_untouched_by_tracing():
               for shape, dtype, values in zip(graph.input_shapes, graph.input_dtypes, input_values(graph))]
     values = run_graph(graph, inputs, training=False)
     expected = model(dict(zip(graph.input_names, inputs)))
-    np.testing.assert_allclose(np.asarray(values[graph.outputs[0]]), np.asarray(expected), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(values[graph.outputs[0]]),
+                               keras.ops.convert_to_numpy(expected), rtol=1e-4, atol=1e-5)
     assert state() == before
