@@ -12,7 +12,8 @@ configs included), not through Keras 3's deserialization, which rejects parts of
 - *Arguments* Keras 3 no longer takes are dropped where they do not change the output:
   ``time_major=False`` (True is refused), ``implementation`` and ``fused`` (kernel choices),
   ``virtual_batch_size``/``adjustment`` when None, ``noise_shape`` and ``trainable`` of spatial
-  dropouts (fixed by the layer; it has no weights); Keras 2 dtype policies become their names.
+  dropouts (fixed by the layer; it has no weights); BatchNormalization's one-element ``axis``
+  list (as Keras 2 writes it once built) becomes that axis; Keras 2 dtype policies become their names.
 - ``TFOpLambda``/``SlicingOpLambda`` calls become keras ops (``walk.legacy_ops``).
 - ``Lambda`` layers take the function of the user's ``tf_keras`` layer (``source``), never
   bytecode from the config.
@@ -86,6 +87,11 @@ def keras3_config(name: str, class_name: str, config: dict) -> dict:
     if class_name.startswith("SpatialDropout"):  # Keras 3 takes neither; the layer has no weights
         config.pop("noise_shape", None)
         config.pop("trainable", None)
+    if class_name == "BatchNormalization" and isinstance(config.get("axis"), list):  # Keras 2 after build: [3]
+        if len(config["axis"]) != 1:
+            raise ValueError(f"layer {name!r} (BatchNormalization) normalizes over axes {config['axis']}; "
+                             "Keras 3 normalizes over one axis")
+        config["axis"] = config["axis"][0]
     if "dtype" in config:
         config["dtype"] = _dtype(config["dtype"])
     for key in NESTED:

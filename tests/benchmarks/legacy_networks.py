@@ -4,7 +4,8 @@ them (:func:`tf24_config`), for the legacy tests and ``bench_legacy``.
 Each builder returns a tf_keras model covering one structure of issue 15: nested Functional
 submodels shared and called at several nodes (:func:`shared_blocks`), Reshape and ZeroPadding3D
 changing channel counts (:func:`padded_channels`), SpatialDropout1D with GRU and LSTM
-(:func:`recurrent`), TensorFlow op layers (:func:`tf_ops`), a Lambda layer (:func:`with_lambda`),
+(:func:`recurrent`), wrapped layers (:func:`wrappers`), a Sequential model (:func:`sequential`),
+TensorFlow op layers (:func:`tf_ops`), a Lambda layer (:func:`with_lambda`),
 and all of them at the size of the reference implementation's models (:func:`evolved`: about a
 hundred layers, a few dozen submodel calls).
 """
@@ -93,6 +94,27 @@ def recurrent(steps: int = 12, features: int = 6) -> Any:
     h = L.GRU(8, return_sequences=True, name="gru")(h)
     h = L.LSTM(8, name="lstm")(h)
     return k2.Model(x, L.Dense(4, name="head")(h), name="recurrent")
+
+
+def wrappers(steps: int = 12, features: int = 6) -> Any:
+    """Wrapped layers, whose configs hold the inner layer's config: Bidirectional(GRU) (the inner
+    GRU's TF-2.4 config carries ``time_major``), TimeDistributed(Dense), then BatchNormalization."""
+    k2 = _k2()
+    L = k2.layers
+    x = k2.Input((steps, features), name="sequence")
+    h = L.Bidirectional(L.GRU(8, return_sequences=True, name="inner_gru"), name="bidirectional")(x)
+    h = L.TimeDistributed(L.Dense(16, activation="relu", name="inner_dense"), name="per_step")(h)
+    h = L.BatchNormalization(name="norm")(h)
+    h = L.GlobalAveragePooling1D(name="pool")(h)
+    return k2.Model(x, L.Dense(4, name="head")(h), name="wrappers")
+
+
+def sequential(width: int = 16) -> Any:
+    """A Sequential model declaring its input on its first layer (``input_shape``), no Input."""
+    k2 = _k2()
+    L = k2.layers
+    return k2.Sequential([L.Dense(width, activation="relu", input_shape=(width,), name="first"),
+                          L.Dropout(0.1, name="drop"), L.Dense(4, name="head")], name="sequential")
 
 
 def tf_ops(width: int = 64) -> Any:

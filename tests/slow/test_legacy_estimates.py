@@ -23,6 +23,7 @@ CHECKED = {
     "tf_ops": {"tf.concat": ("tf.concat", 0), "tf.math.reduce_mean": ("tf.math.reduce_mean", 0),
                "head": ("head", 0)},
     "with_lambda": {"affine": ("affine", 0), "head": ("head", 0)},
+    "wrappers": {"bidirectional": ("bidirectional", 0), "per_step": ("per_step", 0), "norm": ("norm", 0)},
 }
 """Per structure: estimate key -> (tf_keras layer, node index of that call; -1 the last) compared.
 (padded_channels stops at conv_b: the global average pool after it reads 0.21 against a measured

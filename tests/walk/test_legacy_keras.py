@@ -27,7 +27,7 @@ from autoinit_sym.walk.loading import load  # noqa: E402
 from benchmarks import legacy_networks as networks  # noqa: E402
 from helpers import run_cli  # noqa: E402
 
-STRUCTURES = ("padded_channels", "recurrent", "shared_blocks", "tf_ops", "with_lambda")
+STRUCTURES = ("padded_channels", "recurrent", "sequential", "shared_blocks", "tf_ops", "with_lambda", "wrappers")
 
 
 def _config(name: str) -> dict:
@@ -42,8 +42,8 @@ def _initialize(model, seed: int):
 @pytest.mark.parametrize("name", STRUCTURES)
 def test_tf24_config_initializes_the_tf_keras_model(name):
     """A TF-2.4-style config is recognized, built with tf_keras and initialized: the model
-    returned is a tf_keras model whose variables hold the draws (each redrawn weight's sample
-    standard deviation within 25% of the one in the estimates), and every weighted layer and
+    returned is a tf_keras model whose variables hold the draws (each redrawn weight, found through
+    a fresh twin's pairing, has a sample standard deviation within 25% of the estimates' one), and every weighted layer and
     TF op layer has an estimate under its own name."""
     config = _config(name)
     assert config["keras_version"] == "2.4.0"
@@ -53,11 +53,11 @@ def test_tf24_config_initializes_the_tf_keras_model(name):
     assert legacy.is_tf_keras_model(model)
     named = {layer.name for layer in model.layers if layer.weights or layer.name.startswith("tf.")}
     assert named <= {key.split("#")[0] for key in estimates}
-    variables = {"/".join(w.name.split(":")[0].split("/")[-2:]): w for w in model.weights}
+    variables = {mine.path: theirs for mine, theirs in legacy.weight_pairs(model, legacy.keras3_twin(model))}
     redrawn = [(path, std) for estimate in estimates.values() for path, std in estimate.weights.items()]
     assert redrawn
     for path, std in redrawn:
-        values = variables["/".join(path.split("/")[-2:])].numpy()
+        values = variables[path].numpy()
         assert abs(float(np.std(values)) - float(std)) <= 0.25 * float(std), (path, np.std(values), std)
 
 
@@ -110,6 +110,18 @@ def test_layer_selection_by_tf_keras_layers_and_predicates():
                                    and layer.name in ("head", "block_dense"), model, twin)
     assert kept_layers(twin, chosen) == by_name
     assert len(by_name) == len([w for w in model.weights if w.name.endswith("kernel:0")]) - 2
+
+
+def test_sequential_config_declaring_its_input_on_its_first_layer():
+    """Older Sequential configs have no InputLayer entry: the first layer's batch_input_shape
+    declares the input."""
+    config = _config("sequential")
+    layers = config["config"]["layers"]
+    assert layers[0]["class_name"] == "InputLayer"
+    layers[1]["config"]["batch_input_shape"] = layers.pop(0)["config"]["batch_input_shape"]
+    model, estimates = _initialize(config, seed=0)
+    assert [layer.name for layer in model.layers] == ["first", "drop", "head"]
+    assert list(estimates) == ["first", "drop", "head"] and float(estimates["head"][1]) == pytest.approx(1.0)
 
 
 def test_tf_op_with_a_constant_first_argument():
