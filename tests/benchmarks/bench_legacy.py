@@ -38,8 +38,8 @@ class Settings:
     """(builder in legacy_networks, its keyword arguments)."""
 
 
-STRUCTURES = tuple((name, ()) for name in ("shared_blocks", "padded_channels", "recurrent", "tf_ops",
-                                            "with_lambda"))
+STRUCTURES = tuple((name, ()) for name in ("shared_blocks", "padded_channels", "recurrent", "wrappers",
+                                            "sequential", "tf_ops", "with_lambda"))
 PRESETS = {
     "tiny": Settings(models=(("tf_ops", ()), ("padded_channels", ()))),
     "quick": Settings(models=STRUCTURES + (("evolved", (("blocks", 6), ("calls", 2))),
