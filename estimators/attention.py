@@ -36,7 +36,7 @@ from autoinit_sym.statistics.state import TensorState
 
 from .base import MONTE_CARLO, LayerRule, moments_of
 from .registry import rule_for
-from .shapes import DEFAULT_TIMESTEPS
+from .shapes import DEFAULT_TIMESTEPS, bernoulli_rate
 
 CAUSAL_POINTS = 12
 """Key counts (log-spaced) at which a causal mask's E[sum a^2] is evaluated, then interpolated."""
@@ -133,8 +133,8 @@ def keys_seen(mask: TensorState | None, n: int, causal: bool) -> tuple[bool, int
     seeing round(f n) keys. Without a mask (or with another kind of mask): ``causal``, n."""
     if mask is None or causal:
         return causal, n
-    f = mask.mean
-    if not (0.0 < f <= 1.0) or abs(mask.var - f * (1.0 - f)) > 1e-3 * max(f * (1.0 - f), 1e-6):
+    f = bernoulli_rate(mask)
+    if not f:
         return causal, n
     if abs(f - (n + 1) / (2.0 * n)) < 0.25 / n:
         return True, n

@@ -32,7 +32,7 @@ from autoinit_sym.walk.probe import no_rule_warning, probed
 
 from .base import CLOSED_FORM, EXACT, LayerRule
 from .registry import rule_for
-from .shapes import concat_weights, consuming_nodes, elements_along, positive_axes
+from .shapes import bernoulli_rate, concat_weights, consuming_nodes, elements_along, positive_axes
 
 
 @dataclass
@@ -401,6 +401,60 @@ class JoinOp(OpEstimator):
                                      self.layer.axis, len(args))
         return mixture_moments(weights, [a.mean if a.is_tensor else float(a.value.mean()) for a in args],
                                [a.var if a.is_tensor else float(a.value.var()) for a in args])
+
+
+@rule_for(ops_np.Equal, ops_np.NotEqual)
+class EqualityOp(OpEstimator):
+    """x == c, x != c for a 0/1 tensor x (a mask, :func:`shapes.bernoulli_rate` f) and a constant c:
+    0/1 with rate P(x = c) (f for c = 1, 1 - f for c = 0, 0 otherwise), or its complement."""
+
+    def combine(self, args):
+        x, c = args if args[0].is_tensor else args[::-1]
+        f = bernoulli_rate(x.state) if x.is_tensor and not c.is_tensor and c.value.size == 1 else None
+        if f is None:
+            return None
+        value = float(c.value)
+        p = f if value == 1.0 else 1.0 - f if value == 0.0 else 0.0
+        p = 1.0 - p if isinstance(self.layer, ops_np.NotEqual) else p
+        return p, p * (1.0 - p)
+
+
+@rule_for(ops_np.All, ops_np.Any)
+class AllAnyOp(OpEstimator):
+    """all / any over k elements of a 0/1 tensor of rate p, taken as independent: rate p^k, or
+    1 - (1 - p)^k."""
+
+    def combine(self, args):
+        p = bernoulli_rate(args[0].state)
+        k = _reduced_size(self.input_shapes[0], self.layer.axis)
+        if p is None or k is None:
+            return None
+        rate = p ** k if isinstance(self.layer, ops_np.All) else 1.0 - (1.0 - p) ** k
+        return rate, rate * (1.0 - rate)
+
+
+@rule_for(ops_np.Where)
+class WhereOp(OpEstimator):
+    """where(c, x, y) with a 0/1 condition of rate p independent of x and y (tensors or constants):
+    the mixture p x + (1 - p) y (Gemma zeroes the rows a mask leaves empty)."""
+
+    def combine(self, args):
+        if len(args) != 3 or not args[0].is_tensor:
+            return None
+        p = bernoulli_rate(args[0].state)
+        if p is None:
+            return None
+        moments_of = [(a.mean, a.var) if a.is_tensor else (float(a.value.mean()), float(a.value.var()))
+                      for a in args[1:]]
+        return mixture_moments([p, 1.0 - p], [m for m, _ in moments_of], [v for _, v in moments_of])
+
+
+@rule_for(ops_np.ZerosLike, ops_np.OnesLike)
+class FilledOp(OpEstimator):
+    """zeros_like / ones_like: the constant 0 or 1."""
+
+    def combine(self, args):
+        return (1.0 if isinstance(self.layer, ops_np.OnesLike) else 0.0), 0.0
 
 
 # operation class -> (activation name, names of its parameters as attributes)

@@ -57,3 +57,12 @@ def producing_node(tensor: Any) -> Any:
         return None
     nodes = history.operation._inbound_nodes
     return nodes[history.node_index] if history.node_index < len(nodes) else None
+
+
+def bernoulli_rate(state: Any) -> float | None:
+    """P(x = 1) for a record (``TensorState``) of a tensor holding only 0 and 1 (a mask): mean f with
+    variance f (1 - f); None for any other record."""
+    f, var = state.mean, state.var
+    if not 0.0 <= f <= 1.0 or abs(var - f * (1.0 - f)) > 1e-9 + 1e-3 * f * (1.0 - f):
+        return None
+    return f

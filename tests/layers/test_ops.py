@@ -236,3 +236,46 @@ def test_concatenate_with_a_constant(mean, var):
     y, pred, _ = run(lambda x: ops.concatenate([ops.tile(token, (20000, 1, 1)), x], axis=1), [(mean, var)],
                      shapes=[(3, 5)])
     assert_close(y, pred)
+
+
+def run_masked(fn, rate, float_stats=None, shape=(6, 8), samples=20000):
+    """fn(mask, x) on a 0/1 mask of ``rate`` (and a Gaussian x of ``float_stats``): the measured
+    output and the op's estimate from the records (f, f (1 - f)) and (mean, var)."""
+    mask_in = keras.Input(shape, dtype="int32")
+    x_in = keras.Input(shape)
+    out = fn(mask_in, x_in)
+    model = keras.Model([mask_in, x_in], out)
+    op = out._keras_history.operation
+    node = op._inbound_nodes[0]
+    rng = np.random.default_rng(2)
+    mask = (rng.random((samples, *shape)) < rate).astype("int32")
+    mean, var = float_stats or (0.0, 1.0)
+    x = rng.normal(mean, math.sqrt(var), (samples, *shape)).astype("float32")
+    y = np.asarray(model([mask, x]), dtype=float)
+    stats = {id(mask_in): (rate, rate * (1 - rate)), id(x_in): (mean, var)}
+    for t in node.arguments.keras_tensors:  # inputs made by earlier ops: their real statistics
+        if id(t) not in stats:
+            sub = np.asarray(keras.Model([mask_in, x_in], t)([mask, x]), dtype=float)
+            stats[id(t)] = (sub.mean(), sub.var())
+    args = [stats[id(t)] for t in node.arguments.keras_tensors]
+    estimator = lookup(op)(op, EstimationContext(), [tuple(t.shape) for t in node.arguments.keras_tensors],
+                           [tuple(out.shape)], node)
+    return y, propagated(estimator, [m for m, _ in args], [v for _, v in args])
+
+
+MASKED = {
+    "equal_zero": lambda m, x: ops.equal(m, 0),
+    "not_equal_one": lambda m, x: ops.not_equal(m, 1),
+    "all": lambda m, x: ops.all(ops.equal(m, 1), axis=-1),
+    "any": lambda m, x: ops.any(ops.equal(m, 1), axis=-1),
+    "where": lambda m, x: ops.where(ops.equal(m, 1), x, ops.zeros_like(x)),
+    "where_constant": lambda m, x: ops.where(ops.equal(m, 0), 3.0, x),
+}
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.5, 0.9])
+@pytest.mark.parametrize("name", sorted(MASKED))
+def test_mask_ops_match_samples(name, rate):
+    y, (pred_mean, pred_var) = run_masked(MASKED[name], rate, (1.5, 2.0))
+    assert abs(y.mean() - pred_mean) <= 0.01 + 0.02 * math.sqrt(pred_var)
+    assert abs(y.var() - pred_var) <= 0.01 + 0.03 * pred_var
