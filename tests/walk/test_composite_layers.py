@@ -217,3 +217,13 @@ def test_inner_layer_whose_output_spec_rejects_its_arguments_is_traced_generical
     _, estimates = AutoInit().initialize_model(model, return_estimates=True)
     assert estimates["attention"].role == "initialized"
     assert estimates["attending"].method != "probe"
+
+
+def test_frozen_layer_inside_an_opened_block_keeps_its_weights():
+    model = block_model()
+    block = model.get_layer("block")
+    block.hidden.trainable = False
+    frozen = keras.ops.convert_to_numpy(block.hidden.kernel).copy()
+    model, estimates = AutoInit().initialize_model(model, return_estimates=True)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(block.hidden.kernel), frozen)
+    assert estimates["hidden"].role == "kept" and estimates["project"].role == "initialized"
