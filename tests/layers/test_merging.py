@@ -23,7 +23,7 @@ def run(layer, stats, widths=None, samples=40000, same_input=False):
     rng = np.random.default_rng(0)
     data = [rng.normal(m, math.sqrt(v), (samples, w)).astype("float32")
             for (m, v), w in zip(stats[:len(inputs)], widths)]
-    y = np.asarray(model(data, training=True), dtype=float)
+    y = keras.ops.convert_to_numpy(model(data, training=True)).astype(float)
     node = layer._inbound_nodes[0]
     estimator = lookup(layer)(layer, EstimationContext(), [tuple(t.shape) for t in node.input_tensors],
                               [tuple(out.shape)], node)

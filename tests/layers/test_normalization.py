@@ -20,7 +20,7 @@ BETA = keras.initializers.RandomNormal(0.3, 1.0, seed=2)
 
 def check(layer, estimator_cls, shape, mean, var, tol=0.03):
     x = np.random.default_rng(0).normal(mean, math.sqrt(var), shape).astype("float32")
-    y = np.asarray(layer(x, training=True), dtype=float)
+    y = keras.ops.convert_to_numpy(layer(x, training=True)).astype(float)
     estimator = estimator_cls(layer, EstimationContext(), [(None, *shape[1:])], [(None, *y.shape[1:])])
     pred_mean, pred_var = propagated(estimator, [mean], [var])
     assert abs(y.mean() - pred_mean) <= tol * math.sqrt(pred_var) + 1e-6, (y.mean(), pred_mean)

@@ -14,7 +14,7 @@ INPUTS = [(0.0, 1.0), (5.0, 0.01), (-3.0, 25.0)]
 
 def measure(layer, shape, mean, var, context=None):
     x = np.random.default_rng(0).normal(mean, math.sqrt(var), shape).astype("float32")
-    y = np.asarray(layer(x, training=True), dtype=float)
+    y = keras.ops.convert_to_numpy(layer(x, training=True)).astype(float)
     estimator = lookup(layer)(layer, context or EstimationContext(), [(None, *shape[1:])], [(None, *y.shape[1:])])
     return y, propagated(estimator, [mean], [var]), estimator
 

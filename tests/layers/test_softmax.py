@@ -87,7 +87,7 @@ def test_softmax_layer_against_noise(axis, shape, mean, var):
     estimator = SoftmaxEstimator(layer, EstimationContext(), [(None,) + shape])
     pred_mean, pred_var = propagated(estimator, [mean], [var])
     x = np.random.default_rng(0).normal(mean, math.sqrt(var), (4000,) + shape).astype("float32")
-    y = np.asarray(layer(x), dtype=np.float64)
+    y = keras.ops.convert_to_numpy(layer(x)).astype(np.float64)
     axes = (axis,) if isinstance(axis, int) else axis
     n = int(np.prod([shape[a - 1] if a > 0 else shape[a] for a in axes]))
     assert pred_mean == pytest.approx(1.0 / n)  # the softmax axis only, not all non-batch dims

@@ -63,7 +63,7 @@ def test_defaults_match_keras_signatures():
 def test_expression_matches_keras(name, params):
     entry = catalog.get(name)
     ours = numpy_function(entry.expression(entry.resolve(params)))(GRID)
-    theirs = np.asarray(getattr(keras.activations, name)(GRID, **params), dtype=np.float64)
+    theirs = keras.ops.convert_to_numpy(getattr(keras.activations, name)(GRID, **params)).astype(np.float64)
     # Keras casts slopes to float32 (0.2 -> 0.2000000030) and forms gelu as
     # x/2 * (1 + erf/tanh), which cancels in the left tail; ours are the exact values.
     np.testing.assert_allclose(ours, theirs, rtol=1e-7, atol=1e-8)

@@ -23,7 +23,7 @@ SEEDS = (0, 1, 2)
 def measured_shared(y: np.ndarray) -> float:
     """Covariance between two distinct positions of one channel (same sample), over the
     whole tensor: (E[(sum_p d_p)^2] - E[sum_p d_p^2]) / (P (P - 1)), d = y - mean(y)."""
-    d = np.asarray(y, dtype=np.float64)
+    d = keras.ops.convert_to_numpy(y).astype(np.float64)
     d = (d - d.mean()).reshape(d.shape[0], -1, d.shape[-1])
     positions = d.shape[1]
     total = (d.sum(axis=1) ** 2).mean() - (d ** 2).sum(axis=1).mean()
@@ -55,7 +55,7 @@ def test_activation_shared_against_sampling(activation, mean, var, shared):
     a = rng.normal(0.0, math.sqrt(shared), n)
     x1, x2 = (mean + a + rng.normal(0.0, math.sqrt(var - shared), n) for _ in range(2))
     f = getattr(keras.activations, activation)
-    y1, y2 = (np.asarray(f(x.astype("float32")), dtype=np.float64) for x in (x1, x2))
+    y1, y2 = (keras.ops.convert_to_numpy(f(x.astype("float32"))).astype(np.float64) for x in (x1, x2))
     predicted = activation_shared(activation, mean, var, shared, float(y1.var()))
     assert predicted == pytest.approx(np.cov(y1, y2)[0, 1], rel=0.03, abs=2e-3 * y1.var())
 

@@ -133,7 +133,7 @@ def test_dropout_noise_shape_spanning_positions_shares_like_spatial_dropout():
     rng = np.random.default_rng(2)
     offsets = rng.normal(0.0, 0.6, (20000, 1, 1, 4))
     x = (1.0 + offsets + rng.normal(0.0, 0.8, (20000, 4, 4, 4))).astype("float32")
-    y = np.asarray(layer(x, training=True), dtype=np.float64)
+    y = keras.ops.convert_to_numpy(layer(x, training=True)).astype(np.float64)
     estimator = DropoutEstimator(layer, input_shapes=[(None, 4, 4, 4)], output_shapes=[(None, 4, 4, 4)])
     (state,) = records(estimator, [1.0], [0.36 + 0.64], shared=[0.36], sample_shared=[0.36])
     centred = y - y.mean()

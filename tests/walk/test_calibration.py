@@ -32,7 +32,7 @@ def pre_activation_variances(model: keras.Model, batch: np.ndarray) -> dict[str,
     out, x = {}, batch
     for layer in model.layers[1:]:
         activation, layer.activation = layer.activation, keras.activations.linear
-        out[layer.name] = float(np.var(np.asarray(layer(x), dtype=np.float64)))
+        out[layer.name] = float(np.var(keras.ops.convert_to_numpy(layer(x)).astype(np.float64)))
         layer.activation = activation
         x = layer(x)
     return out
