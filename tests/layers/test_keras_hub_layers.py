@@ -34,10 +34,15 @@ def averaged(model, outputs, seeds=DRAWS, rows=64, **settings):
         data = [rng.integers(0, V if "token" in t.name else 2, (rows, S)).astype("int32") for t in model.inputs]
         values = probe(data if len(data) > 1 else data[0])
         values = values if isinstance(values, (list, tuple)) else [values]
-        measured.append([(float(np.mean(v)), float(np.var(v))) for v in map(np.asarray, values)])
+        measured.append([(float(np.mean(v)), float(np.var(v))) for v in map(keras.ops.convert_to_numpy, values)])
     predicted = {n: (estimates[n].mean, estimates[n].var) for n in outputs}
     means = {n: tuple(np.mean([m[i] for m in measured], axis=0)) for i, n in enumerate(outputs)}
     return predicted, means
+
+
+def numpy(tensor):
+    """A backend tensor as float64 NumPy."""
+    return np.asarray(keras.ops.convert_to_numpy(tensor), dtype=float)
 
 
 def assert_tracks(predicted, measured, tol=0.06, mean_tol=0.05):
@@ -92,7 +97,7 @@ def test_tied_embedding_is_drawn_for_its_logits():
     assert predicted["token"][1] == pytest.approx(1.0 / D) and predicted["position"][1] == pytest.approx(1.0 / D)
     assert 0.9 < predicted["logits"][1] < 1.1
     assert_tracks(predicted, measured)
-    logits = np.asarray(model(np.random.default_rng(9).integers(0, V, (64, S)).astype("int32")), dtype=float)
+    logits = numpy(model(np.random.default_rng(9).integers(0, V, (64, S)).astype("int32")))
     targets = np.random.default_rng(10).integers(0, V, (64, S))
     log_norm = np.log(np.exp(logits).sum(-1))
     entropy = float(np.mean(log_norm - np.take_along_axis(logits, targets[..., None], -1)[..., 0]))
@@ -143,7 +148,7 @@ def rms_layers():
 def test_rms_normalizations_match_noise(name, mean, var):
     layer = rms_layers()[name]
     x = np.random.default_rng(0).normal(mean, math.sqrt(var), (8192, 16)).astype("float32")
-    y = np.asarray(layer(x), dtype=float)
+    y = numpy(layer(x))
     rule = lookup(layer)(layer, EstimationContext(), [(None, 16)], [(None, 16)])
     pred_mean, pred_var = propagated(rule, [mean], [var])
     assert abs(y.mean() - pred_mean) <= 0.03 * math.sqrt(pred_var) + 1e-6
@@ -162,7 +167,7 @@ def test_rotary_embedding_matches_noise(settings, mean, var):
     model = keras.Model(inputs, outputs)
     layer = model.layers[-1]
     x = np.random.default_rng(1).normal(mean, math.sqrt(var), (4096, S, 2, 8)).astype("float32")
-    y = np.asarray(model(x), dtype=float)
+    y = numpy(model(x))
     rule = lookup(layer)(layer, EstimationContext(), [(None, S, 2, 8)], [(None, S, 2, 8)], layer._inbound_nodes[0])
     pred_mean, pred_var = propagated(rule, [mean], [var])
     assert abs(y.mean() - pred_mean) <= 0.03 * math.sqrt(pred_var) + 1e-6, (y.mean(), pred_mean)
@@ -195,5 +200,5 @@ def test_untied_reverse_kernel_is_drawn_without_a_reverse_call():
     for seed in DRAWS:
         AutoInit(weight_init_config={"seed": seed}).initialize_model(model)
         h = model(np.random.default_rng(seed).integers(0, V, (64, S)).astype("int32"))
-        variances.append(float(np.var(embedding(h, reverse=True))))
+        variances.append(float(np.var(numpy(embedding(h, reverse=True)))))
     assert abs(math.log(np.mean(variances))) < 0.06, variances

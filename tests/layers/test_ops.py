@@ -204,7 +204,7 @@ def test_split_pieces_match_noise(mean, var):
     measured = model(data)
     assert len(outs) == 3
     for y, pred in zip(measured, outs):
-        assert_close(np.asarray(y, dtype=float), pred)
+        assert_close(np.asarray(keras.ops.convert_to_numpy(y), dtype=float), pred)
 
 
 EINSUMS = {
@@ -251,11 +251,11 @@ def run_masked(fn, rate, float_stats=None, shape=(6, 8), samples=20000):
     mask = (rng.random((samples, *shape)) < rate).astype("int32")
     mean, var = float_stats or (0.0, 1.0)
     x = rng.normal(mean, math.sqrt(var), (samples, *shape)).astype("float32")
-    y = np.asarray(model([mask, x]), dtype=float)
+    y = np.asarray(keras.ops.convert_to_numpy(model([mask, x])), dtype=float)
     stats = {id(mask_in): (rate, rate * (1 - rate)), id(x_in): (mean, var)}
     for t in node.arguments.keras_tensors:  # inputs made by earlier ops: their real statistics
         if id(t) not in stats:
-            sub = np.asarray(keras.Model([mask_in, x_in], t)([mask, x]), dtype=float)
+            sub = np.asarray(keras.ops.convert_to_numpy(keras.Model([mask_in, x_in], t)([mask, x])), dtype=float)
             stats[id(t)] = (sub.mean(), sub.var())
     args = [stats[id(t)] for t in node.arguments.keras_tensors]
     estimator = lookup(op)(op, EstimationContext(), [tuple(t.shape) for t in node.arguments.keras_tensors],
