@@ -124,3 +124,18 @@ def test_extra_peak_memory_stays_near_the_largest_variable(distribution):
     found = in_fresh_process("autoinit", "dense", distribution, (4096, 4096))
     assert found["largest_mb"] == pytest.approx(64.0)
     assert found["extra_mb"] <= 1.25 * found["largest_mb"] + 100.0, found
+
+
+def test_tensorflow_variables_are_not_left_copying_on_read():
+    """Slice writes and row reads put a TensorFlow variable in copy-on-read mode (every read
+    copies it); the write pass takes it out again, so a read after it shares the buffer."""
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("TensorFlow's copy-on-read mode")
+    from benchmarks.cost_meter import resident_bytes
+
+    layer = dense(2048, 4096, "big")  # a 32 MB kernel
+    write_pending([PendingWeight(layer, layer.kernel, 0.01)], "uniform", False, seed_for)
+    start = resident_bytes()
+    held = layer.kernel.value.read_value()
+    assert resident_bytes() - start < 8 * 2**20
+    assert float(keras.ops.std(held)) == pytest.approx(0.01, rel=0.01)
