@@ -55,7 +55,7 @@ class Settings:
 
 
 PRESETS = {
-    "tiny": Settings(models=("bert", "gpt2"), causal_lms=("gpt2",), hidden=32, intermediate=64,
+    "tiny": Settings(models=("gpt2",), causal_lms=("gpt2",), hidden=32, intermediate=64,
                      vocabulary=100, sequence_length=8, samples=8, draws=(0,), repeats=1),
     "quick": Settings(models=TEXT_MODELS + IMAGE_MODELS, causal_lms=CAUSAL_LMS),
     "full": Settings(models=TEXT_MODELS + IMAGE_MODELS, causal_lms=CAUSAL_LMS, samples=128,
