@@ -28,6 +28,7 @@ from typing import Any, Sequence
 
 import keras
 import numpy as np
+from keras.src.ops import nn as ops_nn
 
 from autoinit_sym.moment_engine.activation_moments import moments
 from autoinit_sym.moment_engine.nodes import standard_normal_nodes
@@ -160,7 +161,8 @@ class _AttentionBase(LayerRule):
         roles = call_roles(self.layer, self.node, len(inputs))
         order = [roles[r] for r in ("query", "value", "key") if r in roles]
         self.value_is_key = roles.get("key", roles.get("value")) == roles.get("value")
-        self.mask = inputs[roles["attention_mask"]] if "attention_mask" in roles else None
+        mask = roles.get("attention_mask", roles.get("mask"))
+        self.mask = None if mask is None else inputs[mask]
         if self.input_shapes:
             self.input_shapes = [self.input_shapes[i] for i in order]
         inputs = [inputs[i] for i in order]
@@ -305,6 +307,12 @@ class AttentionEstimator(_AttentionBase):
     (1 - Q)^2 Var(k)^2 Var(D). The current scale weights are read, not redrawn. Inputs
     independent Gaussian, training mode."""
 
+    def causal(self) -> bool:
+        return _flag(self.node, "use_causal_mask")
+
+    def dropout_rate(self) -> float:
+        return float(self.layer.dropout)
+
     def _scalar(self, weight: Any) -> float:
         return 1.0 if weight is None else float(keras.ops.convert_to_numpy(weight))
 
@@ -329,9 +337,10 @@ class AttentionEstimator(_AttentionBase):
         k_var = k_var * (1.0 - key_shared)
         logit_var, slope_mean, slope_var = self.logit_terms(q_mean, q_var, k_mean, k_var,
                                                             int(q_shape[-1]))
-        squares, method = square_sum(logit_var, n, _flag(self.node, "use_causal_mask"))
+        causal, seen = keys_seen(self.mask, n, self.causal())
+        squares, method = square_sum(logit_var, seen, causal)
         aligned = 1.0 if self.value_is_key else 0.0
-        dropout = float(self.layer.dropout)
+        dropout = self.dropout_rate()
         v_mean, v_var, _ = inputs["value"]
         mean, var = mix_statistics(v_mean, v_var * (1.0 - value_shared), squares, dropout,
                                    v_var * value_shared, selection_term(squares, k_var * slope_var, aligned))
@@ -355,3 +364,22 @@ class AdditiveAttentionEstimator(AttentionEstimator):
         weight_var = 1.0 / (dim * spread)
         self.set_initializer(self.layer.scale, math.sqrt(weight_var), None, float(dim))
         return 1.0, 0.0, weight_var * (slope_var + slope_mean**2)
+
+
+@rule_for(ops_nn.DotProductAttention)
+class DotProductAttentionOp(AttentionEstimator):
+    """``ops.dot_product_attention`` (the fused attention keras_hub's Gemma and Llama layers call on
+    accelerators): dot scores scale q.k over the head size H (scale 1/sqrt(H) unless given), causal
+    with ``is_causal`` or as a 0/1 ``mask`` says (:func:`keys_seen`), no dropout; a logit soft cap
+    and an additive ``bias`` are not modelled."""
+
+    def causal(self) -> bool:
+        return bool(self.layer.is_causal)
+
+    def dropout_rate(self) -> float:
+        return 0.0
+
+    def logit_terms(self, q_mean, q_var, k_mean, k_var, dim: int) -> tuple[float, float, float]:
+        scale = self.node.arguments.kwargs.get("scale") if self.node is not None else None
+        scale = 1.0 / math.sqrt(dim) if scale is None else float(scale)
+        return scale**2 * dim * (q_var + q_mean**2) * k_var, scale * q_mean, scale**2 * q_var

@@ -214,3 +214,32 @@ def test_call_roles_bind_arguments_by_name():
     roles = attention.call_roles(layer, layer._inbound_nodes[0], 3)
     tensors = layer._inbound_nodes[0].arguments.keras_tensors
     assert [tensors[roles[r]] for r in ("query", "value", "key")] == [q, v, k]
+
+
+@pytest.mark.parametrize("mean, var", [(0.0, 1.0), (0.5, 2.0), (0.0, 0.05)])
+@pytest.mark.parametrize("causal, masked, shared_value", [(False, False, False), (True, False, False),
+                                                           (False, True, False), (False, False, True)])
+def test_dot_product_attention_op_matches_noise(causal, masked, shared_value, mean, var):
+    """ops.dot_product_attention on Gaussian query/key/value (the value the key when ``shared_value``),
+    plain, causal, or under a 0/1 causal mask tensor."""
+    shape = (T, 2, 16)
+    q, k, v = (keras.Input(shape) for _ in range(3))
+    padding = keras.Input((T,), dtype="int32")
+    mask = keras.ops.minimum(keras.ops.expand_dims(padding, 1), np.tril(np.ones((T, T), "int32")))
+    mask = keras.ops.cast(mask[:, None], "bool")
+    value = k if shared_value else v
+    out = keras.ops.dot_product_attention(q, k, value, mask=mask if masked else None, is_causal=causal)
+    model = keras.Model([q, k, v, padding], out)
+    op = out._keras_history.operation
+    node = op._inbound_nodes[0]
+    stats = {id(t): (mean, var) for t in (q, k, v)}
+    mask_rate = (T + 1) / (2 * T)
+    records = [stats.get(id(t), (mask_rate, mask_rate * (1 - mask_rate))) for t in node.arguments.keras_tensors]
+    estimator = lookup(op)(op, EstimationContext(), [tuple(t.shape) for t in node.arguments.keras_tensors],
+                           [tuple(out.shape)], node)
+    pred_mean, pred_var = propagated(estimator, [m for m, _ in records], [s for _, s in records])
+    rng = np.random.default_rng(5)
+    data = [rng.normal(mean, math.sqrt(var), (BATCH, *shape)).astype("float32") for _ in range(3)]
+    y = np.asarray(keras.ops.convert_to_numpy(model(data + [np.ones((BATCH, T), "int32")])), dtype=np.float64)
+    assert abs(y.mean() - pred_mean) <= 0.05 * math.sqrt(y.var()) + 1e-6, (y.mean(), pred_mean)
+    assert abs(math.log(y.var() / pred_var)) <= 0.1, (y.var(), pred_var)
