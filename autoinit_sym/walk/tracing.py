@@ -124,19 +124,31 @@ def untouched(layer: Any) -> Iterator[None]:
 
 
 def _tolerant(layer: Any) -> Callable[..., Any]:
-    """``layer``'s own output spec, or where it rejects the arguments, the backend's trace of
-    ``layer.call`` (generic; the declared spec's error is raised if that fails too)."""
+    """``layer``'s own output spec, or the backend's trace of ``layer.call`` (generic) where the
+    declared spec rejects the arguments (its error is raised if the trace fails too) or leaves
+    a size unknown that the inputs fix (``EinsumDense(output_shape=(None, heads, dim))``)."""
     declared = type(layer).compute_output_spec.__get__(layer)
 
     def spec(*args: Any, **kwargs: Any) -> Any:
         try:
-            return declared(*args, **kwargs)
+            out = declared(*args, **kwargs)
         except Exception as err:
             try:
                 return compute_output_spec(layer.call, *args, **kwargs)
             except Exception:
                 raise err from None
+        if _unknown_size(out) and not _unknown_size((args, kwargs)):
+            try:
+                return compute_output_spec(layer.call, *args, **kwargs)
+            except Exception:  # keep the declared spec
+                return out
+        return out
     return spec
+
+
+def _unknown_size(structure: Any) -> bool:
+    """Whether a symbolic tensor in ``structure`` has a size that is not known."""
+    return any(isinstance(t, keras.KerasTensor) and None in tuple(t.shape) for t in tree.flatten(structure))
 
 
 def _openable(call: Call, opens: Callable[[Any], bool]) -> bool:

@@ -227,3 +227,24 @@ def test_frozen_layer_inside_an_opened_block_keeps_its_weights():
     model, estimates = AutoInit().initialize_model(model, return_estimates=True)
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(block.hidden.kernel), frozen)
     assert estimates["hidden"].role == "kept" and estimates["project"].role == "initialized"
+
+
+class Pooled(keras.layers.Layer):
+    """An EinsumDense that declares an unknown sequence axis, then a softmax over that axis (its
+    rule needs the size): inside a trace the size comes from the real call."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.project = keras.layers.EinsumDense("abc,cd->abd", output_shape=(None, 16), name="project")
+        self.softmax = keras.layers.Softmax(axis=1, name="softmax")
+
+    def call(self, x):
+        return self.softmax(self.project(x))
+
+
+def test_sizes_an_inner_layer_declares_unknown_are_taken_from_its_call():
+    x = keras.Input((10, 8))
+    model = keras.Model(x, Pooled(name="pooled")(x))
+    _, estimates = AutoInit().initialize_model(model, return_estimates=True)
+    assert estimates["project"].role == "initialized"
+    assert estimates["softmax"].mean == pytest.approx(0.1)  # 10 positions share each channel's mass
