@@ -292,8 +292,7 @@ def rearranged(rule: LayerRule, state: TensorState, index: int = 0) -> TensorSta
 
 
 @rule_for(ops_np.Reshape, ops_np.Transpose, ops_np.ExpandDims, ops_np.Squeeze, ops_np.Repeat, ops_np.Tile,
-           ops_np.Ravel, ops_np.Moveaxis, ops_np.BroadcastTo, ops_core.Cast, ops_core.StopGradient,
-           ops_core.ConvertToTensor)
+           ops_np.Ravel, ops_np.Moveaxis, ops_core.Cast, ops_core.StopGradient, ops_core.ConvertToTensor)
 class RearrangingOp(OpEstimator):
     """Moves, repeats or casts elements: the input record where the per-sample shape is
     unchanged, without its profile and lag correlation otherwise."""
@@ -304,9 +303,9 @@ class RearrangingOp(OpEstimator):
         return rearranged(self, args[0].state)
 
 
-@rule_for(ops_np.GetItem, ops_core.Slice)
+@rule_for(ops_np.GetItem)
 class SelectingOp(LayerRule):
-    """``x[...]`` and ``slice``: a subset of the input's elements (each position as likely as
+    """``x[...]``: a subset of the input's elements (each position as likely as
     any other), so the record of the first tensor operand without its profile and lag
     correlation; index tensors only choose positions."""
 
