@@ -235,7 +235,13 @@ class EinsumOp(OpEstimator):
     """einsum of one or two tensors. Letters summed away that only one operand has sum n_a of its
     independent elements (mean n_a m, var n_a v); letters both operands share and the output lacks
     are contracted over n_c independent products (:func:`contracted_product_moments`, x_k^2 when
-    the operands are one tensor). A constant operand (a weight) is probed."""
+    the operands are one tensor). Where the contraction runs over the positions of one operand y
+    (attention weights times values), y = m_y + u + e_k with u (variance c, ``shared``) common to
+    them, and S = sum x_k has mean n m_x and variance n v_x:
+    Var = (n v_x + n^2 m_x^2)(m_y^2 + c) - n^2 m_x^2 m_y^2 + n (v_x + m_x^2)(v_y - c), of which
+    (n m_x)^2 c + n m_x^2 (v_y - c) is common to two of the output's positions (u, and the e_k both
+    weigh by about m_x each: 1/n of the rest for softmax weights without a mask). A constant operand
+    (a weight) is probed."""
 
     def combine(self, args):
         if not all(a.is_tensor for a in args) or len(args) not in (1, 2):
@@ -245,9 +251,9 @@ class EinsumOp(OpEstimator):
         subscripts = operand_text.split(",")
         sizes = [subscript_sizes(s, shape) for s, shape in zip(subscripts, self.input_shapes)]
         summed = [{k: n for k, n in own.items() if k not in output} for own in sizes]
-        shared = set(summed[0]).intersection(*summed[1:]) if len(args) == 2 else set()
-        counts = [[n for k, n in own.items() if k not in shared] for own in summed]
-        contracted = [summed[0][k] for k in shared]
+        common = set(summed[0]).intersection(*summed[1:]) if len(args) == 2 else set()
+        counts = [[n for k, n in own.items() if k not in common] for own in summed]
+        contracted = [summed[0][k] for k in common]
         if any(n is None for n in contracted + [n for c in counts for n in c]):
             return None
         totals = [float(np.prod(c)) for c in counts]
@@ -255,9 +261,29 @@ class EinsumOp(OpEstimator):
         variances = [t * a.var for t, a in zip(totals, args)]
         if len(args) == 1:
             return (means[0], variances[0]) if totals[0] > 1 else rearranged(self, args[0].state)
-        if args[0].ident == args[1].ident and max(totals) > 1:
+        same = args[0].ident == args[1].ident
+        if same and max(totals) > 1:
             return None  # sums of one tensor's elements multiplied together: not written here
-        return contracted_product_moments(int(np.prod(contracted)), means, variances, args[0].ident == args[1].ident)
+        n = int(np.prod(contracted))
+        spread = [0.0 if same or max(totals) > 1 else
+                  _contracted_shared(s, shape, a.state, common)
+                  for s, shape, a in zip(subscripts, self.input_shapes, args)]
+        if min(spread) > 0 or max(spread) == 0:
+            return contracted_product_moments(n, means, variances, same)
+        y = 0 if spread[0] > 0 else 1
+        (m_x, v_x), (m_y, v_y), c = (means[1 - y], variances[1 - y]), (means[y], variances[y]), spread[y]
+        var = (n * v_x + (n * m_x) ** 2) * (m_y ** 2 + c) - (n * m_x * m_y) ** 2 + n * (v_x + m_x ** 2) * (v_y - c)
+        shared = (n * m_x) ** 2 * c + n * m_x ** 2 * (v_y - c)
+        return self.output([a.state for a in args], n * m_x * m_y, var, shared=min(shared, var))
+
+
+def _contracted_shared(subscripts: str, shape: Sequence[int | None], state: TensorState, common: set) -> float:
+    """The operand's position-shared variance where a contracted letter names one of its position
+    axes (1..rank-2), else 0."""
+    if "..." in subscripts or len(subscripts) != len(shape):
+        return 0.0
+    positions = set(subscripts[1:-1])
+    return state.shared if positions & common else 0.0
 
 
 def _reduced_size(shape: tuple, axis: Any) -> int | None:

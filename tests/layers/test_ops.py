@@ -279,3 +279,23 @@ def test_mask_ops_match_samples(name, rate):
     y, (pred_mean, pred_var) = run_masked(MASKED[name], rate, (1.5, 2.0))
     assert abs(y.mean() - pred_mean) <= 0.01 + 0.02 * math.sqrt(pred_var)
     assert abs(y.var() - pred_var) <= 0.01 + 0.03 * pred_var
+
+
+@pytest.mark.parametrize("common", [0.3, 0.8])
+def test_einsum_over_positions_with_a_shared_part(common):
+    """Weights times values over the positions (attention's second einsum): a part of the values
+    common to the positions (variance ``common``) is not averaged away."""
+    n, d, samples = 12, 8, 4000
+    x_in, y_in = keras.Input((5, n)), keras.Input((n, d))
+    out = ops.einsum("bts,bsd->btd", x_in, y_in)
+    model = keras.Model([x_in, y_in], out)
+    op = out._keras_history.operation
+    rng = np.random.default_rng(3)
+    x = rng.normal(0.3, 0.5, (samples, 5, n)).astype("float32")
+    y = (rng.normal(0.0, math.sqrt(common), (samples, 1, d)) +
+         rng.normal(0.5, math.sqrt(1.0 - common), (samples, n, d))).astype("float32")
+    measured = np.asarray(keras.ops.convert_to_numpy(model([x, y])), dtype=float)
+    estimator = lookup(op)(op, EstimationContext(), [(None, 5, n), (None, n, d)], [(None, 5, d)],
+                           op._inbound_nodes[0])
+    pred_mean, pred_var = propagated(estimator, [0.3, 0.5], [0.25, 1.0], shared=[0.0, common])
+    assert_close(measured, (pred_mean, pred_var), tol=0.05)
