@@ -142,8 +142,8 @@ def test_minus_infinity_pad_before_max_pooling_initializes():
     """keras_hub's pre-activation ResNet pads with -inf before a max pool: the pool sees the real
     elements only, so the model initializes (it was refused: the probe read NaN) and the pool's
     prediction tracks the real layer. Border windows hold fewer real elements than the pooling rule
-    assumes (here 60 of 256 windows hold 6 or 4 of 9), so the variance reads a little higher than
-    predicted: log ratio 0.16 at 32x32 over 6 draws (0.26 at 12x12, where 20 of 36 are border
+    assumes (here the 31 of 256 windows on the first row or column hold 6 or 4 of 9), so the variance reads a little higher than
+    predicted: log ratio 0.16 at 32x32 over 6 draws (0.26 at 12x12, where 11 of 36 are border
     windows; keras_hub's ResNet pools 112x112 maps)."""
     from autoinit_sym import AutoInit
     from autoinit_sym.measure import measure
