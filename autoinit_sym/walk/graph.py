@@ -318,8 +318,12 @@ def invoke(operation: Any, node: Any, inputs: list[Any], training: bool = True) 
     """Call ``operation`` eagerly on ``inputs`` (one per keras tensor of ``node``'s
     arguments) with the node's constant arguments, as Keras's functional call would
     (``training`` injected where the operation takes it); the outputs as a flat list. A node
-    recorded by tracing a layer is first matched to the inputs' batch size (:func:`node_at`)."""
-    node = node_at(node, _batch(inputs))
+    recorded by tracing a layer is first matched to the inputs' batch size (:func:`node_at`), and
+    its operation taken from that node (an operation such as ``ops.reshape`` keeps its arguments,
+    and so the traced batch size, on itself)."""
+    matched = node_at(node, _batch(inputs))
+    if matched is not node:
+        node, operation = matched, matched.operation
     args, kwargs = node.arguments.fill_in({id(t): x for t, x in zip(node.arguments.keras_tensors, inputs)})
     if "training" in getattr(operation, "_call_context_args", {}):
         kwargs["training"] = training

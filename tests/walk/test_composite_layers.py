@@ -146,8 +146,9 @@ def test_layer_with_control_flow_on_values_is_probed_with_one_warning(caplog):
 
 
 class Causal(keras.layers.Layer):
-    """Masks a sequence with a causal mask broadcast to the batch: the traced nodes hold the batch
-    size as a constant."""
+    """Masks a sequence with a causal mask broadcast to the batch, then flattens it: the traced
+    nodes hold the batch size as a constant argument (the mask) and on an operation (the
+    reshape's target shape)."""
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -157,7 +158,7 @@ class Causal(keras.layers.Layer):
         batch, length = keras.ops.shape(x)[0], keras.ops.shape(x)[1]
         lower = keras.ops.tril(keras.ops.ones((length, length)))
         mask = keras.ops.broadcast_to(lower[None], (batch, length, length))
-        return keras.ops.matmul(mask, self.dense(x)) / float(length)
+        return keras.ops.reshape(keras.ops.matmul(mask, self.dense(x)) / float(length), (batch, length * 16))
 
 
 def causal_model() -> keras.Model:
