@@ -313,24 +313,31 @@ def _file_size_limit_as_error() -> Iterator[None]:
         signal.signal(signal.SIGXFSZ, previous)
 
 
-def import_keras_quietly() -> None:
-    """Import Keras, and its backend's first op, with stderr (file descriptor 2) silenced, so
-    that the backend's C++ start-up log lines, which ignore TF_CPP_MIN_LOG_LEVEL, do not reach
-    the user. The backend is Keras's own choice (``KERAS_BACKEND``, else ``keras.json``, else
-    TensorFlow); TensorFlow is imported only when it is that backend."""
-    if "keras" in sys.modules:
-        return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+@contextlib.contextmanager
+def quiet_stderr() -> Iterator[None]:
+    """File descriptor 2 pointed at /dev/null for the duration: TensorFlow's C++ start-up log
+    lines ignore TF_CPP_MIN_LOG_LEVEL and write there directly. Python exceptions still propagate."""
     sys.stderr.flush()
     saved = os.dup(2)
     try:
         with open(os.devnull, "w") as null:
             os.dup2(null.fileno(), 2)
-            import keras
-            keras.ops.add(keras.ops.zeros(()), 1.0)  # the first op logs device set-up
+            yield
     finally:
         os.dup2(saved, 2)
         os.close(saved)
+
+
+def import_keras_quietly() -> None:
+    """Import Keras, and run its backend's first op, with stderr silenced (:func:`quiet_stderr`).
+    The backend is Keras's own choice (``KERAS_BACKEND``, else ``keras.json``, else TensorFlow);
+    TensorFlow is imported only when it is that backend."""
+    if "keras" in sys.modules:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    with quiet_stderr():
+        import keras
+        keras.ops.add(keras.ops.zeros(()), 1.0)  # the first op logs device set-up
 
 
 # ---- model files ------------------------------------------------------------------------
@@ -605,7 +612,8 @@ def _cmd_init(args: argparse.Namespace) -> None:
         calibrate=args.calibrate)
     series = None
     with staged(targets) as temporary:
-        initialized.save(str(temporary["--output"]))
+        with quiet_stderr():  # on another backend, Keras's save imports TensorFlow where installed
+            initialized.save(str(temporary["--output"]))
         if args.report:
             report = {"model": initialized.name, "source": args.model,
                       "settings": {"input_data_mean": args.input_mean, "input_data_var": args.input_var,
