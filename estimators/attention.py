@@ -32,35 +32,15 @@ from keras.src.ops import nn as ops_nn
 
 from autoinit_sym.moment_engine.activation_moments import moments
 from autoinit_sym.moment_engine.nodes import standard_normal_nodes
-from autoinit_sym.statistics.softmax import mean_sum_of_squares
 from autoinit_sym.statistics.state import TensorState
 
 from .base import MONTE_CARLO, LayerRule, moments_of
 from .registry import rule_for
-from .shapes import DEFAULT_TIMESTEPS, bernoulli_rate
-
-CAUSAL_POINTS = 12
-"""Key counts (log-spaced) at which a causal mask's E[sum a^2] is evaluated, then interpolated."""
+from .attention_weights import keys_seen, square_sum, weight_statistics
+from .shapes import DEFAULT_TIMESTEPS
 
 HERMITE_NODES = 64
 """Gauss-Hermite nodes for the expectation over the query in additive (tanh) scores."""
-
-
-def causal_square_sum(logit_var: float, length: int) -> tuple[float, str]:
-    """E[sum_j a_j^2] averaged over queries i = 1..length that see i keys each.
-
-    n * E[sum a^2] is smooth in log n, so it is evaluated at CAUSAL_POINTS log-spaced
-    key counts and interpolated linearly in log n in between."""
-    points = np.unique(np.round(np.geomspace(1, length, CAUSAL_POINTS)).astype(int))
-    values, methods = zip(*(mean_sum_of_squares(logit_var, int(n)) for n in points))
-    keys = np.arange(1, length + 1)
-    scaled = np.interp(np.log(keys), np.log(points), np.asarray(values) * points)
-    return float(np.mean(scaled / keys)), methods[-1]
-
-
-def square_sum(logit_var: float, n: int, causal: bool = False) -> tuple[float, str]:
-    """E[sum_j a_j^2] for n keys (averaged over the queries under a causal mask)."""
-    return causal_square_sum(logit_var, n) if causal else mean_sum_of_squares(logit_var, n)
 
 
 def mix_statistics(value_mean: float, value_var: float, squares: float, dropout: float = 0.0,
@@ -95,12 +75,6 @@ def shared_output_fraction(shared_var: float, varying_var: float, n: int, mix_va
     return min(1.0, (shared_var + varying_var / n) / mix_var) if mix_var > 0 else 0.0
 
 
-def weight_statistics(squares: float, n: int, dropout: float = 0.0) -> tuple[float, float]:
-    """(mean, var) over all elements of the (n-key) attention weights: mean 1/n, second
-    moment E[sum_j a_j^2] / n (masked weights are zeros), times 1/(1 - p) after dropout."""
-    return 1.0 / n, squares / (n * (1.0 - dropout)) - 1.0 / n**2
-
-
 def _flag(node: Any, name: str) -> bool:
     """A boolean call argument of this layer call (False when not given)."""
     arguments = getattr(node, "arguments", None)
@@ -125,21 +99,6 @@ def call_roles(layer: Any, node: Any, count: int) -> dict[str, int]:
     named.update(bound)
     return {name: first[id(value)] for name, value in named.items()
             if isinstance(value, keras.KerasTensor) and id(value) in first}
-
-
-def keys_seen(mask: TensorState | None, n: int, causal: bool) -> tuple[bool, int]:
-    """(causal, keys per query) under a 0/1 attention ``mask`` whose record has mean f (the fraction
-    of (query, key) pairs allowed) and variance f (1 - f): causal where f = (n + 1) / 2n (keras_hub's
-    decoders pass a causal mask combined with an all-ones padding mask), otherwise every query
-    seeing round(f n) keys. Without a mask (or with another kind of mask): ``causal``, n."""
-    if mask is None or causal:
-        return causal, n
-    f = bernoulli_rate(mask)
-    if not f:
-        return causal, n
-    if abs(f - (n + 1) / (2.0 * n)) < 0.25 / n:
-        return True, n
-    return False, max(1, int(round(f * n)))
 
 
 def _length(shape: tuple, axes: tuple[int, ...]) -> int:

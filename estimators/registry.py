@@ -19,9 +19,9 @@ import pkgutil
 import sys
 from typing import Any, Callable, Mapping
 
-SHARED_MODULES = frozenset({"base", "registry", "weighted", "shapes"})
+SHARED_MODULES = frozenset({"base", "registry", "weighted", "shapes", "attention_weights"})
 """Modules that hold what families share (the contract, this registry, the weighted-layer
-base, shape helpers) rather than rules for one Keras family."""
+base, shape helpers, softmax attention-weight statistics) rather than rules for one Keras family."""
 
 OPTIONAL_FAMILIES = {"keras_hub": "keras_hub"}
 """Family modules serving an optional package (module -> the package's import name)."""

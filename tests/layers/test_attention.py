@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from autoinit_sym.estimators import attention
-from autoinit_sym.estimators.attention import square_sum
+from autoinit_sym.estimators.attention_weights import causal_square_sum, masked_weights, square_sum
 from autoinit_sym.estimators.base import EstimationContext, WeightInitConfig
 from autoinit_sym.estimators.registry import lookup
+from autoinit_sym.statistics.state import TensorState
 from autoinit_sym.walk.weights import write_pending
 from helpers import propagated
 
@@ -88,13 +89,13 @@ def test_causal_mask_uses_fewer_keys():
     prediction, [y], _, _ = run(keras.layers.MultiHeadAttention(4, 16), call_kwargs={"use_causal_mask": True})
     assert 0.8 <= y.var() / prediction[1] <= 1.25
     full, _ = square_sum(1.0, T)
-    causal, _ = attention.causal_square_sum(1.0, T)
+    causal, _ = causal_square_sum(1.0, T)
     assert causal > full  # early queries average over few keys
 
 
 def test_causal_interpolation_matches_every_key_count():
     exact = np.mean([square_sum(0.7, n)[0] for n in range(1, 25)])
-    assert attention.causal_square_sum(0.7, 24)[0] == pytest.approx(exact, rel=0.01)
+    assert causal_square_sum(0.7, 24)[0] == pytest.approx(exact, rel=0.01)
 
 
 @pytest.mark.parametrize("mean, var", INPUTS + [(1.0, 0.25)])
@@ -243,3 +244,19 @@ def test_dot_product_attention_op_matches_noise(causal, masked, shared_value, me
     y = np.asarray(keras.ops.convert_to_numpy(model(data + [np.ones((BATCH, T), "int32")])), dtype=np.float64)
     assert abs(y.mean() - pred_mean) <= 0.05 * math.sqrt(y.var()) + 1e-6, (y.mean(), pred_mean)
     assert abs(math.log(y.var() / pred_var)) <= 0.1, (y.var(), pred_var)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_masked_softmax_weights_match_noise(causal):
+    """Softmax weights over n keys of Gaussian logits under a 0/1 mask (causal, or a window of n/2
+    keys per query): mean 1/n and E[a^2] = E[sum a^2] / n over all elements, masked zeros included."""
+    n, logit_var = T, 1.5
+    allowed = np.tril(np.ones((n, n))) if causal else (np.arange(n)[None, :] < n // 2) * np.ones((n, 1))
+    f = allowed.mean()
+    mean, var, _ = masked_weights(logit_var, n, TensorState(f, f * (1 - f)))
+    logits = np.random.default_rng(6).normal(0.0, math.sqrt(logit_var), (4000, n, n))
+    weights = np.where(allowed > 0, np.exp(logits), 0.0)
+    weights /= weights.sum(-1, keepdims=True)
+    assert mean == pytest.approx(weights.mean(), rel=1e-6)
+    assert var == pytest.approx(weights.var(), rel=0.03)
+    assert masked_weights(logit_var, n, TensorState(1.0, 0.0)) is None  # nothing hidden
