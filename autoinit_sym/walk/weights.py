@@ -28,10 +28,7 @@ import numpy as np
 
 from autoinit_sym.walk.assignment import ArraySource, numpy_dtype, read_rows, shape_of, write
 from autoinit_sym.walk.backup import Backup
-from autoinit_sym.walk.drawing import BLOCK, TRUNCATED_STD, Draw, RowSource, matrix_shape
-
-__all__ = ["BLOCK", "TRUNCATED_STD", "PendingWeight", "ZeroMeanFixedScale", "base_seed", "check_scales", "draw",
-           "keras_initializer", "sample", "source", "weight_seed", "write_pending"]
+from autoinit_sym.walk.drawing import BLOCK, TRUNCATED_STD, Draw, RowSource, matrix_shape  # noqa: F401 (BLOCK)
 
 logger = logging.getLogger("autoinit_sym")
 
