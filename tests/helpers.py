@@ -48,10 +48,13 @@ def records(rule: Any, means: Sequence[float], variances: Sequence[float],
 
 
 class Doubling(keras.layers.Layer):
-    """y = 2 x."""
+    """y = 2 x, behind a check on the values (Python control flow): it cannot be traced, so it
+    stands for a layer without a rule, which is probed."""
 
     def call(self, x):
-        return 2.0 * x
+        if keras.ops.any(keras.ops.isnan(x)):
+            raise ValueError("NaN input")
+        return x + x
 
     def compute_output_shape(self, input_shape):
         return input_shape

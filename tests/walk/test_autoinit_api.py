@@ -251,14 +251,14 @@ def test_unknown_layer_is_probed_with_the_reference_warning(caplog):
     assert measure(model, input_mean=1.0, samples=256)["d2"][1] == pytest.approx(1.0, rel=0.15)
 
 
-def test_unknown_layer_that_cannot_be_probed_passes_through_and_says_so(caplog):
-    inputs = keras.Input((8,), dtype="int32")  # a probe draws floating-point samples only
+def test_unknown_layer_on_integer_input_is_probed_with_valid_values(caplog):
+    inputs = keras.Input((8,), dtype="int32")  # integers 0 or 1 (walk.graph.input_values)
     model = keras.Model(inputs, keras.layers.Dense(8, name="d")(Doubling(name="double")(inputs)))
     with caplog.at_level(logging.WARNING):
         _, estimates = AutoInit().initialize_model(model, return_estimates=True)
-    assert "No LayerOutputDistributionEstimator found for layer double. A probe is impossible" in caplog.text
-    assert estimates["double"].method == "pass_through"
-    assert tuple(estimates["double"]) == (0.0, 1.0)
+    assert "No LayerOutputDistributionEstimator found for layer double. Probing" in caplog.text
+    assert estimates["double"].method == "probe"
+    assert tuple(estimates["double"]) == pytest.approx((1.0, 1.0), rel=0.1)  # 2 x for x in {0, 1}
 
 
 class Failing(keras.layers.Layer):
