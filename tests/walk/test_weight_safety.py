@@ -115,7 +115,7 @@ def test_scales_near_the_limits_are_warned_about(caplog):
 def test_integer_variable_is_refused():
     layer = keras.layers.Embedding(4, 2, name="emb")
     layer.build((None, 3))
-    counter = keras.Variable(np.zeros(3, dtype="int32"), dtype="int32", name="counter")
+    counter = keras.Variable(np.zeros(3, dtype="int32"), dtype="int32", name="counter", trainable=False)  # torch: no int grads
     with pytest.raises(ValueError, match="not a floating-point type"):
         check_scales([PendingWeight(layer, counter, 1.0)], "uniform")
 
