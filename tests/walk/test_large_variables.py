@@ -1,7 +1,8 @@
 """Very large variables (issue 15): draws that do not depend on how a variable is cut into
 chunks or shards, the in-place orthogonal factorization, old values spilled to a temporary
-file with the write still all or nothing, and the extra peak memory of a whole
-initialization measured in a fresh process."""
+file with the write still all or nothing, and no TensorFlow variable left copying on read.
+The extra peak memory of whole initializations is checked in
+``tests/slow/test_large_variable_memory.py``."""
 import math
 
 import keras
@@ -11,7 +12,6 @@ import pytest
 from autoinit_sym.walk import backup, drawing, weights
 from autoinit_sym.walk.drawing import BLOCK, Draw, orthogonal
 from autoinit_sym.walk.weights import PendingWeight, write_pending
-from benchmarks.bench_large_variables import in_fresh_process
 
 STREAMS = ["truncated_normal", "untruncated_normal", "uniform"]
 
@@ -114,16 +114,6 @@ def test_chunk_size_does_not_change_the_written_weights(monkeypatch):
     whole = written()
     monkeypatch.setattr(drawing, "CHUNK_BYTES", 7 * 700 * 4)
     np.testing.assert_array_equal(written(), whole)
-
-
-@pytest.mark.parametrize("distribution", ["truncated_normal", "orthogonal"])
-def test_extra_peak_memory_stays_near_the_largest_variable(distribution):
-    """A 64 MB kernel, initialized in a fresh process: at most 1.25x the kernel plus 100 MB
-    over the resident memory before ``initialize_model`` (the write kept 4.2x for truncated
-    normal and 10x for orthogonal before it was chunked)."""
-    found = in_fresh_process("autoinit", "dense", distribution, (4096, 4096))
-    assert found["largest_mb"] == pytest.approx(64.0)
-    assert found["extra_mb"] <= 1.25 * found["largest_mb"] + 100.0, found
 
 
 def test_tensorflow_variables_are_not_left_copying_on_read():
