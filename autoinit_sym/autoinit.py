@@ -15,7 +15,7 @@ import keras
 import numpy as np
 
 from autoinit_sym.estimators.base import LayerRule
-from autoinit_sym.walk import walker
+from autoinit_sym.walk import legacy, walker
 from autoinit_sym.walk.calibration import FLAG_RATIO, calibrate, calibration_batch, flagged
 from autoinit_sym.walk.data import data_statistics, read_batches
 from autoinit_sym.walk.graph import ModelGraph, build_graph
@@ -137,7 +137,8 @@ class AutoInit:
             raise TypeError(f"calibrate must be True or False, got {calibrate!r}")
         model, returned = load(model, custom_objects)  # returned: the user's model (tf_keras: not the twin)
         graph = build_graph(model)
-        kept = kept_layers(model, layers)
+        legacy.check_settings(returned, model, self.config.constrain_weights)
+        kept = kept_layers(model, legacy.twin_selection(layers, returned, model))
         batches = None if data is None else read_batches(data, graph.input_names)
         means, variances = input_statistics(graph, self.input_data_mean, self.input_data_var) \
             if batches is None else data_statistics(batches)

@@ -386,11 +386,17 @@ def load_model(path: str, custom_objects: dict[str, Any] | None = None, unsafe: 
         raise InputError(f"{path!r} is not a valid .keras file (not a zip archive)")
     import_keras_quietly()
     import keras
+    from keras.src.saving.serialization_lib import SafeModeScope
+
+    from .walk import legacy
 
     try:
         if suffix == ".json":
-            model = keras.saving.deserialize_keras_object(_model_config(file, path),
-                                                          custom_objects=custom_objects, safe_mode=not unsafe)
+            config = _model_config(file, path)
+            if legacy.is_keras2_config(config):  # built with tf_keras; initialize_model takes tf_keras models
+                with SafeModeScope(not unsafe):
+                    return legacy.from_config(config, custom_objects)
+            model = keras.saving.deserialize_keras_object(config, custom_objects=custom_objects, safe_mode=not unsafe)
         else:
             with _lowercase_suffix(file) as readable:
                 model = keras.saving.load_model(readable, custom_objects=custom_objects, compile=False,
@@ -621,6 +627,7 @@ def _cmd_init(args: argparse.Namespace) -> None:
                                    "distribution": args.distribution, "seed": args.seed,
                                    "input_shapes": input_shapes, "layers": layers, "data": args.data,
                                    "calibrate": args.calibrate},
+                      "initialization": estimates.report.summary(),
                       "layers": [estimate_record(n, e) for n, e in estimates.items()]}
             temporary["--report"].write_text(json.dumps(report, indent=2) + "\n")
         if args.plot:
@@ -630,7 +637,8 @@ def _cmd_init(args: argparse.Namespace) -> None:
         method = str(getattr(estimate, "method", "?"))
         counts[method] = counts.get(method, 0) + 1
     summary = ", ".join(f"{n} {m}" for m, n in sorted(counts.items()))
-    print(f"initialized {initialized.name!r}: {len(estimates)} layer calls ({summary}); wrote {args.output}")
+    print(f"initialized {initialized.name!r}: {len(estimates)} layer calls ({summary}); "
+          f"{estimates.report.text()}; wrote {args.output}")
     if series is not None:
         print(series.table())
     for written in (args.report, args.plot):
