@@ -16,6 +16,7 @@ from autoinit_sym.statistics.elementwise import activated
 from autoinit_sym.statistics.softmax import softmax_statistics
 from autoinit_sym.statistics.state import TensorState
 
+from .attention_weights import masked_weights
 from .base import CLOSED_FORM, MONTE_CARLO, LayerRule
 from .registry import rule_for
 from .shapes import elements_along
@@ -115,7 +116,9 @@ def axis_size(shape: tuple, axis: int | tuple[int, ...], name: str) -> int:
 @rule_for(keras.layers.Softmax)
 class SoftmaxEstimator(LayerRule):
     """Softmax layer over ``axis``: mean 1/n (n = size of the softmax axes only); variance
-    by :func:`softmax_statistics`. Inputs iid Gaussian; a mask is ignored."""
+    by :func:`softmax_statistics`. Inputs iid Gaussian. A 0/1 mask (a second input, as in
+    keras_hub's causal decoders) sets which keys each query sees
+    (:func:`~autoinit_sym.estimators.attention_weights.masked_weights`)."""
 
     method = MONTE_CARLO  # typical; each call records how it was obtained (exact, quadrature)
 
@@ -123,5 +126,10 @@ class SoftmaxEstimator(LayerRule):
         if not self.input_shapes:
             raise ValueError(f"Softmax layer {self.layer.name!r}: input shape unknown")
         n = axis_size(tuple(self.input_shapes[0]), self.layer.axis, self.layer.name)
+        if len(inputs) > 1:
+            masked = masked_weights(inputs[0].var, n, inputs[1])
+            if masked is not None:
+                mean, var, self.method = masked
+                return self.output(inputs[:1], mean, var)
         mean, var, self.method = softmax_statistics(inputs[0].mean, inputs[0].var, n)
         return self.output(inputs, mean, var)

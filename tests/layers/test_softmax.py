@@ -99,3 +99,24 @@ def test_softmax_layer_needs_a_known_axis():
     estimator = SoftmaxEstimator(keras.layers.Softmax(), EstimationContext(), [(None, 4, None)])
     with pytest.raises(ValueError, match="known size"):
         propagated(estimator, [0.0], [1.0])
+
+
+@pytest.mark.parametrize("var", [0.1, 1.0, 9.0])
+@pytest.mark.parametrize("causal", [True, False])
+def test_softmax_layer_with_a_mask_against_noise(var, causal):
+    """A 0/1 mask input (keras_hub decoders pass a causal one) changes the weights' statistics:
+    a causal mask lets query i see i + 1 keys, a padding mask that hides the last keys lets every
+    query see the same fewer keys. Without the mask rule both read as n keys seen (the
+    causal case at n = 12 differs by a factor above 2 in variance)."""
+    n = 12
+    mask = np.tril(np.ones((n, n))) if causal else np.repeat([[1.0] * 8 + [0.0] * 4], n, axis=0)
+    fraction = mask.mean()
+    layer = keras.layers.Softmax()
+    estimator = SoftmaxEstimator(layer, EstimationContext(), [(None, n, n), (None, n, n)])
+    pred_mean, pred_var = propagated(estimator, [0.0, fraction], [var, fraction * (1.0 - fraction)])
+    x = np.random.default_rng(1).normal(0.0, math.sqrt(var), (3000, n, n)).astype("float32")
+    y = keras.ops.convert_to_numpy(layer(x, mask=np.broadcast_to(mask, x.shape) > 0)).astype(np.float64)
+    assert y.mean() == pytest.approx(pred_mean, rel=1e-3)
+    assert y.var() == pytest.approx(pred_var, rel=0.05)
+    _, unmasked_var = propagated(SoftmaxEstimator(layer, EstimationContext(), [(None, n, n)]), [0.0], [var])
+    assert abs(math.log(unmasked_var / y.var())) > 0.1  # the check can fail without the mask rule
