@@ -5,4 +5,4 @@ and exposes ``PRESETS`` (``tiny``, ``quick``, ``full``) and ``run(settings, out_
 Every figure is a ratio or an error measured within one run, so the speed of a shared
 machine shifts both sides of a ratio alike.
 """
-BENCHMARKS = ("moments", "init_cost", "signal", "training")
+BENCHMARKS = ("moments", "init_cost", "signal", "training", "keras_hub", "legacy", "large_variables", "cold_start")

@@ -47,6 +47,22 @@ TABLES: dict[str, dict[str, tuple[str, ...]]] = {
         "summary": ("architecture", "activation", "init", "mean_accuracy", "min_accuracy",
                     "max_accuracy", "seeds"),
     },
+    "keras_hub": {
+        "backbones": ("model", "params", "error", "redrawn_share", "warnings", "median_log_error",
+                      "p90_log_error", "residual_ratio", "build_s", "init_s", "ratio"),
+    },
+    "legacy": {
+        "models": ("model", "layers", "submodel_calls", "params", "build_s", "twin_s", "init_s",
+                   "init_object_s", "extra_rss_mb", "rss_mb"),
+    },
+    "large_variables": {
+        "measurements": ("case", "distribution", "largest_mb", "autoinit_write_s", "autoinit_total_s",
+                         "keras_s", "time_ratio", "autoinit_extra_mb", "keras_extra_mb", "memory_ratio",
+                         "extra_over_largest"),
+    },
+    "cold_start": {
+        "processes": ("model", "process", "import_s", "cold_s", "warm_s", "ratio"),
+    },
 }
 
 

@@ -13,12 +13,14 @@ from benchmarks import BENCHMARKS, report
 from benchmarks.schema import ResultSchemaError, read_result, validate
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+TABLE_ONLY = {"keras_hub", "legacy", "large_variables"}
+"""Benchmarks whose results are tables only (no plot)."""
 RUN_PY = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
 
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory) -> Path:
-    """All four benchmarks run once with their tiny preset into one folder."""
+    """Every benchmark runs once with their tiny preset into one folder."""
     import importlib
 
     out = tmp_path_factory.mktemp("bench")
@@ -33,7 +35,7 @@ def test_result_file_has_schema_and_plots(results, name):
     doc = read_result(results / f"{name}.json")
     assert doc["benchmark"] == name and doc["preset"] == "tiny"
     assert doc["machine"]["cpu_count"] >= 1 and doc["machine"]["versions"]["keras"]
-    assert doc["plots"]
+    assert doc["plots"] or name in TABLE_ONLY
     for plot in doc["plots"]:
         data = (results / plot).read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 5000
@@ -66,6 +68,17 @@ def test_signal_figures(results):
         assert row["autoinit_var"] == pytest.approx(row["autoinit_var_by_seed"][0])  # one draw
 
 
+def test_new_figures(results):
+    hub = read_result(results / "keras_hub.json")["results"]["backbones"]
+    assert all(not r["error"] and r["redrawn_share"] > 0.9 for r in hub)
+    legacy = read_result(results / "legacy.json")["results"]["models"]
+    assert all(r["init_s"] > 0 and r["layers"] > 1 for r in legacy)
+    big = read_result(results / "large_variables.json")["results"]["measurements"]
+    assert all(r["largest_mb"] > 0 and r["autoinit_write_s"] > 0 for r in big)
+    cold = read_result(results / "cold_start.json")["results"]["processes"]
+    assert all(math.isclose(r["ratio"], r["cold_s"] / r["warm_s"]) for r in cold)
+
+
 def test_training_figures(results):
     res = read_result(results / "training.json")["results"]
     assert {r["init"] for r in res["runs"]} == {"keras_default", "he_normal", "lecun_normal", "autoinit",
@@ -95,7 +108,8 @@ def test_schema_rejects_damaged_results(results, damage):
 
 def test_report_renders_every_section_and_rewrites_readme(results, tmp_path):
     markdown = report.render(results, base=results)
-    for heading in ("Activation moments", "Initialization cost", "Signal propagation", "Training deep"):
+    for heading in ("Activation moments", "Initialization cost", "Signal propagation", "Training deep",
+                    "keras_hub backbones", "Keras 2 (tf_keras) configs", "Very large variables", "Cold start"):
         assert f"### {heading}" in markdown
     for name in ("moments", "init_cost", "signal", "training"):
         assert f"]({name}.png)" in markdown
