@@ -37,6 +37,9 @@ SEGMENT_ITERATIONS = 30
 """Newton steps at most to find the fixed point of a chain of shared calls (:class:`Segment`)."""
 NEWTON_STEP = 1e-6
 """Relative forward-difference step of the Newton Jacobian."""
+NEWTON_SINGULAR = 1e-6
+"""Smallest singular value of the Jacobian of F(x) - x (in means and log variances) at which a
+settled fixed point is accepted; below it the statistics run off instead (:meth:`_Pass.settle`)."""
 NEWTON_HALVINGS = 40
 """Halvings at most of a Newton step that does not shrink the residual."""
 
@@ -359,8 +362,11 @@ class _Pass:
         fixed point x = F(x) (F: the statistics pooled from the inputs that the segment's calls
         get when the layers are scaled for x), found by Newton's method on F(x) - x in means and
         log variances (forward-difference Jacobian, step halved until the residual shrinks);
-        raise where no finite fixed point is found. The records left are those of the last
-        evaluation, at the fixed point."""
+        raise where no finite fixed point is found: none within the steps, or statistics that
+        settle only in relative terms while running off to infinity or zero (F(x) - x in logs
+        vanishing with its Jacobian: the smallest singular value of the last Jacobian below
+        :data:`NEWTON_SINGULAR`). The records left are those of the last evaluation, at the
+        fixed point."""
         stats = self.context.shared_input_stats.values
         layers = list(segment.layers)
 
@@ -376,18 +382,22 @@ class _Pass:
             self.step(plan, position)
         point = _encoded({op: _pooled(self.inputs_of(segment.layers[op])) for op in layers}, layers)
         error: Exception | None = None
+        conditioning = math.inf
         for _ in range(SEGMENT_ITERATIONS):
             used = {op: stats[op] for op in layers if op in stats}
             value = residual(point)
             found = _decoded(point + value, layers, counts)
             if _settled(used, found):
-                return
+                if conditioning > NEWTON_SINGULAR:
+                    return
+                break
             jacobian = np.empty((len(point), len(point)))
             for k in range(len(point)):
                 shift = NEWTON_STEP * (1.0 + abs(point[k]))
                 moved = point.copy()
                 moved[k] += shift
                 jacobian[:, k] = (residual(moved) - value) / shift
+            conditioning = float(np.linalg.svd(jacobian, compute_uv=False).min())
             try:
                 step = -np.linalg.solve(jacobian, value)
             except np.linalg.LinAlgError:
@@ -407,8 +417,9 @@ class _Pass:
         names = sorted({self.graph.calls[members[0]].label for members in segment.layers.values()})
         raise ValueError(f"the shared layers {names} are called in a chain whose combined input statistics "
                          "have no finite fixed point that Newton's method finds (the statistics the layers "
-                         "are scaled for do not reproduce themselves): such weights cannot be scaled for "
-                         "their combined inputs") from error
+                         "are scaled for do not reproduce themselves, or reproduce themselves only as they "
+                         "run off to infinity or zero): such weights cannot be scaled for their combined "
+                         "inputs") from error
 
     def evaluate(self, index: int) -> None:
         """The estimate of call ``index``: its rule's outputs, or the cached ones where what the
