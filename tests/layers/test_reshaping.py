@@ -85,7 +85,10 @@ def test_time_distributed_pooling_shapes():
     lambda: keras.layers.Resizing(11, 6, interpolation="nearest"),
 ])
 def test_resizing_matches_noise(make, mean, var):
-    y, pred, estimator = measure(make(), (2000, 4, 6, 2), mean, var)
+    layer = make()
+    if layer.interpolation == "area" and keras.backend.backend() != "tensorflow":
+        pytest.skip("Keras resizes with interpolation='area' on TensorFlow only")
+    y, pred, estimator = measure(layer, (2000, 4, 6, 2), mean, var)
     assert estimator.method == "exact"
     assert_close(y, pred)
 
