@@ -87,11 +87,6 @@ def discrete_output(state: TensorState, dtype: str, inputs: Sequence[TensorState
     return state.replace(discrete=values)
 
 
-def _combined(records: list[LayerEstimate]) -> tuple[list[float], list[float]]:
-    """Input statistics pooled over several calls: mean of means, mean of second moments."""
-    return _pooled([r.inputs for r in records])
-
-
 def _pooled(inputs: list[Sequence[TensorState]]) -> tuple[list[float], list[float]]:
     """Means and variances pooled over the input records of several calls (one list per call):
     mean of means, mean of second moments."""
@@ -166,6 +161,7 @@ class Schedule:
 
     @classmethod
     def plain(cls, graph: ModelGraph) -> "Schedule":
+        """Graph order, nothing pooled within a pass, no segment."""
         return cls(list(range(len(graph.calls))))
 
 
@@ -238,6 +234,8 @@ def schedule(graph: ModelGraph) -> Schedule:
         else:
             plan.segments[start] = Segment(start, end, {op: members[op]})
     return plan
+
+
 def estimate(graph: ModelGraph, context: WalkContext,
              inputs: Sequence[TensorState]) -> "OrderedDict[str, LayerEstimate]":
     """Walk ``graph`` from the model inputs' records in its :func:`schedule`, re-walking until
@@ -250,7 +248,7 @@ def estimate(graph: ModelGraph, context: WalkContext,
     for _ in range(MAX_PASSES):
         context.pending.clear()
         results = walk(graph, context, inputs, warned, plan, cache)
-        combined = {op: _combined([results[c.key] for c in calls]) for op, calls in shared.items()}
+        combined = {op: _pooled([results[c.key].inputs for c in calls]) for op, calls in shared.items()}
         if _settled(context.shared_input_stats, combined):
             break
         context.shared_input_stats = SharedStats(combined)
@@ -369,6 +367,7 @@ class _Pass:
         fixed point."""
         stats = self.context.shared_input_stats.values
         layers = list(segment.layers)
+        counts = [len(self.graph.calls[segment.layers[op][0]].inputs) for op in layers]
 
         def residual(point: np.ndarray) -> np.ndarray:
             stats.update(_decoded(point, layers, counts))
@@ -377,14 +376,13 @@ class _Pass:
             found = {op: _pooled(self.inputs_of(segment.layers[op])) for op in layers}
             return _encoded(found, layers) - point
 
-        counts = [len(self.graph.calls[segment.layers[op][0]].inputs) for op in layers]
         for position in range(segment.start, segment.end + 1):  # at the statistics known, if any
             self.step(plan, position)
         point = _encoded({op: _pooled(self.inputs_of(segment.layers[op])) for op in layers}, layers)
         error: Exception | None = None
         conditioning = math.inf
         for _ in range(SEGMENT_ITERATIONS):
-            used = {op: stats[op] for op in layers if op in stats}
+            used = _decoded(point, layers, counts)
             value = residual(point)
             found = _decoded(point + value, layers, counts)
             if _settled(used, found):
