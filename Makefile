@@ -10,7 +10,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export KERAS_BACKEND ?= tensorflow
 export MPLBACKEND ?= Agg
 
-.PHONY: demo test test-all bench bench-quick table clean
+.PHONY: demo test test-backends test-all bench bench-quick table clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,12 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests --ignore=tests/slow
+
+# The backend smoke tier (tests/backends: a dozen models, the API and CLI without TensorFlow)
+# on JAX and on torch; `make test` runs it on TensorFlow.
+test-backends: $(STAMP)
+	KERAS_BACKEND=jax $(PY) -m pytest -q tests/backends
+	KERAS_BACKEND=torch $(PY) -m pytest -q tests/backends
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q tests

@@ -26,7 +26,8 @@ import math
 from typing import Callable, Sequence
 
 import numpy as np
-from scipy.signal import correlate
+
+from autoinit_sym.statistics.lag_correlation import convolve
 
 KERNEL_TOLERANCE = 1e-3
 """Fraction of the kernel's energy that may be cut when its support is trimmed."""
@@ -62,7 +63,7 @@ def field_kernel(correlation: np.ndarray, tolerance: float = KERNEL_TOLERANCE) -
 def kernel_correlation(kernel: np.ndarray) -> np.ndarray:
     """The correlation sum_u h(u) h(u + delta) that white noise convolved with ``kernel`` has,
     over the lags |delta_i| < kernel length (lag 0 at the centre)."""
-    return correlate(kernel, kernel, mode="full")
+    return convolve(kernel, np.flip(kernel), "full")
 
 
 def pooled_reach(radii: Sequence[int], pool: Sequence[int], strides: Sequence[int]) -> tuple[int, ...]:
