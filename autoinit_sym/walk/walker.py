@@ -1,5 +1,7 @@
 """The walk: every layer call in topological order, from the input records to the output records
-of each call, re-walked until the combined input statistics of shared layers settle.
+of each call. A shared layer is scaled for the input statistics pooled over its calls: the
+order (:func:`schedule`) lets them be pooled within the pass, a chain of calls of one layer is
+settled by Newton's method (:meth:`_Pass.settle`), and the walk is repeated until they settle.
 
 The walk is pure estimation (no weight is sampled): ``context.pending`` collects the weights
 to write, which happens only after every layer call has been estimated and checked.
