@@ -183,27 +183,35 @@ def _elements(shape) -> float:
 
 
 @lru_cache(maxsize=256)
-def interpolation_weights(n: int, n_out: int, interpolation: str, antialias: bool = False
+def interpolation_weights(sizes: tuple[tuple[int, int], ...], axis: int, interpolation: str, antialias: bool = False
                           ) -> tuple[float, float, float]:
-    """Along one axis resized from n to n_out: averages over output positions i of
-    r_i = sum_k W_ik, r_i^2 and q_i = sum_k W_ik^2, for the weight matrix W that Keras's
-    image resize applies (found exactly by resizing the one-hot inputs e_k)."""
-    basis = np.eye(n, dtype="float32").reshape(n, n, 1, 1)
-    out = keras.ops.image.resize(basis, (n_out, 1), interpolation=interpolation, antialias=antialias,
-                                 data_format="channels_last")
-    weights = np.asarray(keras.ops.convert_to_numpy(out), dtype=float)[:, :, 0, 0].T  # (out, in)
+    """Along ``axis`` (0: height, 1: width) of an image resized from ``sizes`` [(n_in, n_out) per
+    axis]: averages over output positions i of r_i = sum_k W_ik, r_i^2 and q_i = sum_k W_ik^2,
+    for the weight matrix W that Keras's image resize applies along that axis (found exactly by
+    resizing one-hot rows e_k, constant along the other axis, to the real output size: a backend's
+    kernel may depend on the other axis' resize, as torch's antialiased bicubic does)."""
+    (n, n_out), (m, m_out) = sizes[axis], sizes[1 - axis]
+    basis = np.broadcast_to(np.eye(n, dtype="float32")[:, :, None], (n, n, m))
+    basis = (basis if axis == 0 else basis.transpose(0, 2, 1))[..., None]
+    target = (n_out, m_out) if axis == 0 else (m_out, n_out)
+    out = keras.ops.convert_to_numpy(keras.ops.image.resize(np.ascontiguousarray(basis), target,
+                                                            interpolation=interpolation, antialias=antialias,
+                                                            data_format="channels_last"))
+    weights = np.asarray(out[:, :, 0, 0] if axis == 0 else out[:, 0, :, 0], dtype=float).T  # (out, in)
     rows = weights.sum(axis=1)
     return float(rows.mean()), float((rows ** 2).mean()), float((weights ** 2).sum(axis=1).mean())
 
 
 def resized_moments(mean: float, var: float, sizes: list[tuple[int, int]], interpolation: str,
                     antialias: bool = False) -> tuple[float, float]:
-    """Each output is sum_k W_k x_k over independent inputs, W separable over the axes resized
-    (n_in -> n_out each): mean m R1, var v Q + m^2 (R2 - R1^2), with R1, R2, Q the products
-    over the axes of the averages of sum W, (sum W)^2 and sum W^2 (:func:`interpolation_weights`)."""
+    """Each output is sum_k W_k x_k over independent inputs, W separable over the height and width
+    resized (sizes: [(n_in, n_out)] for each): mean m R1, var v Q + m^2 (R2 - R1^2), with R1, R2, Q
+    the products over the axes of the averages of sum W, (sum W)^2 and sum W^2
+    (:func:`interpolation_weights`)."""
     r1, r2, q = 1.0, 1.0, 1.0
-    for n, n_out in sizes:
-        a1, a2, aq = interpolation_weights(int(n), int(n_out), interpolation, antialias)
+    sizes = tuple((int(n), int(n_out)) for n, n_out in sizes)
+    for axis in range(2):
+        a1, a2, aq = interpolation_weights(sizes, axis, interpolation, antialias)
         r1, r2, q = r1 * a1, r2 * a2, q * aq
     return mean * r1, var * q + mean ** 2 * (r2 - r1 ** 2)
 

@@ -26,7 +26,7 @@ def run(fn, stats, shapes=None, samples=20000):
     node = op._inbound_nodes[0]
     rng = np.random.default_rng(0)
     data = [rng.normal(m, math.sqrt(v), (samples, *shape)).astype("float32") for (m, v), shape in zip(stats, shapes)]
-    y = np.asarray(model(data), dtype=float)
+    y = keras.ops.convert_to_numpy(model(data)).astype(float)
     estimator = lookup(op)(op, EstimationContext(), [tuple(t.shape) for t in node.input_tensors],
                            [tuple(out.shape)], node)
     # one (mean, var) per tensor argument of the node, as the graph walk passes them
