@@ -557,15 +557,16 @@ def _stable_form(expr: sympy.Expr) -> sympy.Expr:
     1 +- tanh(u) and 1 +- erf(u) into softplus/expit/erfc, which stay finite and exact."""
     u = sympy.Wild("u")
     rules = [
-        (sympy.log(1 + sympy.exp(u)), lambda u: _Softplus(u)),
-        (1 / (1 + sympy.exp(u)), lambda u: _Expit(-u)),
-        (1 + sympy.tanh(u), lambda u: 2 * _Expit(2 * u)),
-        (1 - sympy.tanh(u), lambda u: 2 * _Expit(-2 * u)),
-        (1 + sympy.erf(u), lambda u: _Erfc(-u)),
-        (1 - sympy.erf(u), lambda u: _Erfc(u)),
+        (sympy.exp, sympy.log(1 + sympy.exp(u)), lambda u: _Softplus(u)),
+        (sympy.exp, 1 / (1 + sympy.exp(u)), lambda u: _Expit(-u)),
+        (sympy.tanh, 1 + sympy.tanh(u), lambda u: 2 * _Expit(2 * u)),
+        (sympy.tanh, 1 - sympy.tanh(u), lambda u: 2 * _Expit(-2 * u)),
+        (sympy.erf, 1 + sympy.erf(u), lambda u: _Erfc(-u)),
+        (sympy.erf, 1 - sympy.erf(u), lambda u: _Erfc(u)),
     ]
-    for pattern, build in rules:
-        expr = expr.replace(pattern, build)
+    for function, pattern, build in rules:
+        if expr.has(function):  # pattern matching is slow; most activations hold none of these
+            expr = expr.replace(pattern, build)
     return expr
 
 
@@ -590,10 +591,25 @@ class _ProductPowerPrinter(SciPyPrinter):
         return super()._print_Pow(expr, rational=rational)
 
 
+_COMPILED: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
+MAX_COMPILED = 256   # numpy_function keeps this many compiled expressions (oldest dropped first)
+
+
 def numpy_function(expr: sympy.Expr) -> Callable[[np.ndarray], np.ndarray]:
     """Vectorized float64 f(x) for a numeric expression, overflow-safe for the usual
     activation patterns (softplus, sigmoid, tanh/erf complements); the result is a new
-    writable array of x's shape."""
+    writable array of x's shape. Compiled once per expression (keyed by its ``srepr``, so
+    equal-valued Floats of different precision stay apart)."""
+    key = sympy.srepr(expr)
+    if key not in _COMPILED:
+        if len(_COMPILED) >= MAX_COMPILED:
+            del _COMPILED[next(iter(_COMPILED))]
+        _COMPILED[key] = _compile(expr)
+    return _COMPILED[key]
+
+
+def _compile(expr: sympy.Expr) -> Callable[[np.ndarray], np.ndarray]:
+    """:func:`numpy_function` without the cache."""
     printer = _ProductPowerPrinter({"fully_qualified_modules": False, "inline": True,
                                     "allow_unknown_functions": True,
                                     "user_functions": {name: name for name in _NUMPY_FUNCTIONS}})

@@ -56,6 +56,7 @@ quadrature; none were found over |mu| <= 1e12, 1e-12 <= var <= 1e14.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -100,8 +101,10 @@ def _owens_t_expr(h: sp.Expr, a: sp.Expr) -> sp.Expr:
     return sp.Integral(sp.exp(-h**2 * (1 + y**2) / 2) / (1 + y**2), (y, 0, a)) / (2 * sp.pi)
 
 
-def _symbolic() -> tuple[sp.Expr, sp.Expr]:
-    """(E[f(X)], E[f(X)^2]) in MU and SIGMA (erfc, exp and an Owen's T integral)."""
+@functools.cache
+def symbolic() -> tuple[sp.Expr, sp.Expr]:
+    """(E[f(X)], E[f(X)^2]) in MU and SIGMA (erfc, exp and an Owen's T integral); built on
+    first use (it costs SymPy a tenth of a second)."""
     t, r = sp.sqrt(1 + SIGMA**2), sp.sqrt(1 + 2 * SIGMA**2)
     h = MU / t
 
@@ -116,9 +119,6 @@ def _symbolic() -> tuple[sp.Expr, sp.Expr]:
     second = ((MU**2 + SIGMA**2) * both_below + 2 * SIGMA**2 * MU * (1 + 1 / t**2) * pdf(h) * cdf(h / r) / t
               + 2 * SIGMA**4 * pdf(h) * pdf(h / r) / (t**2 * r))
     return mean, second
-
-
-MEAN_EXPR, SECOND_MOMENT_EXPR = _symbolic()
 
 
 def mean(mu: np.ndarray, var: np.ndarray) -> np.ndarray:
@@ -250,11 +250,10 @@ class GeluClosedForm(MomentMethod):
     :func:`autoinit_sym.moment_engine.quadrature.gaussian_moments`."""
 
     name = "closed_form"
-    mean_expr = MEAN_EXPR
-    second_moment_expr = SECOND_MOMENT_EXPR
 
     def __init__(self) -> None:
         self._f = numpy_function(GELU)
+        self.mean_expr, self.second_moment_expr = symbolic()
 
     @classmethod
     def match(cls, integrand: Integrand) -> "GeluClosedForm | None":

@@ -23,7 +23,6 @@ from typing import Callable
 
 import numpy as np
 from scipy.interpolate import CubicSpline
-from scipy.special import logsumexp
 
 from autoinit_sym.moment_engine.activation_moments import ActivationMoments, moments
 from autoinit_sym.statistics.methods import CLOSED_FORM, EXACT, MONTE_CARLO, QUADRATURE
@@ -78,6 +77,17 @@ def _interpolated(terms: Terms, L: np.ndarray, var: float, n: int
     return CubicSpline(grid, first)(L), CubicSpline(grid, second)(L), center
 
 
+def _row_log_sum_exp(z: np.ndarray, scale: float) -> np.ndarray:
+    """log sum_j exp(scale * z[i, j]) per row i, computed in place in ``z`` (a fresh draw):
+    the row maximum m is factored out, m + log sum_j exp(scale * z - m), so nothing overflows
+    (scipy's logsumexp computes the same, with more passes and copies over the array)."""
+    z *= scale
+    top = z.max(axis=1)
+    z -= top[:, None]
+    np.exp(z, out=z)
+    return top + np.log(z.sum(axis=1))
+
+
 def _conditional_monte_carlo(terms: Terms, var: float, n: int, exact_mean: float | None
                              ) -> tuple[float, float]:
     """(mean, var) of one output element from conditional terms averaged over sampled L."""
@@ -88,7 +98,7 @@ def _conditional_monte_carlo(terms: Terms, var: float, n: int, exact_mean: float
     rows = 0
     while True:
         size = min(rows_per_chunk, MAX_ROWS - rows)
-        L = logsumexp(std * rng.standard_normal((size, n - 1)), axis=1)
+        L = _row_log_sum_exp(rng.standard_normal((size, n - 1)), std)
         first, second, center = _interpolated(terms, L, var, n)
         firsts.append(first)
         seconds.append(second)

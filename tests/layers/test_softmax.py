@@ -8,7 +8,7 @@ import math
 import keras
 import numpy as np
 import pytest
-from scipy.special import log_softmax, softmax
+from scipy.special import log_softmax, logsumexp, softmax
 
 from autoinit_sym.statistics import softmax as softmax_module
 from autoinit_sym.estimators.base import EXACT, MONTE_CARLO, QUADRATURE, EstimationContext
@@ -120,3 +120,14 @@ def test_softmax_layer_with_a_mask_against_noise(var, causal):
     assert y.var() == pytest.approx(pred_var, rel=0.05)
     _, unmasked_var = propagated(SoftmaxEstimator(layer, EstimationContext(), [(None, n, n)]), [0.0], [var])
     assert abs(math.log(unmasked_var / y.var())) > 0.1  # the check can fail without the mask rule
+
+
+@pytest.mark.parametrize("scale", [0.05, 1.0, 400.0])
+def test_row_log_sum_exp_matches_scipy_without_overflow(scale):
+    """The in-place log-sum-exp of the sampled logits equals scipy's, also where
+    exp(scale * z) alone overflows float64 (scale 400)."""
+    z = np.random.default_rng(3).standard_normal((64, 999))
+    expected = logsumexp(scale * z, axis=1)
+    got = softmax_module._row_log_sum_exp(z.copy(), scale)
+    assert np.all(np.isfinite(got))
+    np.testing.assert_allclose(got, expected, rtol=1e-13, atol=1e-13)

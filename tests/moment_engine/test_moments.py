@@ -14,7 +14,7 @@ import pytest
 import sympy
 
 import autoinit_sym
-from autoinit_sym.moment_engine import catalog
+from autoinit_sym.moment_engine import catalog, expressions
 from autoinit_sym import moments, register_activation
 from autoinit_sym.moment_engine.expressions import X
 from helpers import MOMENT_CASE_IDS, MOMENT_CASES, RTOL_A, assert_matches_reference, sampled_points
@@ -163,3 +163,27 @@ def test_numpy_function_prints_integer_powers_as_products_correctly():
     x = np.linspace(0.5, 3.0, 7)
     expected = x**3 - 2 / x**4 + (x + 1) ** 5 + np.exp(-x) ** 3 + np.sqrt(x)
     np.testing.assert_allclose(f(x), expected, rtol=1e-14)
+
+
+def test_numpy_function_compiles_each_expression_once(monkeypatch):
+    """Equal expressions share one compiled function; a different expression (or a Float of
+    another precision) gets its own; beyond MAX_COMPILED the oldest is dropped."""
+    monkeypatch.setattr(expressions, "_COMPILED", {})
+    monkeypatch.setattr(expressions, "MAX_COMPILED", 2)
+    relu = expressions.numpy_function(sympy.Max(X, 0))
+    assert expressions.numpy_function(sympy.Max(0, X)) is relu
+    x = np.array([-1.5, 0.0, 2.5])
+    np.testing.assert_array_equal(relu(x), [0.0, 0.0, 2.5])
+    coarse = expressions.numpy_function(sympy.Float(0.1) * X)
+    fine = expressions.numpy_function(sympy.Float("0.1", 40) * X)
+    assert coarse is not fine and len(expressions._COMPILED) == 2
+    assert expressions.numpy_function(sympy.Max(X, 0)) is not relu      # dropped as the oldest
+
+
+def test_stable_rewrites_apply_and_plain_expressions_pass_unchanged():
+    """softplus, sigmoid and the tanh/erf complements are rewritten; an expression holding
+    none of exp, tanh, erf is returned as it is."""
+    relu = sympy.Max(X, 0) - sympy.Rational(1, 5) * sympy.Max(-X, 0)
+    assert expressions._stable_form(relu) is relu
+    for expr in (sympy.log(1 + sympy.exp(X)), 1 / (1 + sympy.exp(-X)), 1 + sympy.tanh(X), 1 - sympy.erf(X)):
+        assert expressions._stable_form(expr) != expr
