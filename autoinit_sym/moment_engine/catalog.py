@@ -96,45 +96,47 @@ def _hard_sigmoid() -> sympy.Expr:
     return Piecewise((0, X <= -3), (1, X >= 3), (X / 6 + sympy.Rational(1, 2), True))
 
 
+def _fixed(expr: sympy.Expr) -> Builder:
+    return lambda p: expr
+
+
 def _builtins() -> list[Activation]:
-    """The Keras activations; each expression is built only when first asked for (building
-    them all costs SymPy a tenth of a second, mostly for the Piecewise conditions)."""
     n = _number
     return [
         Activation("celu", lambda p: _positive_part(n(p, "alpha"), exp(X / n(p, "alpha")) - 1),
                    {"alpha": 1.0}),
         Activation("elu", lambda p: _positive_part(n(p, "alpha"), exp(X) - 1), {"alpha": 1.0}),
-        Activation("exponential", lambda p: exp(X)),
+        Activation("exponential", _fixed(exp(X))),
         Activation("gelu", _gelu, {"approximate": False}),
         Activation("hard_shrink", lambda p: Piecewise((X, X > n(p, "threshold")),
                                                       (X, X < -n(p, "threshold")), (0, True)),
                    {"threshold": 0.5}),
-        Activation("hard_sigmoid", lambda p: _hard_sigmoid()),
-        Activation("hard_silu", lambda p: X * _hard_sigmoid()),
-        Activation("hard_swish", lambda p: X * _hard_sigmoid()),
-        Activation("hard_tanh", lambda p: Piecewise((-1, X < -1), (1, X > 1), (X, True))),
+        Activation("hard_sigmoid", _fixed(_hard_sigmoid())),
+        Activation("hard_silu", _fixed(X * _hard_sigmoid())),
+        Activation("hard_swish", _fixed(X * _hard_sigmoid())),
+        Activation("hard_tanh", _fixed(Piecewise((-1, X < -1), (1, X > 1), (X, True)))),
         Activation("leaky_relu", lambda p: Piecewise((X, X >= 0), (n(p, "negative_slope") * X, True)),
                    {"negative_slope": 0.2}),
-        Activation("linear", lambda p: X),
-        Activation("log_sigmoid", lambda p: -log(1 + exp(-X))),
-        Activation("mish", lambda p: X * tanh(log(1 + exp(X)))),
+        Activation("linear", _fixed(X)),
+        Activation("log_sigmoid", _fixed(-log(1 + exp(-X)))),
+        Activation("mish", _fixed(X * tanh(log(1 + exp(X))))),
         Activation("relu", _relu, {"negative_slope": 0.0, "max_value": None, "threshold": 0.0}),
-        Activation("relu6", lambda p: Min(Max(X, 0), 6)),
-        Activation("selu", lambda p: SELU_SCALE * _positive_part(SELU_ALPHA, exp(X) - 1)),
-        Activation("sigmoid", lambda p: 1 / (1 + exp(-X))),
-        Activation("silu", lambda p: X / (1 + exp(-X))),
-        Activation("swish", lambda p: X / (1 + exp(-X))),
+        Activation("relu6", _fixed(Min(Max(X, 0), 6))),
+        Activation("selu", _fixed(SELU_SCALE * _positive_part(SELU_ALPHA, exp(X) - 1))),
+        Activation("sigmoid", _fixed(1 / (1 + exp(-X)))),
+        Activation("silu", _fixed(X / (1 + exp(-X)))),
+        Activation("swish", _fixed(X / (1 + exp(-X)))),
         Activation("soft_shrink", lambda p: Piecewise((X - n(p, "threshold"), X > n(p, "threshold")),
                                                       (X + n(p, "threshold"), X < -n(p, "threshold")),
                                                       (0, True)),
                    {"threshold": 0.5}),
-        Activation("softplus", lambda p: log(1 + exp(X))),
-        Activation("softsign", lambda p: X / (1 + sympy.Abs(X))),
-        Activation("sparse_plus", lambda p: Piecewise((0, X <= -1), ((X + 1) ** 2 / 4, X < 1), (X, True))),
-        Activation("sparse_sigmoid", lambda p: Piecewise((0, X <= -1), (1, X >= 1), ((X + 1) / 2, True))),
+        Activation("softplus", _fixed(log(1 + exp(X)))),
+        Activation("softsign", _fixed(X / (1 + sympy.Abs(X)))),
+        Activation("sparse_plus", _fixed(Piecewise((0, X <= -1), ((X + 1) ** 2 / 4, X < 1), (X, True)))),
+        Activation("sparse_sigmoid", _fixed(Piecewise((0, X <= -1), (1, X >= 1), ((X + 1) / 2, True)))),
         Activation("squareplus", lambda p: (X + sqrt(X**2 + n(p, "b"))) / 2, {"b": 4}),
-        Activation("tanh", lambda p: tanh(X)),
-        Activation("tanh_shrink", lambda p: X - tanh(X)),
+        Activation("tanh", _fixed(tanh(X))),
+        Activation("tanh_shrink", _fixed(X - tanh(X))),
         Activation("threshold", lambda p: Piecewise((X, X > n(p, "threshold")),
                                                     (n(p, "default_value"), True)),
                    required=("threshold", "default_value"),
