@@ -603,7 +603,7 @@ def numpy_function(expr: sympy.Expr) -> Callable[[np.ndarray], np.ndarray]:
     key = sympy.srepr(expr)
     if key not in _COMPILED:
         if len(_COMPILED) >= MAX_COMPILED:
-            del _COMPILED[next(iter(_COMPILED))]
+            _COMPILED.pop(next(iter(_COMPILED), None), None)   # tolerant of a concurrent drop
         _COMPILED[key] = _compile(expr)
     return _COMPILED[key]
 
