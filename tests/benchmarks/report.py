@@ -350,7 +350,7 @@ def render_cold_start(doc: dict, results_dir: Path, base: Path) -> list[str]:
     lines += _table(["model", "process", "imports", "first call", "second call", "ratio"],
                     [[r["model"], str(r["process"]), _seconds(r["import_s"]), _seconds(r["cold_s"]),
                       _seconds(r["warm_s"]), _times(r["ratio"])] for r in rows])
-    return lines + _image(doc, results_dir, base, "cold start")
+    return lines + [""] + _image(doc, results_dir, base, "cold start")
 
 
 RENDERERS = {"moments": render_moments, "init_cost": render_init_cost, "signal": render_signal,
