@@ -49,10 +49,14 @@ def _rule(estimator: type, limit: int = 160) -> str:
 
 def served_classes() -> dict[type, type]:
     """Layer/operation class -> estimator class: every registered class, plus every public
-    ``keras.layers`` class served through a registered parent (e.g. SpatialDropout2D, LSTM)."""
-    from autoinit_sym.estimators.registry import registered
+    ``keras.layers`` class served through a registered parent (e.g. SpatialDropout2D, LSTM).
+    Rules of the optional families (keras_hub) are left out: they are registered only once their
+    package is imported, and the README lists them in its own section, so the table does not
+    depend on what a process happened to import."""
+    from autoinit_sym.estimators.registry import OPTIONAL_FAMILIES, registered
 
-    table = registered()
+    optional = {f"{__package__}.estimators.{family}" for family in OPTIONAL_FAMILIES}
+    table = {cls: rule for cls, rule in registered().items() if rule.__module__ not in optional}
     served = dict(table)
     for cls in _public_layer_classes():
         if cls not in served:
