@@ -5,6 +5,7 @@ default tier (``moment_engine/``) and the slow tier (``slow/``) run on different
 from __future__ import annotations
 
 import functools
+import io
 import logging
 import math
 from typing import Any, Callable, Sequence
@@ -473,3 +474,13 @@ def run_cli(capfd: Any, *argv: Any) -> tuple[int, str, str]:
         status = stop.code
     out, err = capfd.readouterr()
     return status, out, err
+
+
+def model_state(model: Any) -> tuple:
+    """What tracing must leave as it was: the model's config, its summary text and every layer's
+    inbound/outbound node counts."""
+    layers = list(model._flatten_layers(include_self=True, recursive=True))
+    text = io.StringIO()
+    model.summary(print_fn=lambda line, **_: text.write(line + "\n"))
+    return (model.get_config(), text.getvalue(),
+            [(len(layer._inbound_nodes), len(layer._outbound_nodes)) for layer in layers])

@@ -1,7 +1,6 @@
 """keras_hub backbones through AutoInit: their blocks are opened by tracing (walk/tracing.py) and
 their integer inputs (token ids, padding masks) probed with valid values (slow: builds keras_hub
 models; keras_hub is optional)."""
-import io
 
 import keras
 import numpy as np
@@ -13,6 +12,7 @@ from autoinit_sym.walk.graph import build_graph, input_values, run_graph
 from autoinit_sym.walk.loading import resolve_shapes
 from autoinit_sym.walk.monte_carlo import gaussian_rows
 from autoinit_sym.walk.tracing import open_layers
+from helpers import model_state
 
 SMALL = dict(vocabulary_size=1000, num_layers=2, hidden_dim=128, intermediate_dim=256)
 HEADS = {"GPT2Backbone": dict(num_heads=2, max_sequence_length=32),
@@ -38,13 +38,8 @@ def test_text_backbone_is_opened_and_probes_its_masks(name):
 
 def test_backbone_left_untouched_by_tracing():
     model = backbone("GPT2Backbone")
-    layers = list(model._flatten_layers(include_self=True, recursive=True))
-
     def state():
-        text = io.StringIO()
-        model.summary(print_fn=lambda line, **_: text.write(line + "\n"))
-        return (model.get_config(), text.getvalue(),
-                [(len(layer._inbound_nodes), len(layer._outbound_nodes)) for layer in layers])
+        return model_state(model)
 
     before = state()
     graph = build_graph(model)

@@ -2,7 +2,6 @@
 are estimated and initialized, checked against Gaussian noise through the real initialized
 model (arithmetic mean over independently seeded draws); what cannot be traced is probed with
 a warning; the user's model is left as it was."""
-import io
 import logging
 
 import keras
@@ -14,6 +13,7 @@ from autoinit_sym.walk import walker
 from autoinit_sym.walk.graph import build_graph, run_graph
 from autoinit_sym.walk.monte_carlo import RunningMoments
 from autoinit_sym.walk.tracing import open_layers
+from helpers import model_state
 
 DRAWS = 8
 
@@ -179,13 +179,8 @@ def test_traced_graph_runs_at_any_batch_size():
 
 def test_model_config_summary_and_nodes_unchanged_by_tracing():
     model = causal_model()
-    layers = list(model._flatten_layers(include_self=True, recursive=True))
-
     def state():
-        text = io.StringIO()
-        model.summary(print_fn=lambda line, **_: text.write(line + "\n"))
-        return (model.get_config(), text.getvalue(),
-                [(len(layer._inbound_nodes), len(layer._outbound_nodes)) for layer in layers])
+        return model_state(model)
 
     before = state()
     graph = opened_graph(model)
