@@ -271,11 +271,15 @@ def _ratio(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.2f}"
 
 
+def _section(title: str, intro: str, header: list[str], rows: list[list[str]]) -> list[str]:
+    """A benchmark section: its heading, an intro paragraph and one table."""
+    return [f"### {title}", "", intro, ""] + _table(header, rows)
+
+
 def render_keras_hub(doc: dict, results_dir: Path, base: Path) -> list[str]:
     rows = doc["results"]["backbones"]
-    lines = [
-        "### keras_hub backbones",
-        "",
+    lines = _section(
+        "keras_hub backbones",
         "Small random keras_hub backbones from `from_config` (`bench_keras_hub.py`), initialized by "
         "`AutoInit(sequence_length=...)` and measured through the real model on inputs of the assumed "
         "statistics (uniform token ids, masks of ones, Gaussian images), training mode, arithmetic mean "
@@ -283,9 +287,7 @@ def render_keras_hub(doc: dict, results_dir: Path, base: Path) -> list[str]:
         "the layer calls inside the opened blocks; residual: the stream before the final norm, measured / "
         "predicted; redrawn: share of trainable parameters AutoInit's rules drew (the rest are biases and "
         "normalization parameters their rules keep).",
-        "",
-    ]
-    lines += _table(["backbone", "params", "redrawn", "warnings", "median error", "p90 error", "residual",
+        ["backbone", "params", "redrawn", "warnings", "median error", "p90 error", "residual",
                      "initialize_model", "from_config", "ratio"],
                     [[r["model"], f"{r['params']:,}", f"{100 * r['redrawn_share']:.1f}%", str(len(r["warnings"])),
                       _ratio(r["median_log_error"]), _ratio(r["p90_log_error"]), _ratio(r["residual_ratio"]),
@@ -304,50 +306,39 @@ def render_keras_hub(doc: dict, results_dir: Path, base: Path) -> list[str]:
 
 def render_legacy(doc: dict, results_dir: Path, base: Path) -> list[str]:
     rows = doc["results"]["models"]
-    lines = [
-        "### Keras 2 (tf_keras) configs",
-        "",
+    return _section(
+        "Keras 2 (tf_keras) configs",
         "TF-2.4-style JSON configs written with tf_keras (`bench_legacy.py`, one process after a warm-up): "
         "`tf_keras build` = building the config with tf_keras, `twin` = the Keras 3 twin, `from JSON` = "
         "`initialize_model(json_text)` in all, `from model` = `initialize_model(tf_keras_model)`.",
-        "",
-    ]
-    lines += _table(["model", "layers", "submodel calls", "params", "tf_keras build", "twin", "from JSON",
+        ["model", "layers", "submodel calls", "params", "tf_keras build", "twin", "from JSON",
                      "from model", "extra RSS"],
                     [[r["model"], str(r["layers"]), str(r["submodel_calls"]), f"{r['params']:,}",
                       _seconds(r["build_s"]), _seconds(r["twin_s"]), _seconds(r["init_s"]),
                       _seconds(r["init_object_s"]), _megabytes(r["extra_rss_mb"])] for r in rows])
-    return lines
 
 
 def render_large_variables(doc: dict, results_dir: Path, base: Path) -> list[str]:
     rows = doc["results"]["measurements"]
-    lines = [
-        "### Very large variables",
-        "",
+    return _section(
+        "Very large variables",
         "Draw-and-write pass against Keras's own initializer assigned to the same variables, each in a "
         "fresh process (`bench_large_variables.py`); extra = peak resident memory over the baseline. "
         "Budget: 1.25 x the largest variable + 100 MB.",
-        "",
-    ]
-    lines += _table(["case", "distribution", "largest variable", "AutoInit write", "Keras", "time ratio",
+        ["case", "distribution", "largest variable", "AutoInit write", "Keras", "time ratio",
                      "AutoInit extra", "Keras extra", "budget"],
                     [[r["case"], r["distribution"], _megabytes(r["largest_mb"]), _seconds(r["autoinit_write_s"]),
                       _seconds(r["keras_s"]), _times(r["time_ratio"]), _megabytes(r["autoinit_extra_mb"]),
                       _megabytes(r["keras_extra_mb"]), _megabytes(1.25 * r["largest_mb"] + 100.0)] for r in rows])
-    return lines
 
 
 def render_cold_start(doc: dict, results_dir: Path, base: Path) -> list[str]:
     rows = doc["results"]["processes"]
-    lines = [
-        "### Cold start",
-        "",
+    lines = _section(
+        "Cold start",
         "The first `initialize_model` in a fresh process against a second one on a fresh model of the same "
         f"architecture (`bench_cold_start.py`, backend {doc['headline'].get('backend')}).",
-        "",
-    ]
-    lines += _table(["model", "process", "imports", "first call", "second call", "ratio"],
+        ["model", "process", "imports", "first call", "second call", "ratio"],
                     [[r["model"], str(r["process"]), _seconds(r["import_s"]), _seconds(r["cold_s"]),
                       _seconds(r["warm_s"]), _times(r["ratio"])] for r in rows])
     return lines + [""] + _image(doc, results_dir, base, "cold start")
