@@ -28,7 +28,7 @@ import numpy as np
 
 from autoinit_sym.walk.assignment import ArraySource, numpy_dtype, read_rows, shape_of, write
 from autoinit_sym.walk.backup import Backup
-from autoinit_sym.walk.drawing import BLOCK, TRUNCATED_STD, Draw, RowSource, matrix_shape  # noqa: F401 (BLOCK)
+from autoinit_sym.walk.drawing import TRUNCATED_STD, Draw, RowSource, matrix_shape
 
 logger = logging.getLogger("autoinit_sym")
 

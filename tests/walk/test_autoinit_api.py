@@ -10,8 +10,8 @@ from autoinit_sym import AutoInit
 from autoinit_sym.estimators import LayerOutputDistributionEstimator
 from autoinit_sym.measure import measure
 from autoinit_sym.estimators.base import EstimationContext, PendingWeight, WeightInitConfig
-from autoinit_sym.walk.weights import (BLOCK, TRUNCATED_STD, ZeroMeanFixedScale, draw, sample, weight_seed,
-                                      write_pending)
+from autoinit_sym.walk.drawing import BLOCK
+from autoinit_sym.walk.weights import TRUNCATED_STD, ZeroMeanFixedScale, draw, sample, weight_seed, write_pending
 from helpers import Doubling, DoublingEstimator
 
 
